@@ -1,0 +1,38 @@
+"""The one error type for bad user input.
+
+Anything the user handed us that we cannot use (a missing file, a malformed prototxt, a truncated
+caffemodel, a reference folder without manifest) becomes a ParityError. The CLI prints it as a
+single line and exits with code 2; the pytest plugin turns it into a usage error. Bugs in parity
+itself stay ordinary exceptions, so their tracebacks are not hidden.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class ParityError(Exception):
+    """A user-facing problem, located at a file (and optionally a line) when there is one."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.line = line
+
+    def __str__(self) -> str:
+        where = self.path or ""
+        if where and self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where}: {self.message}" if where else self.message
+
+
+def require_file(path: str | Path, what: str = "file") -> Path:
+    """Return `path` as a Path, or raise ParityError naming it when it is not a readable file."""
+    p = Path(path)
+    if not p.exists():
+        raise ParityError(f"{what} not found", p)
+    if not p.is_file():
+        raise ParityError(f"{what} is not a regular file", p)
+    return p

@@ -1,0 +1,165 @@
+"""Read a .caffemodel into numpy arrays per layer, zero copy, without the protobuf library.
+
+The file is memory-mapped and walked field by field (see `wire`). Each packed `data` array of a
+BlobProto becomes an `np.frombuffer` view into the map, so loading a 575 MB VGG-19 costs the
+time to find ~40 offsets, and pages are read from disk only when a weight is actually used.
+
+Handled: current (`layer`, field 100) and V1 (`layers`, field 2) nets; BlobShape and the legacy
+num/channels/height/width dims; packed and unpacked floats; `double_data` (converted to float32,
+as Caffe's Blob::FromProto does).
+"""
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParityError, require_file
+from .wire import I32, I64, LEN, VARINT, WireError, iter_fields, read_varint
+
+# Field numbers from Caffe's caffe.proto.
+NET_LAYER, NET_V1_LAYERS = 100, 2
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
+V1_NAME, V1_TYPE, V1_BLOBS, V1_V0_LAYER = 4, 5, 6, 1
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
+BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
+SHAPE_DIM = 1
+
+
+@dataclass
+class CaffeWeights:
+    """The learned blobs of a caffemodel: layer name -> list of arrays, in Caffe's layout."""
+
+    path: Path
+    blobs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)  # layer name -> type as stored (V1: enum number)
+
+    def __contains__(self, layer: str) -> bool:
+        return layer in self.blobs
+
+    def get(self, layer: str) -> list[np.ndarray]:
+        return self.blobs.get(layer, [])
+
+
+def read_caffemodel(path: str | Path) -> CaffeWeights:
+    """Map `path` and return its blobs. Raises ParityError naming the file when it is not a caffemodel."""
+    p = require_file(path, "caffemodel")
+    if p.stat().st_size == 0:
+        raise ParityError("caffemodel is empty", p)
+    with open(p, "rb") as fh:
+        buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    weights = CaffeWeights(p)
+    try:
+        _read_net(buf, weights)
+    except WireError as exc:
+        raise ParityError(f"truncated or corrupted caffemodel ({exc})", p) from None
+    except _BlobError as exc:
+        raise ParityError(str(exc), p) from None
+    if not weights.blobs and not weights.types:
+        raise ParityError("no layers found: not a caffemodel (NetParameter)", p)
+    return weights
+
+
+class _BlobError(ValueError):
+    pass
+
+
+def _read_net(buf, weights: CaffeWeights) -> None:
+    for f in iter_fields(buf, 0, len(buf)):
+        if f.number == NET_LAYER and f.wire_type == LEN:
+            _read_layer(buf, f.start, f.end, weights, LAYER_NAME, LAYER_TYPE, LAYER_BLOBS)
+        elif f.number == NET_V1_LAYERS and f.wire_type == LEN:
+            _read_layer(buf, f.start, f.end, weights, V1_NAME, V1_TYPE, V1_BLOBS)
+
+
+def _read_layer(buf, start: int, end: int, weights: CaffeWeights, name_no: int, type_no: int, blobs_no: int) -> None:
+    name, layer_type, blobs = None, "", []
+    for f in iter_fields(buf, start, end):
+        if f.number == name_no and f.wire_type == LEN:
+            name = _text(buf, f)
+        elif f.number == type_no:
+            layer_type = _text(buf, f) if f.wire_type == LEN else str(f.value)
+        elif f.number == blobs_no and f.wire_type == LEN:
+            blobs.append(_read_blob(buf, f.start, f.end))
+        elif name_no == V1_NAME and f.number == V1_V0_LAYER and f.wire_type == LEN:
+            raise _BlobError("V0 caffemodel (layers { layer { ... } }) is not supported; "
+                             "upgrade it with Caffe's upgrade_net_proto_binary")
+    if name is None:
+        raise _BlobError(f"a layer at byte {start} has no name")
+    weights.types[name] = layer_type
+    if blobs:
+        weights.blobs[name] = blobs
+
+
+def _text(buf, f) -> str:
+    try:
+        return bytes(buf[f.start:f.end]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError(f"string field at byte {f.start} is not UTF-8") from None
+
+
+def _read_blob(buf, start: int, end: int) -> np.ndarray:
+    shape: list[int] | None = None
+    legacy = [0, 0, 0, 0]
+    has_legacy = False
+    floats: np.ndarray | None = None
+    unpacked: list[np.ndarray] = []
+    doubles: list[np.ndarray] = []
+    for f in iter_fields(buf, start, end):
+        if f.number == BLOB_SHAPE and f.wire_type == LEN:
+            shape = _read_shape(buf, f.start, f.end)
+        elif f.number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and f.wire_type == VARINT:
+            legacy[f.number - 1] = f.value
+            has_legacy = True
+        elif f.number == BLOB_DATA and f.wire_type == LEN:
+            floats = _packed(buf, f, "<f4", 4)
+        elif f.number == BLOB_DATA and f.wire_type == I32:
+            unpacked.append(np.frombuffer(buf, "<f4", 1, f.start))
+        elif f.number == BLOB_DOUBLE_DATA and f.wire_type == LEN:
+            doubles.append(_packed(buf, f, "<f8", 8))
+        elif f.number == BLOB_DOUBLE_DATA and f.wire_type == I64:
+            doubles.append(np.frombuffer(buf, "<f8", 1, f.start))
+    data = _choose_data(floats, unpacked, doubles)
+    if shape is None:
+        shape = legacy if has_legacy else [data.size]
+    if int(np.prod(shape, dtype=np.int64)) != data.size:
+        raise _BlobError(f"blob at byte {start} has shape {tuple(shape)} but {data.size} values")
+    return data.reshape(shape)
+
+
+def _choose_data(floats, unpacked, doubles) -> np.ndarray:
+    """Caffe prefers double_data when present, else data; unpacked floats are gathered (rare, small)."""
+    if doubles:
+        return np.concatenate(doubles).astype(np.float32)
+    if unpacked:
+        parts = ([floats] if floats is not None else []) + unpacked
+        return np.concatenate(parts)
+    if floats is not None:
+        return floats
+    return np.zeros(0, np.float32)
+
+
+def _packed(buf, f, dtype: str, itemsize: int) -> np.ndarray:
+    length = f.end - f.start
+    if length % itemsize:
+        raise WireError(f"packed array at byte {f.start} has {length} bytes, not a multiple of {itemsize}")
+    return np.frombuffer(buf, dtype, length // itemsize, f.start)
+
+
+def _read_shape(buf, start: int, end: int) -> list[int]:
+    dims: list[int] = []
+    for f in iter_fields(buf, start, end):
+        if f.number != SHAPE_DIM:
+            continue
+        if f.wire_type == VARINT:
+            dims.append(f.value)
+        elif f.wire_type == LEN:  # packed
+            pos = f.start
+            while pos < f.end:
+                value, pos = read_varint(buf, pos, f.end)
+                dims.append(value)
+    if any(d >= 1 << 62 for d in dims):
+        raise WireError(f"negative dimension in blob shape at byte {start}")
+    return dims
