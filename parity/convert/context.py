@@ -1,0 +1,131 @@
+"""What every layer converter shares: blobs as Keras tensors, weights, Keras names, strict params."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ParityError
+from ..graph import Layer, Net
+from ..reading.caffemodel import CaffeWeights
+
+# Caffe axis -> channels-last axis for 4-D blobs (N, C, H, W) held as (N, H, W, C).
+NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+
+
+@dataclass
+class Blob:
+    """A Caffe blob during conversion: its Keras tensor and its shape in Caffe's own layout."""
+
+    tensor: object
+    caffe_shape: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.caffe_shape)
+
+
+def keras_axis(caffe_axis: int, rank: int) -> int:
+    """Where Caffe's `caffe_axis` of a rank-`rank` blob lives in parity's Keras layout."""
+    axis = caffe_axis + rank if caffe_axis < 0 else caffe_axis
+    if not 0 <= axis < rank:
+        raise ValueError(f"axis {caffe_axis} out of range for a {rank}-D blob")
+    return NCHW_TO_NHWC_AXIS[axis] if rank == 4 else axis
+
+
+def keras_shape(caffe_shape: Sequence[int]) -> tuple[int, ...]:
+    """Caffe blob shape -> the Keras tensor shape parity uses (4-D becomes channels-last)."""
+    s = tuple(caffe_shape)
+    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
+
+
+def keras_name_for(caffe_name: str) -> str:
+    """Keras forbids '/' in layer names (Caffe's GoogLeNet is full of them); other names stay as they are."""
+    return re.sub(r"[/\s]", "_", caffe_name)
+
+
+@dataclass
+class Context:
+    net: Net
+    weights: CaffeWeights | None
+    keras_names: dict[str, str] = field(default_factory=dict)
+    _used_names: set[str] = field(default_factory=set)
+
+    # -- naming ---------------------------------------------------------------------------
+    def name(self, layer: Layer, suffix: str = "") -> str:
+        """A unique Keras layer name for `layer` (plus `.suffix` for helper layers such as padding)."""
+        base = keras_name_for(layer.name)
+        wanted = f"{base}.{suffix}" if suffix else base
+        candidate, n = wanted, 1
+        while candidate in self._used_names:
+            n += 1
+            candidate = f"{wanted}_{n}"
+        self._used_names.add(candidate)
+        if not suffix:
+            self.keras_names[layer.name] = candidate
+        return candidate
+
+    # -- parameters -----------------------------------------------------------------------
+    def params(self, layer: Layer, field_name: str, supported: Iterable[str]):
+        """The layer's `field_name` message; any explicitly set field outside `supported` is an error."""
+        message = getattr(layer.param, field_name)
+        allowed = set(supported)
+        for fd, _ in message.ListFields():
+            if fd.name not in allowed:
+                raise self.unsupported(layer, f"{field_name}.{fd.name}")
+        return message
+
+    def unsupported(self, layer: Layer, what: str, why: str = "") -> ParityError:
+        detail = f" ({why})" if why else ""
+        return self.net.error(layer.name, f"{layer.type} parameter {what} is not supported{detail}")
+
+    def error(self, layer: Layer, message: str) -> ParityError:
+        return self.net.error(layer.name, message)
+
+    # -- weights --------------------------------------------------------------------------
+    def blobs(self, layer: Layer, expected: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        """The layer's learned blobs, checked against the shapes the prototxt implies."""
+        where = self.weights.path if self.weights is not None else None
+        found = self.weights.get(layer.name) if self.weights is not None else []
+        if not found:
+            raise ParityError(f"no weights for layer {layer.name!r} ({layer.type}); it needs {len(expected)} blob(s)", where)
+        if len(found) != len(expected):
+            raise ParityError(f"layer {layer.name!r} has {len(found)} weight blobs, the prototxt implies "
+                              f"{len(expected)}", where)
+        out = []
+        for i, (array, shape) in enumerate(zip(found, expected)):
+            if _strip_ones(array.shape) != _strip_ones(shape):
+                raise ParityError(f"layer {layer.name!r} weight blob {i} has shape {tuple(array.shape)}, "
+                                  f"the prototxt implies {tuple(shape)}", where)
+            out.append(array.reshape(shape))
+        return out
+
+
+def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:
+    """Legacy blobs are padded to 4-D with leading 1s ((1, 1, O, K) for an InnerProduct weight)."""
+    s = tuple(int(d) for d in shape)
+    while len(s) > 1 and s[0] == 1:
+        s = s[1:]
+    return s
+
+
+def pair(message, single: str, h: str, w: str, default: int, layer: Layer, ctx: Context) -> tuple[int, int]:
+    """Read Caffe's 'x' or 'x_h/x_w' parameter pair (repeated or scalar `single`) as (h, w)."""
+    value = getattr(message, single)
+    repeated = hasattr(value, "__len__")
+    has_single = (len(value) > 0) if repeated else message.HasField(single)
+    has_hw = message.HasField(h) or message.HasField(w)
+    if has_single and has_hw:
+        raise ctx.error(layer, f"give either {single} or {h}/{w}, not both")
+    if has_hw:
+        return int(getattr(message, h)), int(getattr(message, w))
+    if not has_single:
+        return default, default
+    values = list(value) if repeated else [value]
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise ctx.unsupported(layer, single, f"{len(values)} values: only 2-D spatial data is supported")

@@ -1,0 +1,87 @@
+"""The net as parity reasons about it: layers in Caffe's execution order, their blobs and ancestry.
+
+Built from the upgraded NetParameter (reading.prototxt). The converter walks it; the comparator uses
+`ancestors` to tell a layer's own divergence from one it inherited ("downstream").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ParityError
+from .reading.prototxt import line_of_layer, read_prototxt
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int
+    name: str
+    type: str
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+    param: object  # caffe_pb2.LayerParameter
+
+    @property
+    def in_place(self) -> bool:
+        return bool(self.tops) and self.tops == self.bottoms[: len(self.tops)]
+
+
+@dataclass
+class Net:
+    name: str
+    layers: list[Layer]
+    path: Path | None = None
+    text: str = ""
+    _ancestors: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_prototxt(cls, path: str | Path) -> "Net":
+        proto = read_prototxt(path)
+        p = Path(path)
+        return cls.from_proto(proto, p, p.read_text(encoding="utf-8"))
+
+    @classmethod
+    def from_proto(cls, proto, path: Path | None = None, text: str = "") -> "Net":
+        layers = [Layer(i, lp.name, lp.type, tuple(lp.bottom), tuple(lp.top), lp) for i, lp in enumerate(proto.layer)]
+        net = cls(proto.name, layers, path, text)
+        net._check_names()
+        net._ancestors = net._compute_ancestors()
+        return net
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def line_of(self, layer_name: str) -> int | None:
+        return line_of_layer(self.text, layer_name) if self.text else None
+
+    def error(self, layer_name: str, message: str) -> ParityError:
+        """A ParityError located at the layer's definition in the prototxt."""
+        return ParityError(f"layer {layer_name!r}: {message}", self.path, self.line_of(layer_name))
+
+    def ancestors(self, layer_name: str) -> frozenset[str]:
+        """Names of the layers whose outputs flow into `layer_name` (directly or not)."""
+        return self._ancestors[layer_name]
+
+    def _check_names(self) -> None:
+        seen: set[str] = set()
+        for layer in self.layers:
+            if layer.name in seen:
+                raise self.error(layer.name, "duplicate layer name")
+            seen.add(layer.name)
+
+    def _compute_ancestors(self) -> dict[str, frozenset[str]]:
+        sources: dict[str, frozenset[str]] = {}  # blob -> layers that contributed to its current value
+        result: dict[str, frozenset[str]] = {}
+        for layer in self.layers:
+            deps: frozenset[str] = frozenset()
+            for bottom in layer.bottoms:
+                if bottom not in sources:
+                    raise self.error(layer.name, f"bottom blob {bottom!r} is not produced by any earlier layer")
+                deps |= sources[bottom]
+            result[layer.name] = deps
+            for top in layer.tops:
+                sources[top] = deps | {layer.name}
+        return result

@@ -1,0 +1,8 @@
+"""Keras layers for Caffe semantics that no built-in Keras layer has.
+
+Importing this package registers them with Keras' serialization (package "parity"), which is why
+`import parity` is enough for `keras.saving.load_model` to read a converted `.keras` file.
+"""
+from .pooling import CaffePooling2D, caffe_pooled_size
+
+__all__ = ["CaffePooling2D", "caffe_pooled_size"]
