@@ -111,21 +111,9 @@ def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:
     return s
 
 
-def pair(message, single: str, h: str, w: str, default: int, layer: Layer, ctx: Context) -> tuple[int, int]:
-    """Read Caffe's 'x' or 'x_h/x_w' parameter pair (repeated or scalar `single`) as (h, w)."""
-    value = getattr(message, single)
-    repeated = hasattr(value, "__len__")
-    has_single = (len(value) > 0) if repeated else message.HasField(single)
-    has_hw = message.HasField(h) or message.HasField(w)
-    if has_single and has_hw:
-        raise ctx.error(layer, f"give either {single} or {h}/{w}, not both")
-    if has_hw:
-        return int(getattr(message, h)), int(getattr(message, w))
-    if not has_single:
-        return default, default
-    values = list(value) if repeated else [value]
-    if len(values) == 1:
-        return int(values[0]), int(values[0])
-    if len(values) == 2:
-        return int(values[0]), int(values[1])
-    raise ctx.unsupported(layer, single, f"{len(values)} values: only 2-D spatial data is supported")
+def located(ctx: "Context", layer: Layer, fn, *args):
+    """Call a `shapes` helper; its ValueError becomes a ParityError at the layer's prototxt line."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise ctx.error(layer, str(exc)) from None

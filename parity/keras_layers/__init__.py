@@ -3,6 +3,6 @@
 Importing this package registers them with Keras' serialization (package "parity"), which is why
 `import parity` is enough for `keras.saving.load_model` to read a converted `.keras` file.
 """
-from .pooling import CaffePooling2D, caffe_pooled_size
+from .pooling import CaffePooling2D
 
-__all__ = ["CaffePooling2D", "caffe_pooled_size"]
+__all__ = ["CaffePooling2D"]

@@ -11,20 +11,11 @@ constant divisor map computed from the static shape.
 """
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
-
-def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True) -> int:
-    """Caffe's pooled output length along one axis."""
-    span = (size + 2 * pad - kernel) / stride
-    out = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
+from ..shapes import pooled_size
 
 
 def _ave_divisors(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
@@ -52,7 +43,7 @@ class CaffePooling2D(keras.layers.Layer):
 
     def _geometry(self, height: int, width: int):
         kernel = (height, width) if self.global_pooling else self.kernel
-        out = tuple(caffe_pooled_size(n, k, s, p, self.ceil_mode)
+        out = tuple(pooled_size(n, k, s, p, self.ceil_mode)
                     for n, k, s, p in zip((height, width), kernel, self.stride, self.pad))
         return kernel, out
 

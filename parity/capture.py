@@ -1,0 +1,46 @@
+"""Capture every referenced layer output in ONE forward pass.
+
+A single multi-output keras.Model over the converted graph returns all tensors at once: cost is
+one forward pass plus copying the activations out, instead of re-running a truncated model per
+layer (quadratic in depth, as per-layer probing tools do).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .convert import ConvertedModel
+from .errors import ParityError
+from .layout import to_keras_layout
+
+Key = tuple[str, str]  # (caffe layer, top)
+
+
+class Capture:
+    def __init__(self, converted: ConvertedModel, keys: Sequence[Key]):
+        import keras
+
+        missing = [k for k in keys if k not in converted.tensors]
+        if missing:
+            names = ", ".join(f"{layer} (top {top})" for layer, top in missing[:5])
+            raise ParityError(f"the reference has outputs the converted net does not: {names}"
+                              f"{' ...' if len(missing) > 5 else ''}", converted.net.path)
+        self.converted = converted
+        self.keys = list(keys)
+        outputs = [converted.tensors[k] for k in self.keys]
+        self.model = keras.Model(converted.model.inputs, outputs, name="parity_capture")
+
+    def feed(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Caffe-layout input blobs, by name, in the model's input order and channels-last."""
+        missing = [b for b in self.converted.input_blobs if b not in inputs]
+        if missing:
+            raise ParityError(f"no input array for blob(s) {', '.join(missing)}")
+        return [to_keras_layout(np.asarray(inputs[b], np.float32)) for b in self.converted.input_blobs]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[Key, np.ndarray]:
+        """One forward pass; every captured tensor, channels-last, by (layer, top)."""
+        outputs = self.model.predict_on_batch(self.feed(inputs))
+        if len(self.keys) == 1:
+            outputs = [outputs]
+        return {k: np.asarray(v) for k, v in zip(self.keys, outputs)}

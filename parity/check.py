@@ -1,0 +1,114 @@
+"""The whole check for one model: references -> conversion -> one-pass capture -> comparison -> Report.
+
+Shared by the CLI (`parity check`) and the pytest plugin, so both give the same verdict.
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .compare import LayerResult, Tolerance, attribute, measure
+from .errors import ParityError
+from .graph import Net
+from .preprocess import sha256_file
+from .reference import Reference, find_references
+from .report import Report
+
+# Chosen from measured data: see README, "Tolerances".
+DEFAULT_ATOL = 1e-2
+DEFAULT_RTOL = 1e-4
+
+
+@dataclass
+class Target:
+    """What to check: a net, its weights, and the reference samples Caffe produced for it."""
+
+    name: str
+    prototxt: Path
+    caffemodel: Path
+    references: list[Reference]
+
+
+def target_from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) -> Target:
+    refs = find_references(blobs_dir)
+    return Target(name or Path(prototxt).parent.name, Path(prototxt), Path(caffemodel), refs)
+
+
+def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
+    from .fixtures import load_fixture
+
+    fixture = load_fixture(name)
+    if not fixture.references.is_dir():
+        raise ParityError(f"fixture {name!r} has no references yet (make them with `parity dump --fixture {name}`)",
+                          fixture.references)
+    refs = find_references(fixture.references)
+    if images:
+        refs = [r for r in refs if r.name in images]
+        if not refs:
+            raise ParityError(f"no reference for image(s) {', '.join(images)}", fixture.references)
+    return Target(name, fixture.prototxt, fixture.weights_path(), refs)
+
+
+def source_mismatches(ref: Reference, prototxt: Path, caffemodel: Path, hashes: dict[Path, str]) -> list[str]:
+    """Which of the manifest's sha256s the given files fail to match (hashes cached per file)."""
+    problems = []
+    for key, path in (("prototxt", prototxt), ("caffemodel", caffemodel)):
+        if path not in hashes:
+            hashes[path] = sha256_file(path)
+        expected = ref.manifest["model"][key]["sha256"]
+        if hashes[path] != expected:
+            problems.append(f"{key} {path.name} has sha256 {hashes[path][:12]}..., the reference was made "
+                            f"from {expected[:12]}...")
+    return problems
+
+
+def environment() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+def compare_sample(converted, capture, ref: Reference, tol: Tolerance, net: Net) -> tuple[list[LayerResult], str | None]:
+    outputs = capture.run(ref.inputs())
+    results = []
+    for entry in ref.entries:
+        result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
+        results.append(measure(result, ref.load(entry), outputs[(entry.layer, entry.top)], tol))
+    return results, attribute(results, net)
+
+
+def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
+               convert: Callable | None = None, progress: Callable[[str], None] | None = None) -> list[Report]:
+    """Check every reference sample of `target`. `convert` may replace the converter (tests plant bugs so)."""
+    from .capture import Capture
+    from .convert import convert_net
+    from .reading.caffemodel import read_caffemodel
+
+    say = progress or (lambda _msg: None)
+    net = Net.from_prototxt(target.prototxt)
+    hashes: dict[Path, str] = {}
+    notes_by_ref = {}
+    for ref in target.references:
+        problems = source_mismatches(ref, target.prototxt, target.caffemodel, hashes)
+        if problems and not allow_mismatch:
+            raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)", ref.dir / "manifest.json")
+        notes_by_ref[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
+    say(f"converting {target.prototxt.name} ...")
+    converted = (convert or convert_net)(net, read_caffemodel(target.caffemodel))
+    keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
+    capture = Capture(converted, keys)
+    env = environment()
+    reports = []
+    for ref in target.references:
+        say(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs ...")
+        results, first = compare_sample(converted, capture, ref, tol, net)
+        header = {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
+                  "environment": env, "allow_mismatch": bool(notes_by_ref[ref.dir]), "notes": notes_by_ref[ref.dir]}
+        reports.append(Report(target.name, ref.name, tol.atol, tol.rtol, results, first, header))
+    return reports

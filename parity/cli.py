@@ -1,0 +1,53 @@
+"""The `parity` command: convert, dump, check.
+
+Exit codes: 0 every layer within tolerance (or the command succeeded); 1 a layer diverges;
+2 bad usage or bad input (one line on stderr naming the file, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import EXIT_BAD_INPUT, ParityError
+
+EXIT_OK, EXIT_DIVERGED = 0, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: exit 2 as well, one line
+        self.print_usage(sys.stderr)
+        raise ParityError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="parity", description="Check a Caffe -> Keras conversion layer by layer against real Caffe.")
+    parser.add_argument("--version", action="version", version=f"parity {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from .commands import check, convert, dump
+
+    for command in (convert, dump, check):
+        command.add(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except ParityError as exc:
+        print(f"parity: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("parity: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

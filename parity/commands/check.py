@@ -1,0 +1,58 @@
+"""`parity check`: convert, run once, compare every layer with Caffe's blobs, name the first divergence."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import ParityError
+
+HELP = """Check a conversion layer by layer against real Caffe's blobs.
+  parity check --model vgg19                      (a fixture by name)
+  parity check deploy.prototxt w.caffemodel --blobs DIR
+Exit code: 0 all layers within tolerance, 1 a layer diverges, 2 bad usage or input."""
+
+
+def add(sub) -> None:
+    from ..check import DEFAULT_ATOL, DEFAULT_RTOL
+
+    p = sub.add_parser("check", help="compare a conversion with Caffe's blobs layer by layer", description=HELP)
+    p.add_argument("prototxt", nargs="?", type=Path)
+    p.add_argument("caffemodel", nargs="?", type=Path)
+    p.add_argument("--model", help="a fixture by name (fixtures/<name>), instead of PROTOTXT CAFFEMODEL --blobs")
+    p.add_argument("--image", action="append", help="with --model: only these reference samples (repeatable)")
+    p.add_argument("--blobs", type=Path, help="reference folder (one with manifest.json, or one per sample below it)")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    p.add_argument("--json", type=Path, help="also write the report(s) as JSON here")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare even if the files' sha256 differ from the manifest's (said in the report)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict lines")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..check import Tolerance, run_target, target_from_files, target_from_fixture
+    from ..report import render, write_json
+
+    if args.model:
+        if args.prototxt or args.caffemodel or args.blobs:
+            raise ParityError("give either --model NAME or PROTOTXT CAFFEMODEL --blobs DIR, not both")
+        target = target_from_fixture(args.model, args.image)
+    else:
+        if not (args.prototxt and args.caffemodel and args.blobs):
+            raise ParityError("give PROTOTXT CAFFEMODEL --blobs DIR, or --model NAME")
+        from ..errors import require_file
+
+        target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
+                                   args.blobs)
+    if args.atol < 0 or args.rtol < 0:
+        raise ParityError("tolerances must be non-negative")
+    progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
+    reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, progress=progress)
+    for report in reports:
+        text = render(report)
+        print(text.splitlines()[-1] if args.quiet else text)
+    if args.json:
+        payload = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
+        write_json(args.json, payload)
+    return 0 if all(r.status == "pass" for r in reports) else 1

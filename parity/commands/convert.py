@@ -1,0 +1,71 @@
+"""`parity convert`: deploy.prototxt + caffemodel -> .keras model and/or Keras-layout weights."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ParityError, require_file
+
+HELP = """Convert a Caffe net to a Keras 3 model (channels-last, layers named like Caffe's).
+The .keras file loads with keras.saving.load_model(path) after `import parity`."""
+
+
+def add(sub) -> None:
+    p = sub.add_parser("convert", help="convert a Caffe net to a .keras model", description=HELP)
+    p.add_argument("prototxt", type=Path)
+    p.add_argument("caffemodel", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="write the model here (.keras)")
+    p.add_argument("--weights-h5", type=Path, help="write weights for model.load_weights (.weights.h5)")
+    p.add_argument("--weights-npz", type=Path, help="write Keras-layout arrays, keys '<layer>/<param>' (.npz)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if not (args.output or args.weights_h5 or args.weights_npz):
+        raise ParityError("nothing to write: give -o MODEL.keras, --weights-h5 PATH or --weights-npz PATH")
+    _check_suffix(args.output, ".keras")
+    _check_suffix(args.weights_h5, ".weights.h5")
+    _check_suffix(args.weights_npz, ".npz")
+    from ..convert import convert_net
+    from ..graph import Net
+    from ..reading.caffemodel import read_caffemodel
+
+    net = Net.from_prototxt(require_file(args.prototxt, "prototxt"))
+    converted = convert_net(net, read_caffemodel(args.caffemodel))
+    model = converted.model
+    for path, write in ((args.output, model.save), (args.weights_h5, model.save_weights),
+                        (args.weights_npz, lambda p: save_npz(model, p))):
+        if path:
+            _atomic(path, write)
+            print(f"parity: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def keras_arrays(model) -> dict[str, np.ndarray]:
+    """Every weight of `model` under '<layer>/<param>' (e.g. 'conv1_1/kernel'), in Keras layout."""
+    return {f"{layer.name}/{v.name}": np.asarray(v.numpy()) for layer in model.layers for v in layer.weights}
+
+
+def save_npz(model, path: Path) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **keras_arrays(model))
+
+
+def _check_suffix(path: Path | None, suffix: str) -> None:
+    if path is not None and not path.name.endswith(suffix):
+        raise ParityError(f"file name must end in {suffix}", path)
+
+
+def _atomic(path: Path, write) -> None:
+    """Write to a temporary name with the same suffix, then rename: never half a model on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    try:
+        write(str(tmp))
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

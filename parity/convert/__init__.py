@@ -1,0 +1,75 @@
+"""Caffe net + weights -> functional channels-last keras.Model whose layers carry Caffe's names.
+
+One module per Caffe layer family registers its converter by type name (see `registry`). This
+module only walks the net in Caffe's order, hands each layer its bottoms, and keeps the map from
+every (Caffe layer, top) to the Keras tensor holding it, which the capture step needs.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ..errors import ParityError
+from ..graph import Net
+from ..reading.caffemodel import CaffeWeights
+from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
+from .registry import converter_for, register, supported_types
+
+# Importing the layer modules registers their converters.
+from . import convolution, elementwise, inner_product, input, pooling  # noqa: E402,F401
+
+__all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
+           "register", "supported_types"]
+
+
+@dataclass
+class ConvertedModel:
+    model: object  # keras.Model
+    net: Net
+    tensors: dict[tuple[str, str], object]  # (caffe layer, top) -> Keras tensor
+    caffe_shapes: dict[tuple[str, str], tuple[int, ...]]
+    keras_names: dict[str, str]  # caffe layer -> keras layer
+    input_blobs: list[str]  # Caffe blob fed by each of model.inputs, in order
+
+
+def check_supported(net: Net) -> None:
+    """Name every unsupported layer type at once, with the layers that use it."""
+    missing: dict[str, list[str]] = defaultdict(list)
+    for layer in net.layers:
+        if converter_for(layer.type) is None:
+            missing[layer.type].append(layer.name)
+    if missing:
+        parts = [f"{t} ({', '.join(names)})" for t, names in missing.items()]
+        first = next(iter(missing.values()))[0]
+        raise ParityError(f"unsupported layer types: {'; '.join(parts)}. Supported: {', '.join(supported_types())}",
+                          net.path, net.line_of(first))
+
+
+def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
+    """Build the Keras model for `net`, loading `weights` (Caffe layout) into it."""
+    import keras
+
+    check_supported(net)
+    ctx = Context(net, weights)
+    blobs: dict[str, Blob] = {}
+    tensors, shapes, inputs, input_blobs, consumed = {}, {}, [], [], set()
+    for layer in net.layers:
+        bottoms = [blobs[b] for b in layer.bottoms]
+        consumed.update(layer.bottoms)
+        outputs = converter_for(layer.type)(layer, bottoms, ctx)
+        if len(outputs) != len(layer.tops):
+            raise RuntimeError(f"converter for {layer.type} returned {len(outputs)} tops, expected {len(layer.tops)}")
+        for top, blob in zip(layer.tops, outputs):
+            blobs[top] = blob
+            tensors[(layer.name, top)] = blob.tensor
+            shapes[(layer.name, top)] = blob.caffe_shape
+            if layer.type == "Input":
+                inputs.append(blob.tensor)
+                input_blobs.append(top)
+        for top in layer.tops:
+            consumed.discard(top)  # an in-place top is a fresh value until something reads it
+    if not inputs:
+        raise ParityError("the net has no Input layer or input fields", net.path)
+    finals = [blobs[name].tensor for name in dict.fromkeys(t for l in net.layers for t in l.tops) if name not in consumed]
+    model = keras.Model(inputs=inputs, outputs=finals, name=keras_name_for(net.name or "caffe_net"))
+    return ConvertedModel(model, net, tensors, shapes, ctx.keras_names, input_blobs)

@@ -1,0 +1,154 @@
+"""`parity dump`: run real Caffe (pycaffe) and save every layer's output as the reference.
+
+Runs inside the pycaffe environment made by tools/build_caffe.sh (no TensorFlow there).
+granularity "layer" runs the net one layer at a time (Net::ForwardFromTo(i, i)) and saves that
+layer's tops right away, so in-place chains (conv -> ReLU on one blob) keep a reference per layer;
+"blob" runs once and saves each blob's final value, labelled with the layer that wrote it last.
+Each sample is written to a temporary folder and renamed into place: never half a reference.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import ParityError
+from .preprocess import sha256_file
+from .reference import FORMAT, FORMAT_VERSION, safe_filename
+
+
+@dataclass
+class Sample:
+    """One input to run: its name, the NCHW array per input blob, and where it came from."""
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    source: dict  # {"kind": "image"|"npy", "file": ..., "sha256": ..., "preprocessing": ...}
+
+
+def import_caffe():
+    """Import pycaffe quietly and single-threaded (reproducible BLAS sums), or explain how to get it."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        import caffe  # noqa: F401
+    except ImportError as exc:
+        raise ParityError(f"pycaffe does not import here ({exc}). Build it with tools/build_caffe.sh and "
+                          "run this command as .cache/caffe/venv/bin/parity dump ...") from None
+    return caffe
+
+
+def caffe_build_info(caffe) -> dict:
+    """The record tools/build_caffe.sh left beside the pycaffe it built."""
+    info_path = Path(caffe.__file__).resolve().parents[2] / "parity-build.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {
+        "distribution": "unknown", "note": "this pycaffe was not built by tools/build_caffe.sh"}
+    info["caffe_version"] = getattr(caffe, "__version__", "unknown")
+    info["openblas_threads"] = os.environ.get("OPENBLAS_NUM_THREADS")
+    return info
+
+
+def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, granularity: str = "layer",
+         log=print) -> list[Path]:
+    caffe = import_caffe()
+    caffe.set_mode_cpu()
+    model = {"prototxt": {"file": prototxt.name, "sha256": sha256_file(prototxt)},
+             "caffemodel": {"file": caffemodel.name, "sha256": sha256_file(caffemodel)}}
+    net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
+    build = caffe_build_info(caffe)
+    written = []
+    for sample in samples:
+        target = out / safe_filename(sample.name)
+        log(f"parity dump: {sample.name}: running Caffe ({granularity} granularity) ...")
+        with _staging(target) as stage:
+            entries = _run(net, sample, stage, granularity)
+            manifest = _manifest(model, build, sample, entries, granularity, stage)
+            (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
+        log(f"parity dump: {sample.name}: {len(entries)} entries, {size:.1f} MB -> {target}")
+        written.append(target)
+    return written
+
+
+def _run(net, sample: Sample, stage: Path, granularity: str) -> list[dict]:
+    for blob, array in sample.arrays.items():
+        if blob not in net.blobs:
+            raise ParityError(f"the net has no input blob {blob!r} (inputs: {', '.join(net.inputs)})")
+        net.blobs[blob].reshape(*array.shape)
+        net.blobs[blob].data[...] = array
+    net.reshape()
+    names = list(net._layer_names)
+    types = [layer.type for layer in net.layers]
+    entries: dict[tuple[int, str], np.ndarray] = {}
+    if granularity == "layer":
+        for i, name in enumerate(names):
+            net._forward(i, i)
+            for top in net.top_names[name]:
+                entries[(i, top)] = np.array(net.blobs[top].data, dtype=np.float32, copy=True)
+    else:
+        net._forward(0, len(names) - 1)
+        last_writer = {top: i for i, name in enumerate(names) for top in net.top_names[name]}
+        for top, i in sorted(last_writer.items(), key=lambda kv: kv[1]):
+            entries[(i, top)] = np.array(net.blobs[top].data, dtype=np.float32, copy=True)
+    records = []
+    for (i, top), array in sorted(entries.items(), key=lambda kv: kv[0][0]):
+        tops = net.top_names[names[i]]
+        suffix = f"__{safe_filename(top)}" if len(tops) > 1 else ""
+        file = f"{len(records):03d}_{safe_filename(names[i])}{suffix}.npy"
+        np.save(stage / file, array, allow_pickle=False)
+        records.append({"order": i, "layer": names[i], "type": types[i], "top": top, "file": file,
+                        "shape": list(array.shape), "dtype": "float32"})
+    return records
+
+
+def _manifest(model, build, sample: Sample, entries, granularity, stage: Path) -> dict:
+    blobs = {}
+    for blob, array in sample.arrays.items():
+        file = f"input__{safe_filename(blob)}.npy"
+        np.save(stage / file, np.ascontiguousarray(array, np.float32), allow_pickle=False)
+        blobs[blob] = {"file": file, "shape": list(array.shape), "sha256": sha256_file(stage / file)}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "source": "caffe",
+        "caffe": build,
+        "created_by": f"parity {__version__} dump",
+        "created": datetime.date.today().isoformat(),
+        "model": model,
+        "input": {"name": sample.name, **sample.source, "blobs": blobs},
+        "granularity": granularity,
+        "entries": entries,
+    }
+
+
+class _staging:
+    """Write into a temporary sibling folder; on success swap it in for `target`, else remove it."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.stage = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        return self.stage
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            return False
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.target, old)
+        os.replace(self.stage, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return False

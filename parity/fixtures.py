@@ -1,0 +1,121 @@
+"""Named fixtures: a prototxt, a description (input, preprocessing, images), a weights recipe.
+
+A fixture lives in fixtures/<name>/fixture.json. Its weights are never committed: the recipe
+builds them into the ignored cache (.cache/parity/weights/) on first use, deterministically, and
+the reference manifest's sha256 proves the cached file is the one Caffe saw.
+Paths can be moved with PARITY_FIXTURES, PARITY_REFERENCES and PARITY_CACHE.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ParityError
+from .preprocess import Preprocessing
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE_FORMAT = 1  # bump when a recipe's numbers change, so stale caches are not reused
+
+
+def fixtures_dir() -> Path:
+    return Path(os.environ.get("PARITY_FIXTURES", REPO / "fixtures"))
+
+
+def references_dir() -> Path:
+    return Path(os.environ.get("PARITY_REFERENCES", REPO / "reference_blobs"))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PARITY_CACHE", REPO / ".cache" / "parity"))
+
+
+def list_fixtures() -> list[str]:
+    root = fixtures_dir()
+    return sorted(p.parent.name for p in root.glob("*/fixture.json")) if root.is_dir() else []
+
+
+@dataclass
+class Fixture:
+    name: str
+    dir: Path
+    description: dict
+
+    @property
+    def prototxt(self) -> Path:
+        return self.dir / self.description["prototxt"]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.description.get("preprocessing", {}), self.dir / "fixture.json")
+
+    @property
+    def images(self) -> list[str]:
+        return list(self.description.get("images", []))
+
+    @property
+    def granularity(self) -> str:
+        return self.description.get("granularity", "layer")
+
+    def image_path(self, image: str) -> Path:
+        return fixtures_dir() / "images" / f"{image}.png"
+
+    @property
+    def references(self) -> Path:
+        return references_dir() / self.name
+
+    def weights_path(self, quiet: bool = False) -> Path:
+        """The fixture's caffemodel in the cache, built from its recipe if it is not there yet."""
+        recipe = self.description["weights"]
+        key = hashlib.sha256(self.prototxt.read_bytes() + json.dumps(recipe, sort_keys=True).encode()
+                             + str(RECIPE_FORMAT).encode()).hexdigest()[:16]
+        path = cache_dir() / "weights" / f"{self.name}-{key}.caffemodel"
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time (pytest -n workers)
+            if not path.exists():
+                self._build_weights(path, recipe, quiet)
+        return path
+
+    def _build_weights(self, path: Path, recipe: dict, quiet: bool) -> None:
+        from .graph import Net
+        from .reading.caffemodel_writer import write_caffemodel
+        from .reading.prototxt import read_prototxt
+        from .recipes import RECIPES
+
+        kind = recipe.get("recipe")
+        if kind not in RECIPES:
+            raise ParityError(f"unknown weights recipe {kind!r}; known: {', '.join(RECIPES)}", self.dir / "fixture.json")
+        start = time.perf_counter()
+        if not quiet:
+            print(f"parity: building {self.name} weights ({kind}, seed {recipe.get('seed')}) into {path} ...",
+                  file=sys.stderr, flush=True)
+        proto = read_prototxt(self.prototxt)
+        blobs = RECIPES[kind](Net.from_prototxt(self.prototxt), int(recipe.get("seed", 0)), recipe.get("gains"))
+        write_caffemodel(path, proto, blobs)
+        if not quiet:
+            mb = path.stat().st_size / 1e6
+            print(f"parity: built {path.name} ({mb:.0f} MB) in {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr, flush=True)
+
+
+def load_fixture(name: str) -> Fixture:
+    path = fixtures_dir() / name / "fixture.json"
+    if not path.is_file():
+        known = ", ".join(list_fixtures()) or "none"
+        raise ParityError(f"unknown fixture {name!r} (known: {known})", fixtures_dir())
+    try:
+        description = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ParityError(f"invalid JSON: {exc.msg}", path, exc.lineno) from None
+    for key in ("prototxt", "weights"):
+        if key not in description:
+            raise ParityError(f"missing key {key!r}", path)
+    return Fixture(name, path.parent, description)

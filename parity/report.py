@@ -1,0 +1,93 @@
+"""Reports: one per (model, sample). Terminal table, JSON (written atomically), pytest messages."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
+
+
+@dataclass
+class Report:
+    model: str
+    image: str
+    atol: float
+    rtol: float
+    layers: list[LayerResult]
+    first_divergence: str | None
+    header: dict = field(default_factory=dict)  # provenance: Caffe build, TF/Keras, mismatches
+
+    @property
+    def status(self) -> str:
+        return PASS if all(r.status == PASS for r in self.layers) else FAIL
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "image": self.image, "atol": self.atol, "rtol": self.rtol,
+                "status": self.status, "first_divergence": self.first_divergence, **self.header,
+                "layers": [r.to_dict() for r in self.layers]}
+
+
+def _num(value: float | None, fmt: str = "{:.2e}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def layer_line(r: LayerResult, first: str | None) -> str:
+    status = {PASS: "ok", FAIL: "FAIL", DOWNSTREAM: "downstream"}[r.status]
+    mark = "  <== first divergence" if r.layer == first and r.status == FAIL else ""
+    shape = "x".join(str(s) for s in r.shape)
+    return (f"{r.order:>4} {r.layer[:24]:<24} {r.type[:12]:<12} {shape:<16} {_num(r.max_abs):>9} "
+            f"{_num(r.rel_l2):>9} {_num(r.cosine, '{:.6f}'):>9}  {status}{mark}")
+
+
+def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
+    """A failing layer in words: what is off, by how much, where."""
+    if r.problem:
+        text = f"{r.layer} ({r.type}): {r.problem}"
+    else:
+        text = (f"{r.layer} ({r.type}, top {r.top}): max_abs {_num(r.max_abs)}, max_rel {_num(r.max_rel)}, "
+                f"rel_l2 {_num(r.rel_l2)}, cosine {_num(r.cosine, '{:.6f}')}; {100 * (r.outside or 0):.3g}% of "
+                f"elements outside atol {tol_atol:g} + rtol {tol_rtol:g}*|ref|; worst at (n, c, h, w) = "
+                f"{r.worst}: Caffe {r.worst_ref:.6g}, Keras {r.worst_got:.6g}")
+    if r.downstream_of:
+        text += f"; downstream of the first divergence at {r.downstream_of}"
+    return text
+
+
+def render(report: Report) -> str:
+    lines = [f"parity: {report.model} / {report.image}  (atol {report.atol:g}, rtol {report.rtol:g})"]
+    for note in report.header.get("notes", []):
+        lines.append(f"  note: {note}")
+    lines.append(f"{'#':>4} {'layer':<24} {'type':<12} {'shape':<16} {'max_abs':>9} {'rel_l2':>9} {'cosine':>9}  status")
+    lines += [layer_line(r, report.first_divergence) for r in report.layers]
+    if report.first_divergence:
+        root = next(r for r in report.layers if r.layer == report.first_divergence and r.status == FAIL)
+        downstream = sum(r.status == DOWNSTREAM for r in report.layers)
+        lines.append(f"FAIL: first divergence at {describe(root, report.atol, report.rtol)}"
+                     + (f" ({downstream} later layer(s) downstream of it)" if downstream else ""))
+    else:
+        lines.append(f"PASS: all {len(report.layers)} outputs within tolerance")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, payload) -> Path:
+    """Write JSON atomically: a reader sees the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1, allow_nan=False, default=_jsonable)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(value):
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,0 +1,33 @@
+"""Make fixtures/images/*.png: scikit-image's CC0 sample photos, centre-cropped square, 224x224.
+
+Run once with a Python that has scikit-image (the pycaffe venv does):
+    .cache/caffe/venv/bin/python tools/make_sample_images.py
+The PNGs are committed; this script records how they were made.
+"""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+OUT = Path(__file__).resolve().parents[1] / "fixtures" / "images"
+SIZE = 224
+
+
+def centre_square(rgb: np.ndarray) -> Image.Image:
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return Image.fromarray(rgb[top:top + side, left:left + side])
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in ("chelsea", "coffee"):
+        image = centre_square(getattr(data, name)()).resize((SIZE, SIZE), Image.LANCZOS)
+        image.save(OUT / f"{name}.png", optimize=True)
+        print(f"wrote {OUT / name}.png")
+
+
+if __name__ == "__main__":
+    main()
