@@ -74,18 +74,21 @@ def environment() -> dict:
             "python": platform.python_version(), "machine": platform.machine()}
 
 
-def compare_sample(converted, capture, ref: Reference, tol: Tolerance, net: Net) -> tuple[list[LayerResult], str | None]:
-    outputs = capture.run(ref.inputs())
-    results = []
-    for entry in ref.entries:
-        result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
-        results.append(measure(result, ref.load(entry), outputs[(entry.layer, entry.top)], tol))
-    return results, attribute(results, net)
+@dataclass
+class Prepared:
+    """A target converted once, with its one-pass capture model: reused for every sample."""
+
+    target: Target
+    net: Net
+    converted: object  # ConvertedModel
+    capture: object  # Capture
+    notes: dict[Path, list[str]]
+    environment: dict
 
 
-def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
-               convert: Callable | None = None, progress: Callable[[str], None] | None = None) -> list[Report]:
-    """Check every reference sample of `target`. `convert` may replace the converter (tests plant bugs so)."""
+def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | None = None,
+            progress: Callable[[str], None] | None = None) -> Prepared:
+    """Verify provenance, convert (`convert` may replace the converter: tests plant bugs so), build the capture."""
     from .capture import Capture
     from .convert import convert_net
     from .reading.caffemodel import read_caffemodel
@@ -93,22 +96,40 @@ def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
     say = progress or (lambda _msg: None)
     net = Net.from_prototxt(target.prototxt)
     hashes: dict[Path, str] = {}
-    notes_by_ref = {}
+    notes = {}
     for ref in target.references:
         problems = source_mismatches(ref, target.prototxt, target.caffemodel, hashes)
         if problems and not allow_mismatch:
             raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)", ref.dir / "manifest.json")
-        notes_by_ref[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
+        notes[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
     say(f"converting {target.prototxt.name} ...")
     converted = (convert or convert_net)(net, read_caffemodel(target.caffemodel))
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
-    capture = Capture(converted, keys)
-    env = environment()
+    return Prepared(target, net, converted, Capture(converted, keys), notes, environment())
+
+
+def check_reference(prepared: Prepared, ref: Reference, tol: Tolerance,
+                    inputs: dict[str, np.ndarray] | None = None) -> Report:
+    """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named."""
+    outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs)
+    results = []
+    for entry in ref.entries:
+        result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
+        results.append(measure(result, ref.load(entry), outputs[(entry.layer, entry.top)], tol))
+    first = attribute(results, prepared.net)
+    notes = prepared.notes.get(ref.dir, [])
+    header = {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
+              "environment": prepared.environment, "allow_mismatch": bool(notes), "notes": notes}
+    return Report(prepared.target.name, ref.name, tol.atol, tol.rtol, results, first, header)
+
+
+def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
+               convert: Callable | None = None, progress: Callable[[str], None] | None = None) -> list[Report]:
+    """Check every reference sample of `target`."""
+    prepared = prepare(target, allow_mismatch, convert, progress)
     reports = []
     for ref in target.references:
-        say(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs ...")
-        results, first = compare_sample(converted, capture, ref, tol, net)
-        header = {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
-                  "environment": env, "allow_mismatch": bool(notes_by_ref[ref.dir]), "notes": notes_by_ref[ref.dir]}
-        reports.append(Report(target.name, ref.name, tol.atol, tol.rtol, results, first, header))
+        if progress:
+            progress(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs ...")
+        reports.append(check_reference(prepared, ref, tol))
     return reports

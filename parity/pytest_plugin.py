@@ -1,0 +1,212 @@
+"""pytest plugin: the parity suite as one test item per (model, sample, Caffe layer).
+
+Active from the repository root (conftest.py names it). The expensive part, converting a model and
+running its one-pass capture, happens once per model and sample; items only read the result.
+Under pytest-xdist the items of one (model, sample) form one xdist group, and `--dist load` is
+turned into `--dist loadgroup`, so no worker computes a model twice. Reports travel back to the
+controller as user_properties, which builds the summary and `--parity-json`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from .errors import ParityError
+
+PROPERTY = "parity_layer"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("parity", "parity: Caffe -> Keras layer-by-layer checks")
+    group.addoption("--model", action="append", default=[], help="fixture to check (repeatable; default: all)")
+    group.addoption("--atol", type=float, default=None, help="absolute tolerance (default: parity's)")
+    group.addoption("--rtol", type=float, default=None, help="relative tolerance (default: parity's)")
+    group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "caffe: needs real pycaffe (tools/build_caffe.sh)")
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"  # keep each (model, sample) on one worker
+    config.pluginmanager.register(_Collector(config), "parity-collector")
+
+
+# -- collection ---------------------------------------------------------------------------------
+def pytest_generate_tests(metafunc):
+    if "parity_case" not in metafunc.fixturenames:
+        return
+    try:
+        cases = list(_cases(metafunc.config))
+    except ParityError as exc:
+        raise pytest.UsageError(f"parity: {exc}") from None
+    metafunc.parametrize(
+        "parity_case",
+        [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(f"parity-{c.model}-{c.image}")) for c in cases],
+        indirect=True)
+
+
+def _cases(config):
+    from .check import target_from_fixture
+    from .fixtures import list_fixtures
+
+    models = config.getoption("--model") or list_fixtures()
+    for model in models:
+        target = target_from_fixture(model)
+        net_layers = _net_layers(target.prototxt)
+        for ref in target.references:
+            by_layer: dict[str, list[str]] = {}
+            for entry in ref.entries:
+                by_layer.setdefault(entry.layer, []).append(entry.top)
+            for name, tops in net_layers:
+                yield Case(model, ref.name, name, tuple(by_layer.get(name, ())), ref.granularity,
+                           _overwritten_by(name, tops, by_layer, net_layers))
+
+
+def _net_layers(prototxt):
+    from .graph import Net
+
+    return [(layer.name, layer.tops) for layer in Net.from_prototxt(prototxt).layers]
+
+
+def _overwritten_by(name, tops, by_layer, net_layers) -> str | None:
+    """For a layer without its own reference: the later layer whose entry holds its (in-place) top."""
+    if name in by_layer:
+        return None
+    seen = False
+    for other, other_tops in net_layers:
+        if other == name:
+            seen = True
+        elif seen and other in by_layer and set(tops) & set(by_layer[other]):
+            return other
+    return None
+
+
+# -- running --------------------------------------------------------------------------------------
+class _Session:
+    """Per-process cache: converted models by name, reports by (model, sample), errors too."""
+
+    def __init__(self, config):
+        self.config = config
+        self.prepared: dict[str, object] = {}
+        self.reports: dict[tuple[str, str], object] = {}
+
+    def tolerance(self):
+        from .check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+
+        atol, rtol = self.config.getoption("--atol"), self.config.getoption("--rtol")
+        return Tolerance(DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol)
+
+    def report(self, model: str, image: str):
+        key = (model, image)
+        if key not in self.reports:
+            try:
+                self.reports[key] = self._compute(model, image)
+            except ParityError as exc:
+                self.reports[key] = exc
+        result = self.reports[key]
+        if isinstance(result, ParityError):
+            pytest.fail(f"parity: {result}", pytrace=False)
+        return result
+
+    def _compute(self, model: str, image: str):
+        from .check import check_reference, prepare, target_from_fixture
+
+        if model not in self.prepared:
+            self.prepared[model] = prepare(target_from_fixture(model))
+        prepared = self.prepared[model]
+        ref = next(r for r in prepared.target.references if r.name == image)
+        return check_reference(prepared, ref, self.tolerance())
+
+
+_SESSION_KEY = pytest.StashKey[_Session]()
+
+
+@pytest.fixture
+def parity_case(request):
+    case = request.param
+    config = request.config
+    if _SESSION_KEY not in config.stash:
+        config.stash[_SESSION_KEY] = _Session(config)
+    case.session = config.stash[_SESSION_KEY]
+    case.item = request.node
+    return case
+
+
+@dataclass
+class Case:
+    model: str
+    image: str
+    layer: str
+    tops: tuple[str, ...]
+    granularity: str
+    overwritten_by: str | None
+    session: object = field(default=None, repr=False)
+    item: object = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.image}-{self.layer}"
+
+    def check(self) -> None:
+        from .report import describe
+
+        if not self.tops:
+            holder = f"; its output is checked at {self.overwritten_by} (in place)" if self.overwritten_by else ""
+            pytest.skip(f"no reference entry for {self.layer} at {self.granularity} granularity{holder}")
+        report = self.session.report(self.model, self.image)
+        results = [r for r in report.layers if r.layer == self.layer]
+        self.item.user_properties.append((PROPERTY, {
+            "model": report.model, "image": report.image, "atol": report.atol, "rtol": report.rtol,
+            "first_divergence": report.first_divergence, "header": report.header,
+            "layers": [r.to_dict() for r in results]}))
+        failing = [r for r in results if r.status != "pass"]
+        if failing:
+            lines = [describe(r, report.atol, report.rtol) for r in failing]
+            if report.first_divergence and all(r.layer != report.first_divergence for r in failing):
+                lines.append(f"first divergence of {self.model}/{self.image}: {report.first_divergence}")
+            pytest.fail("\n".join(lines), pytrace=False)
+
+
+# -- reporting (runs in the controller under xdist) ----------------------------------------------
+class _Collector:
+    def __init__(self, config):
+        self.config = config
+        self.reports: dict[tuple[str, str], dict] = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.when != "call":  # setup/teardown reports repeat the same properties
+            return
+        for name, value in getattr(report, "user_properties", ()):
+            if name != PROPERTY:
+                continue
+            key = (value["model"], value["image"])
+            entry = self.reports.setdefault(key, {
+                "model": value["model"], "image": value["image"], "atol": value["atol"], "rtol": value["rtol"],
+                "first_divergence": value["first_divergence"], **value["header"], "layers": []})
+            entry["layers"].extend(value["layers"])
+
+    def payload(self) -> list[dict]:
+        out = []
+        for key in sorted(self.reports):
+            entry = dict(self.reports[key])
+            entry["layers"] = sorted(entry["layers"], key=lambda r: r["order"])
+            entry["status"] = "pass" if all(r["status"] == "pass" for r in entry["layers"]) else "fail"
+            out.append(entry)
+        return out
+
+    def pytest_terminal_summary(self, terminalreporter):
+        payload = self.payload()
+        if not payload:
+            return
+        terminalreporter.section("parity")
+        for r in payload:
+            verdict = (f"first divergence at {r['first_divergence']}" if r["first_divergence"]
+                       else f"all {len(r['layers'])} outputs within atol {r['atol']:g}, rtol {r['rtol']:g}")
+            terminalreporter.write_line(f"{r['model']}/{r['image']}: {r['status'].upper()}: {verdict}")
+        path = self.config.getoption("--parity-json")
+        if path:
+            from .report import write_json
+
+            write_json(path, payload)
+            terminalreporter.write_line(f"parity: wrote {path}")
