@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._tf import quiet_native_stderr
 from .convert import ConvertedModel
 from .errors import ParityError
 from .layout import to_keras_layout
@@ -40,7 +41,8 @@ class Capture:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[Key, np.ndarray]:
         """One forward pass; every captured tensor, channels-last, by (layer, top)."""
-        outputs = self.model.predict_on_batch(self.feed(inputs))
+        with quiet_native_stderr():
+            outputs = self.model.predict_on_batch(self.feed(inputs))
         if len(self.keys) == 1:
             outputs = [outputs]
         return {k: np.asarray(v) for k, v in zip(self.keys, outputs)}

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ParityError
+from .graph import Net
 from .preprocess import sha256_file
 from .reference import FORMAT, FORMAT_VERSION, safe_filename
 
@@ -64,12 +65,13 @@ def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, gra
              "caffemodel": {"file": caffemodel.name, "sha256": sha256_file(caffemodel)}}
     net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
     build = caffe_build_info(caffe)
+    own_layers = {layer.name for layer in Net.from_prototxt(prototxt).layers}
     written = []
     for sample in samples:
         target = out / safe_filename(sample.name)
         log(f"parity dump: {sample.name}: running Caffe ({granularity} granularity) ...")
         with _staging(target) as stage:
-            entries = _run(net, sample, stage, granularity)
+            entries = _run(net, sample, stage, granularity, own_layers)
             manifest = _manifest(model, build, sample, entries, granularity, stage)
             (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
@@ -78,7 +80,9 @@ def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, gra
     return written
 
 
-def _run(net, sample: Sample, stage: Path, granularity: str) -> list[dict]:
+def _run(net, sample: Sample, stage: Path, granularity: str, own_layers: set[str]) -> list[dict]:
+    """Forward `sample` and save the entries. Split layers Caffe inserted itself (a blob read by several
+    layers) are not in the user's net and only copy their bottom, so they get no entry."""
     for blob, array in sample.arrays.items():
         if blob not in net.blobs:
             raise ParityError(f"the net has no input blob {blob!r} (inputs: {', '.join(net.inputs)})")
@@ -100,6 +104,8 @@ def _run(net, sample: Sample, stage: Path, granularity: str) -> list[dict]:
             entries[(i, top)] = np.array(net.blobs[top].data, dtype=np.float32, copy=True)
     records = []
     for (i, top), array in sorted(entries.items(), key=lambda kv: kv[0][0]):
+        if names[i] not in own_layers and types[i] == "Split":
+            continue
         tops = net.top_names[names[i]]
         suffix = f"__{safe_filename(top)}" if len(tops) > 1 else ""
         file = f"{len(records):03d}_{safe_filename(names[i])}{suffix}.npy"
