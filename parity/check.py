@@ -113,8 +113,11 @@ def check_reference(prepared: Prepared, ref: Reference, tol: Tolerance,
     """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named."""
     outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs)
     results = []
+    referenced = {e.layer for e in ref.entries}
     for entry in ref.entries:
         result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
+        chain = prepared.net.inplace_chain(entry.layer, entry.top, referenced)
+        result.covers = chain if len(chain) > 1 else None
         results.append(measure(result, ref.load(entry), outputs[(entry.layer, entry.top)], tol))
     first = attribute(results, prepared.net)
     notes = prepared.notes.get(ref.dir, [])

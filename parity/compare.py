@@ -44,6 +44,7 @@ class LayerResult:
     worst_got: float | None = None
     problem: str | None = None  # e.g. a shape mismatch, where metrics cannot be computed
     downstream_of: str | None = None
+    covers: list[str] | None = None  # layers this reference reflects (an in-place chain), if more than one
     got_shape: tuple[int, ...] | None = field(default=None)
 
     def to_dict(self) -> dict:

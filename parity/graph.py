@@ -65,6 +65,25 @@ class Net:
         """Names of the layers whose outputs flow into `layer_name` (directly or not)."""
         return self._ancestors[layer_name]
 
+    def inplace_chain(self, layer_name: str, top: str, referenced: set[str]) -> list[str]:
+        """The layers whose work a reference of `top` taken after `layer_name` reflects.
+
+        At blob granularity an in-place chain (conv -> ReLU -> Dropout on one blob) has one reference,
+        taken after its last layer: a divergence there may have entered at any layer of the chain
+        back to the blob's producer, stopping early at a layer that has a reference of its own.
+        """
+        chain = [layer_name]
+        index = self.layer(layer_name).index
+        for layer in reversed(self.layers[:index]):
+            if top not in layer.tops:
+                continue
+            if layer.name in referenced:
+                break
+            chain.insert(0, layer.name)
+            if top not in layer.bottoms:
+                break  # the blob's producer
+        return chain
+
     def _check_names(self) -> None:
         seen: set[str] = set()
         for layer in self.layers:

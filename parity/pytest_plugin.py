@@ -158,7 +158,8 @@ class Case:
         results = [r for r in report.layers if r.layer == self.layer]
         self.item.user_properties.append((PROPERTY, {
             "model": report.model, "image": report.image, "atol": report.atol, "rtol": report.rtol,
-            "first_divergence": report.first_divergence, "header": report.header,
+            "first_divergence": report.first_divergence,
+            "first_divergence_covers": report.first_divergence_covers, "header": report.header,
             "layers": [r.to_dict() for r in results]}))
         failing = [r for r in results if r.status != "pass"]
         if failing:
@@ -183,7 +184,8 @@ class _Collector:
             key = (value["model"], value["image"])
             entry = self.reports.setdefault(key, {
                 "model": value["model"], "image": value["image"], "atol": value["atol"], "rtol": value["rtol"],
-                "first_divergence": value["first_divergence"], **value["header"], "layers": []})
+                "first_divergence": value["first_divergence"],
+                "first_divergence_covers": value["first_divergence_covers"], **value["header"], "layers": []})
             entry["layers"].extend(value["layers"])
 
     def payload(self) -> list[dict]:

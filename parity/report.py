@@ -24,9 +24,16 @@ class Report:
     def status(self) -> str:
         return PASS if all(r.status == PASS for r in self.layers) else FAIL
 
+    @property
+    def first_divergence_covers(self) -> list[str] | None:
+        """The layers the first divergent reference reflects (more than one for an in-place chain)."""
+        first = next((r for r in self.layers if r.layer == self.first_divergence and r.status == FAIL), None)
+        return (first.covers or [first.layer]) if first else None
+
     def to_dict(self) -> dict:
         return {"model": self.model, "image": self.image, "atol": self.atol, "rtol": self.rtol,
-                "status": self.status, "first_divergence": self.first_divergence, **self.header,
+                "status": self.status, "first_divergence": self.first_divergence,
+                "first_divergence_covers": self.first_divergence_covers, **self.header,
                 "layers": [r.to_dict() for r in self.layers]}
 
 
@@ -51,6 +58,9 @@ def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
                 f"rel_l2 {_num(r.rel_l2)}, cosine {_num(r.cosine, '{:.6f}')}; {100 * (r.outside or 0):.3g}% of "
                 f"elements outside atol {tol_atol:g} + rtol {tol_rtol:g}*|ref|; worst at (n, c, h, w) = "
                 f"{r.worst}: Caffe {r.worst_ref:.6g}, Keras {r.worst_got:.6g}")
+    if r.covers:
+        text += (f"; this reference is taken after the in-place chain {' -> '.join(r.covers)}, so the error "
+                 f"entered in one of those layers (dump with --granularity layer to tell them apart)")
     if r.downstream_of:
         text += f"; downstream of the first divergence at {r.downstream_of}"
     return text

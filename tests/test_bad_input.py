@@ -1,0 +1,152 @@
+"""Bad input: one clear line naming the file (and line), exit code 2, no traceback, nothing half-written."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.cli import main
+from parity.fixtures import load_fixture
+from parity.reading.caffemodel import read_caffemodel
+from parity.reading.caffemodel_writer import write_caffemodel
+from parity.reading.prototxt import read_prototxt
+
+TINY = load_fixture("tiny")
+
+
+def fails_with(capsys, argv, *expected) -> str:
+    """Run the CLI; assert exit 2 and a single stderr line holding every `expected` text."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    message = [line for line in err if line.startswith("parity: error:")]
+    assert len(message) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    for text in expected:
+        assert str(text) in message[0], message[0]
+    return message[0]
+
+
+@pytest.fixture
+def weights():
+    return TINY.weights_path()
+
+
+def rewrite(tmp_path, weights, edit) -> Path:
+    """A copy of the tiny caffemodel with its blobs edited."""
+    blobs = {k: [np.array(a) for a in v] for k, v in read_caffemodel(weights).blobs.items()}
+    edit(blobs)
+    return write_caffemodel(tmp_path / "edited.caffemodel", read_prototxt(TINY.prototxt), blobs)
+
+
+def test_missing_files(capsys, tmp_path, weights):
+    fails_with(capsys, ["check", tmp_path / "nope.prototxt", weights, "--blobs", tmp_path], "nope.prototxt", "not found")
+    fails_with(capsys, ["convert", TINY.prototxt, tmp_path / "nope.caffemodel", "-o", tmp_path / "m.keras"],
+               "nope.caffemodel")
+
+
+def test_malformed_prototxt_names_file_and_line(capsys, tmp_path, weights):
+    lines = TINY.prototxt.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if "convolution_param {" in line)
+    lines[index] = lines[index].replace("convolution_param {", "convolution_param { num_outptu: 3")
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text("\n".join(lines) + "\n")
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{index + 1}", "num_outptu")
+    assert not (tmp_path / "m.keras").exists()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.999])
+def test_truncated_caffemodel(capsys, tmp_path, weights, cut):
+    data = weights.read_bytes()
+    bad = tmp_path / "truncated.caffemodel"
+    bad.write_bytes(data[: int(len(data) * cut)])
+    fails_with(capsys, ["convert", TINY.prototxt, bad, "-o", tmp_path / "m.keras"], bad, "truncated or corrupted")
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_corrupted_caffemodel(capsys, tmp_path, weights):
+    data = bytearray(weights.read_bytes())
+    data[0:4] = b"\xff\xff\xff\xff"  # an over-long varint where the first tag should be
+    bad = tmp_path / "corrupt.caffemodel"
+    bad.write_bytes(bytes(data))
+    fails_with(capsys, ["convert", TINY.prototxt, bad, "-o", tmp_path / "m.keras"], bad)
+
+
+def test_layer_without_weights(capsys, tmp_path, weights):
+    bad = rewrite(tmp_path, weights, lambda b: b.pop("conv2"))
+    fails_with(capsys, ["convert", TINY.prototxt, bad, "-o", tmp_path / "m.keras"], bad, "no weights for layer 'conv2'")
+
+
+def test_weights_of_the_wrong_shape(capsys, tmp_path, weights):
+    bad = rewrite(tmp_path, weights, lambda b: b.__setitem__("conv1", [b["conv1"][0][:, :2], b["conv1"][1]]))
+    fails_with(capsys, ["convert", TINY.prototxt, bad, "-o", tmp_path / "m.keras"], bad, "conv1", "(8, 2, 3, 3)",
+               "(8, 3, 3, 3)")
+
+
+def test_unsupported_layer_types_are_named_together(capsys, tmp_path, weights):
+    text = TINY.prototxt.read_text() + (
+        'layer { name: "norm" type: "LRN" bottom: "pool1" top: "norm" }\n'
+        'layer { name: "crop" type: "Crop" bottom: "norm" bottom: "pool1" top: "crop" }\n')
+    bad = tmp_path / "unsupported.prototxt"
+    bad.write_text(text)
+    line = text.splitlines().index(next(l for l in text.splitlines() if '"norm"' in l)) + 1
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", "LRN (norm)",
+               "Crop (crop)")
+
+
+def test_unsupported_parameter_is_an_error_not_ignored(capsys, tmp_path, weights):
+    bad = tmp_path / "group.prototxt"
+    bad.write_text(TINY.prototxt.read_text().replace("num_output: 6 kernel_h", "num_output: 6 group: 2 kernel_h"))
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], "conv2", "group")
+
+
+def test_blob_folder_without_manifest(capsys, tmp_path, weights):
+    fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", tmp_path], tmp_path, "manifest.json")
+
+
+def copied_reference(tmp_path) -> Path:
+    src = TINY.references / "chelsea"
+    dst = tmp_path / "chelsea"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_npy_that_needs_pickle_is_refused(capsys, tmp_path, weights):
+    ref = copied_reference(tmp_path)
+    victim = ref / json.loads((ref / "manifest.json").read_text())["entries"][3]["file"]
+    np.save(victim, np.array([{"not": "an array"}], dtype=object), **{"allow_pickle": True})  # writing only
+    fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], victim, "pickle")
+
+
+def test_weights_that_are_not_the_ones_caffe_saw(capsys, tmp_path, weights):
+    other = rewrite(tmp_path, weights, lambda b: b["fc1"][1].__iadd__(1.0))
+    ref = TINY.references / "chelsea"
+    out = tmp_path / "report.json"
+    fails_with(capsys, ["check", TINY.prototxt, other, "--blobs", ref, "--json", out], "caffemodel", "sha256",
+               "--allow-mismatch")
+    assert not out.exists()
+    code = main(["check", str(TINY.prototxt), str(other), "--blobs", str(ref), "--json", str(out), "--allow-mismatch"])
+    printed = capsys.readouterr().out
+    assert code == 1  # the edited bias really changes fc1
+    assert "ALLOWED MISMATCH" in printed
+    report = json.loads(out.read_text())
+    assert report["allow_mismatch"] is True and report["first_divergence"] == "fc1"
+
+
+def test_bad_usage_exits_2(capsys):
+    fails_with(capsys, ["check"], "give PROTOTXT CAFFEMODEL --blobs DIR, or --model NAME")
+    fails_with(capsys, ["convert", TINY.prototxt, "w.caffemodel", "-o", "model.h5"], "must end in .keras")
+
+
+def test_console_script_prints_one_line_and_no_traceback(tmp_path):
+    """The real entry point, in its own process: exit status 2 and a single stderr line."""
+    proc = subprocess.run([sys.executable, "-m", "parity", "check", "--model", "no_such_model"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no_such_model" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,135 @@
+"""Break the conversion on purpose; the harness must name the layer where each bug entered.
+
+Two fixtures, two resolutions. `tiny` has layer-granularity references (one per layer), so the
+first divergence must be exactly the broken layer. `vgg19` has blob-granularity references: an
+in-place chain (conv -> ReLU) shares one reference, so the first divergent reference must be the
+broken layer's chain, and the report must say the chain covers that layer.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import keras
+import pytest
+
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
+from parity.compare import DOWNSTREAM, FAIL, PASS
+from parity.convert import Blob, convert_net, inner_product, registry
+from parity.fixtures import load_fixture
+from parity.preprocess import preprocess_image
+from parity.schema import caffe_pb2
+
+TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+
+
+def run(model: str, convert=None, channel_order: str | None = None):
+    """Check `model`'s first reference sample, optionally with a planted converter or input bug."""
+    target = target_from_fixture(model)
+    ref = target.references[0]
+    prepared = prepare(target, convert=convert)
+    inputs = None
+    if channel_order is not None:
+        fixture = load_fixture(model)
+        prep = replace(fixture.preprocessing, channel_order=channel_order)
+        shape = ref.inputs()["data"].shape
+        inputs = {"data": preprocess_image(fixture.image_path(ref.name), prep, shape)}
+    return check_reference(prepared, ref, TOL, inputs)
+
+
+def assert_diverges_at(report, layer: str, exact: bool) -> None:
+    assert report.status == FAIL, "the planted bug went unnoticed"
+    if exact:
+        assert report.first_divergence == layer
+    else:
+        assert layer in report.first_divergence_covers, (report.first_divergence, report.first_divergence_covers)
+    first = next(r for r in report.layers if r.layer == report.first_divergence)
+    for r in report.layers:
+        if r.order < first.order:
+            assert r.status == PASS, f"{r.layer} flagged before the bug entered"
+        elif r.order > first.order and r.status != PASS:
+            assert r.status == DOWNSTREAM and r.downstream_of == report.first_divergence
+
+
+def with_converter(monkeypatch, type_name: str, make):
+    original = registry.converter_for(type_name)
+    monkeypatch.setitem(registry._CONVERTERS, type_name, make(original))
+
+
+def edited(layer, edit):
+    """`layer` with a modified copy of its LayerParameter (the original stays untouched)."""
+    param = caffe_pb2.LayerParameter()
+    param.CopyFrom(layer.param)
+    edit(param)
+    return replace(layer, param=param)
+
+
+# -- controls: without a bug, nothing diverges (so the failures below are the bugs' doing) ----------
+@pytest.mark.parametrize("model", ["tiny", "vgg19"])
+def test_unmodified_conversion_passes(model):
+    report = run(model)
+    assert report.status == PASS and report.first_divergence is None
+
+
+@pytest.mark.parametrize("model", ["tiny", "vgg19"])
+def test_our_bgr_preprocessing_reproduces_caffes_input(model):
+    assert run(model, channel_order="BGR").first_divergence is None
+
+
+# -- the bugs -------------------------------------------------------------------------------------
+def test_pooling_rounded_down_is_caught_at_that_pool(monkeypatch):
+    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
+        edited(layer, lambda p: setattr(p.pooling_param, "ceil_mode", False)), bottoms, ctx))
+    report = run("tiny")
+    assert_diverges_at(report, "pool1", exact=True)
+    assert "shape" in (report.layers[[r.layer for r in report.layers].index("pool1")].problem or "")
+
+
+def test_pooling_rounding_cannot_matter_at_vgg_sizes(monkeypatch):
+    """Why the rounding bug is planted in `tiny`: 224 halves evenly five times, floor == ceil."""
+    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
+        edited(layer, lambda p: setattr(p.pooling_param, "ceil_mode", False)), bottoms, ctx))
+    assert run("vgg19").status == PASS
+
+
+@pytest.mark.parametrize("model, layer, exact", [("tiny", "fc1", True), ("vgg19", "fc6", False)])
+def test_inner_product_without_chw_reorder_is_caught(monkeypatch, model, layer, exact):
+    original = inner_product.dense_kernel
+    monkeypatch.setattr(inner_product, "dense_kernel", lambda w, t, shape: original(w, t, shape[:2]))
+    assert_diverges_at(run(model), layer, exact)
+
+
+@pytest.mark.parametrize("model, layer, exact", [("tiny", "conv1", True), ("vgg19", "conv3_2", False)])
+def test_padding_on_the_wrong_side_is_caught(monkeypatch, model, layer, exact):
+    """TF's 'same' habit: all padding after the data instead of Caffe's p on both sides."""
+
+    def make(original):
+        def convert(l, bottoms, ctx):
+            if l.name != layer:
+                return original(l, bottoms, ctx)
+            p = l.param.convolution_param.pad[0]
+            (x,) = bottoms
+            n, c, h, w = x.caffe_shape
+            shifted = keras.layers.ZeroPadding2D(((0, 2 * p), (0, 2 * p)))(x.tensor)
+            unpadded = edited(l, lambda q: q.convolution_param.ClearField("pad"))
+            return original(unpadded, [Blob(shifted, (n, c, h + 2 * p, w + 2 * p))], ctx)
+        return convert
+
+    with_converter(monkeypatch, "Convolution", make)
+    assert_diverges_at(run(model), layer, exact)
+
+
+@pytest.mark.parametrize("model", ["tiny", "vgg19"])
+def test_rgb_fed_instead_of_bgr_is_caught_at_the_input(model):
+    assert_diverges_at(run(model, channel_order="RGB"), "data", exact=True)
+
+
+@pytest.mark.parametrize("model, layer, exact", [("tiny", "conv2", True), ("vgg19", "conv4_1", False)])
+def test_one_layers_weights_perturbed_by_one_percent_is_caught(model, layer, exact):
+    def perturbed(net, weights):
+        converted = convert_net(net, weights)
+        target = converted.model.get_layer(converted.keras_names[layer])
+        kernel, *rest = target.get_weights()
+        target.set_weights([kernel * 1.01, *rest])
+        return converted
+
+    assert_diverges_at(run(model, convert=perturbed), layer, exact)
