@@ -8,6 +8,7 @@ controller as user_properties, which builds the summary and `--parity-json`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -29,7 +30,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "caffe: needs real pycaffe (tools/build_caffe.sh)")
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # keep each (model, sample) on one worker
+    if getattr(config, "workerinput", {}).get("parity_loadgroup"):
+        config.option.loadgroup = True  # the worker tags node ids with their group for the scheduler
     config.pluginmanager.register(_Collector(config), "parity-collector")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller: workers see the original command line, so tell them about loadgroup."""
+    node.workerinput["parity_loadgroup"] = node.config.option.dist == "loadgroup"
 
 
 # -- collection ---------------------------------------------------------------------------------
@@ -113,10 +122,20 @@ class _Session:
         from .check import check_reference, prepare, target_from_fixture
 
         if model not in self.prepared:
+            _trace("prepare", model)
             self.prepared[model] = prepare(target_from_fixture(model))
+        _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)
         return check_reference(prepared, ref, self.tolerance())
+
+
+def _trace(*what: str) -> None:
+    """With PARITY_TRACE=FILE, log each expensive step with the process id (tests check for repeats)."""
+    path = os.environ.get("PARITY_TRACE")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(" ".join((str(os.getpid()),) + what) + "\n")
 
 
 _SESSION_KEY = pytest.StashKey[_Session]()

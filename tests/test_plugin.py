@@ -1,0 +1,69 @@
+"""The pytest plugin, driven as a user drives it: `pytest parity/ --model=...` in a fresh process."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from parity.fixtures import load_fixture
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_suite(*args, env_extra=None, tmp_path=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "pytest", "parity/", "-p", "no:cacheprovider", "-rA", *args],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_one_item_per_layer_and_a_json_report(tmp_path):
+    out = tmp_path / "parity.json"
+    proc = run_suite("--model=tiny", f"--parity-json={out}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    layers = [line.split()[0] for line in load_fixture("tiny").prototxt.read_text().splitlines()
+              if line.startswith("layer {")]
+    assert len(layers) == 12
+    for name in ("data", "conv1", "pool1", "fc1", "prob"):
+        assert f"test_layer[tiny-chelsea-{name}]" in proc.stdout
+    assert "tiny/chelsea: PASS" in proc.stdout
+    (report,) = json.loads(out.read_text())
+    assert report["model"] == "tiny" and report["image"] == "chelsea" and report["status"] == "pass"
+    assert report["first_divergence"] is None
+    assert {"atol", "rtol", "layers"} <= set(report)
+    assert [l["layer"] for l in report["layers"]][:3] == ["data", "conv1", "relu1"]
+    assert {"layer", "type", "top", "shape", "max_abs", "rel_l2", "cosine", "status"} <= set(report["layers"][0])
+
+
+def test_a_diverging_reference_fails_with_the_first_divergence_named(tmp_path):
+    refs = tmp_path / "refs"
+    shutil.copytree(load_fixture("tiny").references, refs / "tiny")
+    manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
+    entry = next(e for e in manifest["entries"] if e["layer"] == "pool2")
+    path = refs / "tiny" / "chelsea" / entry["file"]
+    np.save(path, np.load(path) + np.float32(0.5), allow_pickle=False)
+    out = tmp_path / "parity.json"
+    proc = run_suite("--model=tiny", f"--parity-json={out}", env_extra={"PARITY_REFERENCES": str(refs)})
+    assert proc.returncode == 1
+    assert "FAILED parity/test_parity.py::test_layer[tiny-chelsea-pool2]" in proc.stdout
+    assert "tiny/chelsea: FAIL: first divergence at pool2" in proc.stdout
+    report = json.loads(out.read_text())[0]
+    statuses = {l["layer"]: l["status"] for l in report["layers"]}
+    assert report["first_divergence"] == "pool2" and statuses["pool2"] == "fail"
+    assert statuses["conv2"] == "pass"  # before the planted error
+    assert statuses["pool_global"] == "pass"  # a sibling branch, not downstream of pool2
+
+
+def test_xdist_never_computes_a_model_twice(tmp_path):
+    trace = tmp_path / "trace.txt"
+    proc = run_suite("-n", "2", "--model=tiny", "--model=tiny_v1", env_extra={"PARITY_TRACE": str(trace)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = [l.split() for l in trace.read_text().splitlines()]
+    prepares = [(pid, model) for pid, step, model, *_ in lines if step == "prepare"]
+    captures = [(model, image) for pid, step, model, *rest in lines if step == "capture" for image in rest]
+    assert len(prepares) == len(set(prepares)), prepares
+    assert sorted(captures) == [("tiny", "chelsea"), ("tiny_v1", "coffee")]
