@@ -1,0 +1,100 @@
+"""`parity convert`: a .keras file a fresh process loads with no custom_objects, and weights-only files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from parity.cli import main
+from parity.convert import convert_net
+from parity.fixtures import load_fixture
+from parity.graph import Net
+from parity.layout import to_keras_layout
+from parity.reading.caffemodel import read_caffemodel
+
+TINY = load_fixture("tiny")
+
+
+@pytest.fixture(scope="module")
+def converted():
+    return convert_net(Net.from_prototxt(TINY.prototxt), read_caffemodel(TINY.weights_path()))
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from parity.reference import find_references
+
+    return to_keras_layout(find_references(TINY.references)[0].inputs()["data"])
+
+
+def run_convert(tmp_path, *extra) -> None:
+    assert main(["convert", str(TINY.prototxt), str(TINY.weights_path()), *map(str, extra)]) == 0
+
+
+def test_keras_file_loads_in_a_fresh_process_without_custom_objects(tmp_path, converted, sample):
+    path = tmp_path / "tiny.keras"
+    run_convert(tmp_path, "-o", path)
+    np.save(tmp_path / "x.npy", sample, allow_pickle=False)
+    script = (
+        "import json, sys, numpy as np, keras, parity\n"
+        f"m = keras.saving.load_model({str(path)!r})\n"
+        f"y = m.predict_on_batch(np.load({str(tmp_path / 'x.npy')!r}, allow_pickle=False))\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, np.asarray(y[0] if isinstance(y, list) else y), allow_pickle=False)\n"
+        "print(json.dumps([type(l).__name__ for l in m.layers]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    classes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "Lambda" not in classes and "CaffePooling2D" in classes
+    expected = converted.model.predict_on_batch(sample)
+    expected = expected[0] if isinstance(expected, list) else expected
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_layers_carry_caffe_names(converted):
+    names = {layer.name for layer in converted.model.layers}
+    assert {"conv1", "relu1", "pool1", "conv2", "fc1", "prob"} <= names
+
+
+def zeroed_copy():
+    """The same converted architecture with every weight set to zero."""
+    fresh = convert_net(Net.from_prototxt(TINY.prototxt), read_caffemodel(TINY.weights_path())).model
+    for layer in fresh.layers:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    return fresh
+
+
+def test_weights_h5_loads_with_load_weights(tmp_path, converted, sample):
+    path = tmp_path / "tiny.weights.h5"
+    run_convert(tmp_path, "--weights-h5", path)
+    model = zeroed_copy()
+    model.load_weights(path)
+    for got, want in zip(model.get_weights(), converted.model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weights_npz_holds_keras_layout_arrays_by_layer_and_param(tmp_path, converted):
+    path = tmp_path / "tiny.npz"
+    run_convert(tmp_path, "--weights-npz", path)
+    caffe = read_caffemodel(TINY.weights_path()).blobs
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = dict(npz)
+    assert set(arrays) >= {"conv1/kernel", "conv1/bias", "conv2/kernel", "fc1/kernel", "fc1/bias"}
+    assert "conv2/bias" not in arrays  # bias_term: false
+    # Keras kernel (kh, kw, in, out) is Caffe's (out, in, kh, kw) transposed.
+    np.testing.assert_array_equal(arrays["conv1/kernel"], caffe["conv1"][0].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(arrays["fc1/bias"], caffe["fc1"][1])
+    # The Dense kernel is re-ordered from Caffe's (C, H, W) flatten order to Keras' (H, W, C).
+    weight = caffe["fc1"][0].reshape(10, 6, 3, 2)  # pool2 is 6x3x2
+    np.testing.assert_array_equal(arrays["fc1/kernel"], weight.transpose(2, 3, 1, 0).reshape(36, 10))
+
+
+def test_nothing_is_written_when_conversion_fails(tmp_path, capsys):
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text("layer { name: 'x' type: 'Nope' top: 'x' }\n")
+    out = tmp_path / "m.keras"
+    assert main(["convert", str(bad), str(TINY.weights_path()), "-o", str(out)]) == 2
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]

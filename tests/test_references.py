@@ -1,0 +1,82 @@
+"""The committed references: where they came from, what they belong to, and that Caffe reproduces them."""
+from __future__ import annotations
+
+import filecmp
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parity.fixtures import REPO, list_fixtures, load_fixture
+from parity.preprocess import sha256_file
+from parity.reference import find_references
+
+BUDGET_BYTES = 150 * 1024 * 1024
+SDIST_SHA256 = re.search(r"SDIST_SHA256=(\w+)", (REPO / "tools" / "build_caffe.sh").read_text()).group(1)
+FIXTURES = list_fixtures()
+
+
+def references(name):
+    return find_references(load_fixture(name).references)
+
+
+def test_every_fixture_has_references():
+    assert FIXTURES and all(references(name) for name in FIXTURES)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_manifests_name_the_real_caffe_build(name):
+    for ref in references(name):
+        m = ref.manifest
+        assert m["source"] == "caffe"
+        assert m["caffe"]["distribution"] == "brocolli-caffe" and m["caffe"]["version"] == "9.0.2"
+        assert m["caffe"]["sdist_sha256"] == SDIST_SHA256
+        assert m["caffe"]["built_by"] == "tools/build_caffe.sh"
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_manifests_match_the_fixture_files(name):
+    """The recipe rebuilds, on this machine, exactly the caffemodel Caffe was run on."""
+    fixture = load_fixture(name)
+    weights = sha256_file(fixture.weights_path(quiet=True))
+    for ref in references(name):
+        assert ref.manifest["model"]["prototxt"]["sha256"] == sha256_file(fixture.prototxt)
+        assert ref.manifest["model"]["caffemodel"]["sha256"] == weights
+        assert ref.manifest["input"]["sha256"] == sha256_file(fixture.image_path(ref.name))
+        for entry in ref.entries:
+            assert (ref.dir / entry.file).is_file()
+
+
+def test_reference_tree_stays_within_budget():
+    total = sum(p.stat().st_size for p in (REPO / "reference_blobs").rglob("*") if p.is_file())
+    assert total < BUDGET_BYTES, f"reference_blobs/ is {total / 2**20:.1f} MiB"
+
+
+def caffe_python() -> str | None:
+    """A Python where pycaffe imports: this one, or the one tools/build_caffe.sh made."""
+    candidates = [sys.executable, str(Path(os.environ.get("PARITY_CAFFE_DIR", REPO / ".cache" / "caffe"))
+                                      / "venv" / "bin" / "python")]
+    for python in candidates:
+        if Path(python).exists() and subprocess.run([python, "-c", "import caffe"], capture_output=True,
+                                                    env={**os.environ, "GLOG_minloglevel": "2"}).returncode == 0:
+            return python
+    return None
+
+
+@pytest.mark.caffe
+@pytest.mark.parametrize("name", FIXTURES)
+def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
+    python = caffe_python()
+    if python is None:
+        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    proc = subprocess.run([python, "-m", "parity", "dump", "--fixture", name, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for ref in references(name):
+        fresh = tmp_path / ref.dir.name
+        files = [e.file for e in ref.entries] + [b["file"] for b in ref.manifest["input"]["blobs"].values()]
+        match, mismatch, errors = filecmp.cmpfiles(ref.dir, fresh, files, shallow=False)
+        assert not mismatch and not errors and len(match) == len(files)
