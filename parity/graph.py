@@ -54,12 +54,12 @@ class Net:
                 return layer
         raise KeyError(name)
 
-    def line_of(self, layer_name: str) -> int | None:
-        return line_of_layer(self.text, layer_name) if self.text else None
+    def line_of(self, layer_name: str, occurrence: int = 1) -> int | None:
+        return line_of_layer(self.text, layer_name, occurrence) if self.text else None
 
-    def error(self, layer_name: str, message: str) -> ParityError:
+    def error(self, layer_name: str, message: str, occurrence: int = 1) -> ParityError:
         """A ParityError located at the layer's definition in the prototxt."""
-        return ParityError(f"layer {layer_name!r}: {message}", self.path, self.line_of(layer_name))
+        return ParityError(f"layer {layer_name!r}: {message}", self.path, self.line_of(layer_name, occurrence))
 
     def ancestors(self, layer_name: str) -> frozenset[str]:
         """Names of the layers whose outputs flow into `layer_name` (directly or not)."""
@@ -88,7 +88,7 @@ class Net:
         seen: set[str] = set()
         for layer in self.layers:
             if layer.name in seen:
-                raise self.error(layer.name, "duplicate layer name")
+                raise self.error(layer.name, "duplicate layer name", occurrence=2)
             seen.add(layer.name)
 
     def _compute_ancestors(self) -> dict[str, frozenset[str]]:

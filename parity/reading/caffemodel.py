@@ -10,6 +10,7 @@ as Caffe's Blob::FromProto does).
 """
 from __future__ import annotations
 
+import math
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,43 +103,46 @@ def _text(buf, f) -> str:
 
 def _read_blob(buf, start: int, end: int) -> np.ndarray:
     shape: list[int] | None = None
-    legacy = [0, 0, 0, 0]
-    has_legacy = False
-    floats: np.ndarray | None = None
-    unpacked: list[np.ndarray] = []
+    legacy: list[int | None] = [None, None, None, None]
+    floats: list[np.ndarray] = []  # every occurrence of `data`, in file order (packed runs or single values)
     doubles: list[np.ndarray] = []
     for f in iter_fields(buf, start, end):
         if f.number == BLOB_SHAPE and f.wire_type == LEN:
             shape = _read_shape(buf, f.start, f.end)
         elif f.number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and f.wire_type == VARINT:
-            legacy[f.number - 1] = f.value
-            has_legacy = True
+            legacy[f.number - 1] = _int32(f.value)
         elif f.number == BLOB_DATA and f.wire_type == LEN:
-            floats = _packed(buf, f, "<f4", 4)
+            floats.append(_packed(buf, f, "<f4", 4))
         elif f.number == BLOB_DATA and f.wire_type == I32:
-            unpacked.append(np.frombuffer(buf, "<f4", 1, f.start))
+            floats.append(np.frombuffer(buf, "<f4", 1, f.start))
         elif f.number == BLOB_DOUBLE_DATA and f.wire_type == LEN:
             doubles.append(_packed(buf, f, "<f8", 8))
         elif f.number == BLOB_DOUBLE_DATA and f.wire_type == I64:
             doubles.append(np.frombuffer(buf, "<f8", 1, f.start))
-    data = _choose_data(floats, unpacked, doubles)
-    if shape is None:
-        shape = legacy if has_legacy else [data.size]
-    if int(np.prod(shape, dtype=np.int64)) != data.size:
+    data = _choose_data(floats, doubles)
+    if any(d is not None for d in legacy):  # Caffe's Blob::FromProto: legacy dims win when any is set
+        shape = [d or 0 for d in legacy]
+    elif shape is None:
+        shape = [data.size]
+    if any(d < 0 for d in shape):
+        raise _BlobError(f"blob at byte {start} has a negative dimension {tuple(shape)}")
+    if math.prod(shape) != data.size:  # Python ints: no int64 wrap-around on corrupt dims
         raise _BlobError(f"blob at byte {start} has shape {tuple(shape)} but {data.size} values")
     return data.reshape(shape)
 
 
-def _choose_data(floats, unpacked, doubles) -> np.ndarray:
-    """Caffe prefers double_data when present, else data; unpacked floats are gathered (rare, small)."""
+def _int32(value: int) -> int:
+    """A varint holding an int32: negative values arrive as 64-bit two's complement."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _choose_data(floats: list[np.ndarray], doubles: list[np.ndarray]) -> np.ndarray:
+    """Caffe prefers double_data when present, else data. One packed run stays a zero-copy view."""
     if doubles:
         return np.concatenate(doubles).astype(np.float32)
-    if unpacked:
-        parts = ([floats] if floats is not None else []) + unpacked
-        return np.concatenate(parts)
-    if floats is not None:
-        return floats
-    return np.zeros(0, np.float32)
+    if len(floats) == 1:
+        return floats[0]
+    return np.concatenate(floats) if floats else np.zeros(0, np.float32)
 
 
 def _packed(buf, f, dtype: str, itemsize: int) -> np.ndarray:

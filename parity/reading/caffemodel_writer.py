@@ -56,7 +56,7 @@ def _write_net(out: BinaryIO, net, blobs: Mapping[str, Sequence[np.ndarray]]) ->
         for h, a in zip(blob_heads, arrays):
             out.write(len_field(LAYER_BLOBS, len(h) + a.nbytes))
             out.write(h)
-            out.write(memoryview(a).cast("B"))
+            out.write(memoryview(a.reshape(-1)).cast("B"))
 
 
 def _blob_head(array: np.ndarray) -> bytes:

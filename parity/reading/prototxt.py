@@ -62,10 +62,38 @@ def parse_prototxt(text: str, path: str | Path = "<prototxt>", phase: int = caff
     return net
 
 
-def line_of_layer(text: str, layer_name: str) -> int | None:
-    """Line number of `name: "layer_name"` in the prototxt text, for error messages."""
-    m = re.search(r'\bname\s*:\s*["\']' + re.escape(layer_name) + r'["\']', text)
-    return text.count("\n", 0, m.start()) + 1 if m else None
+_TOKENS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|#[^\n]*|[{}:]|[A-Za-z_]\w*|\S')
+
+
+def layer_name_lines(text: str) -> list[tuple[str, int]]:
+    """(name, line) of each `layer { name: ... }` / `layers { name: ... }` definition, in file order.
+
+    A small scanner rather than a regex over the text, so that commented-out layers, the net's own
+    `name:` and nested fields such as `param { name: ... }` are never mistaken for a layer's name.
+    """
+    found: list[tuple[str, int]] = []
+    depth, block, previous = 0, None, []
+    for m in _TOKENS.finditer(text):
+        token = m.group()
+        if token.startswith("#"):
+            continue
+        if token == "{":
+            if depth == 0:
+                block = previous[-1] if previous else None
+            depth += 1
+        elif token == "}":
+            depth = max(depth - 1, 0)
+        elif (depth == 1 and block in ("layer", "layers") and token[0] in "\"'"
+              and previous[-2:] == ["name", ":"]):
+            found.append((token[1:-1], text.count("\n", 0, m.start()) + 1))
+        previous = (previous + [token])[-2:]
+    return found
+
+
+def line_of_layer(text: str, layer_name: str, occurrence: int = 1) -> int | None:
+    """Line of the `occurrence`-th definition of layer `layer_name` in the prototxt, for error messages."""
+    lines = [line for name, line in layer_name_lines(text) if name == layer_name]
+    return lines[occurrence - 1] if len(lines) >= occurrence else None
 
 
 def _parse_message(exc: text_format.ParseError) -> str:
@@ -134,8 +162,9 @@ def _upgrade_inputs(net: caffe_pb2.NetParameter, path) -> None:
 
 
 def _filter_phase(net: caffe_pb2.NetParameter, phase: int) -> None:
-    """Keep the layers Caffe keeps for `phase` (Net::FilterNet with level 0 and no stages)."""
-    state = caffe_pb2.NetState(phase=phase, level=net.state.level, stage=list(net.state.stage))
+    """Keep the layers Caffe keeps for `phase` (Net::FilterNet as pycaffe's Net(file, phase) runs it)."""
+    # pycaffe's Net(file, phase) sets the level to 0 and keeps the prototxt's stages (net.cpp).
+    state = caffe_pb2.NetState(phase=phase, level=0, stage=list(net.state.stage))
     kept = [layer for layer in net.layer if _included(layer, state)]
     del net.layer[:]
     net.layer.extend(kept)
