@@ -11,15 +11,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_directory
 from .errors import ParityError
 from .graph import Net
 from .preprocess import sha256_file
@@ -70,7 +68,7 @@ def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, gra
     for sample in samples:
         target = out / safe_filename(sample.name)
         log(f"parity dump: {sample.name}: running Caffe ({granularity} granularity) ...")
-        with _staging(target) as stage:
+        with atomic_directory(target) as stage:
             entries = _run(net, sample, stage, granularity, own_layers)
             manifest = _manifest(model, build, sample, entries, granularity, stage)
             (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -132,29 +130,3 @@ def _manifest(model, build, sample: Sample, entries, granularity, stage: Path) -
         "granularity": granularity,
         "entries": entries,
     }
-
-
-class _staging:
-    """Write into a temporary sibling folder; on success swap it in for `target`, else remove it."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.stage = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-        return self.stage
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.stage, ignore_errors=True)
-            return False
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.target, old)
-        os.replace(self.stage, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return False

@@ -150,3 +150,19 @@ def test_console_script_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no_such_model" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_dump_refuses_an_input_array_that_does_not_fit(capsys, tmp_path, weights):
+    bad = tmp_path / "flat.npy"
+    np.save(bad, np.zeros((1, 3 * 17 * 23), np.float32), allow_pickle=False)
+    fails_with(capsys, ["dump", TINY.prototxt, weights, "--input", bad, "--out", tmp_path / "out"], bad, "does not fit")
+    assert not (tmp_path / "out").exists()
+
+
+def test_dump_without_pycaffe_says_how_to_get_it(capsys, tmp_path, weights):
+    pytest.importorskip("tensorflow")  # i.e. this is the main environment, where caffe is absent
+    if __import__("importlib").util.find_spec("caffe") is not None:
+        pytest.skip("pycaffe imports here")
+    fails_with(capsys, ["dump", TINY.prototxt, weights, "--image", TINY.image_path("chelsea"), "--resize", "17,23",
+                        "--out", tmp_path / "out"], "pycaffe", "tools/build_caffe.sh")
+    assert not (tmp_path / "out").exists()

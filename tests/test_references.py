@@ -80,3 +80,22 @@ def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
         files = [e.file for e in ref.entries] + [b["file"] for b in ref.manifest["input"]["blobs"].values()]
         match, mismatch, errors = filecmp.cmpfiles(ref.dir, fresh, files, shallow=False)
         assert not mismatch and not errors and len(match) == len(files)
+
+
+@pytest.mark.caffe
+def test_dump_of_a_raw_input_array_reproduces_the_references(tmp_path):
+    """--input feeds an NCHW array as it is: Caffe's saved input gives back Caffe's saved blobs."""
+    python = caffe_python()
+    if python is None:
+        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    fixture = load_fixture("tiny")
+    (ref,) = references("tiny")
+    array = tmp_path / "chelsea.npy"
+    array.write_bytes((ref.dir / ref.manifest["input"]["blobs"]["data"]["file"]).read_bytes())
+    proc = subprocess.run([python, "-m", "parity", "dump", str(fixture.prototxt), str(fixture.weights_path(quiet=True)),
+                           "--input", str(array), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = [e.file for e in ref.entries]
+    match, mismatch, errors = filecmp.cmpfiles(ref.dir, tmp_path / "out" / "chelsea", files, shallow=False)
+    assert len(match) == len(files), (mismatch, errors)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import ParityError, require_file
 
 HELP = """Convert a Caffe net to a Keras 3 model (channels-last, layers named like Caffe's).
@@ -59,13 +60,8 @@ def _check_suffix(path: Path | None, suffix: str) -> None:
 
 
 def _atomic(path: Path, write) -> None:
-    """Write to a temporary name with the same suffix, then rename: never half a model on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Keras picks the format from the suffix, so the temporary file keeps it."""
     suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    try:
+    with atomic_path(path, suffix) as tmp:
+        tmp.unlink()  # Keras refuses to overwrite some files; let it create this one
         write(str(tmp))
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -73,6 +73,9 @@ def run(args) -> int:
         from ..reference import load_npy
 
         array = load_npy(require_file(npy, "input array")).astype(np.float32)
+        if array.ndim != len(shape) or array.shape[1:2] != shape[1:2]:
+            # Caffe aborts the whole process on a rank or channel mismatch: refuse before it runs.
+            raise ParityError(f"array of shape {array.shape} does not fit the net's input {blob!r} {shape}", npy)
         samples.append(Sample(npy.stem, {blob: array}, {"kind": "npy", "file": npy.name, "sha256": sha256_file(npy)}))
     dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0

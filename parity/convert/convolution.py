@@ -20,9 +20,7 @@ SUPPORTED = {"num_output", "bias_term", "pad", "kernel_size", "stride", "pad_h",
 @register("Convolution")
 def convert_convolution(layer, bottoms, ctx):
     param = ctx.params(layer, "convolution_param", SUPPORTED)
-    (x,) = bottoms
-    if x.rank != 4:
-        raise ctx.error(layer, f"expects a 4-D bottom, got shape {x.caffe_shape}")
+    x = ctx.spatial_bottom(layer, bottoms)
     if param.axis != 1:
         raise ctx.unsupported(layer, "convolution_param.axis", f"axis {param.axis}")
     if param.group != 1:

@@ -15,9 +15,7 @@ METHODS = {caffe_pb2.PoolingParameter.MAX: "max", caffe_pb2.PoolingParameter.AVE
 @register("Pooling")
 def convert_pooling(layer, bottoms, ctx):
     param = ctx.params(layer, "pooling_param", SUPPORTED)
-    (x,) = bottoms
-    if x.rank != 4:
-        raise ctx.error(layer, f"expects a 4-D bottom, got shape {x.caffe_shape}")
+    x = ctx.spatial_bottom(layer, bottoms)
     if param.pool not in METHODS:
         name = caffe_pb2.PoolingParameter.PoolMethod.Name(param.pool)
         raise ctx.unsupported(layer, "pooling_param.pool", name)

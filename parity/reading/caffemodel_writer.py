@@ -10,13 +10,12 @@ half a caffemodel, even when two pytest workers build the same fixture at once.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .caffemodel import BLOB_DATA, BLOB_SHAPE, LAYER_BLOBS, NET_LAYER, SHAPE_DIM
 from .wire import encode_varint, len_field
 
@@ -24,16 +23,8 @@ from .wire import encode_varint, len_field
 def write_caffemodel(path: str | Path, net, blobs: Mapping[str, Sequence[np.ndarray]]) -> Path:
     """Write `net` (a caffe_pb2.NetParameter in the current `layer` form) with `blobs` to `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _write_net(out, net, blobs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        _write_net(out, net, blobs)
     return path
 
 
