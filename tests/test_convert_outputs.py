@@ -88,8 +88,8 @@ def test_weights_npz_holds_keras_layout_arrays_by_layer_and_param(tmp_path, conv
     np.testing.assert_array_equal(arrays["conv1/kernel"], caffe["conv1"][0].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(arrays["fc1/bias"], caffe["fc1"][1])
     # The Dense kernel is re-ordered from Caffe's (C, H, W) flatten order to Keras' (H, W, C).
-    weight = caffe["fc1"][0].reshape(10, 6, 3, 3)  # pool2 is 6x3x3
-    np.testing.assert_array_equal(arrays["fc1/kernel"], weight.transpose(2, 3, 1, 0).reshape(54, 10))
+    weight = caffe["fc1"][0].reshape(10, 8, 3, 4)  # pool_clip is 8x3x4
+    np.testing.assert_array_equal(arrays["fc1/kernel"], weight.transpose(2, 3, 1, 0).reshape(96, 10))
 
 
 def test_nothing_is_written_when_conversion_fails(tmp_path, capsys):
