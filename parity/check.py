@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .compare import LayerResult, Tolerance, attribute, measure
-from .errors import ParityError
+from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .preprocess import sha256_file
 from .reference import Reference, find_references
@@ -103,9 +103,36 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
             raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)", ref.dir / "manifest.json")
         notes[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
     say(f"converting {target.prototxt.name} ...")
-    converted = (convert or convert_net)(net, read_caffemodel(target.caffemodel))
+    build = convert or convert_net
+    weights = read_caffemodel(target.caffemodel)
+    try:
+        converted = build(net, weights)
+    except ParityError as exc:
+        raise explain_shape_conflict(exc, net, target, build) from None
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
     return Prepared(target, net, converted, Capture(converted, keys), notes, environment())
+
+
+def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Callable) -> ParityError:
+    """When the weights do not fit, look for the layer whose output shape first departs from Caffe's.
+
+    A converter bug upstream (pooling rounded down) changes every later shape, and the first thing to
+    break is an InnerProduct's weight matrix, far from the cause. A shape-only conversion (zero
+    weights) compared with the reference shapes finds the cause; without such a layer, the weights
+    really are wrong and the original error stands.
+    """
+    try:
+        shapes = build(net, None).caffe_shapes
+    except ParityError:
+        return exc
+    entries = sorted({(e.order, e.layer, e.top, e.type, e.shape) for ref in target.references for e in ref.entries})
+    for _, layer, top, layer_type, want in entries:
+        got = shapes.get((layer, top))
+        if got is not None and tuple(got[1:]) != tuple(want[1:]):
+            return ShapeDivergence(
+                f"first divergence at {layer} ({layer_type}): output shape {tuple(got)} differs from Caffe's "
+                f"{tuple(want)}, and later weights no longer fit ({exc})", layer, net.path)
+    return exc
 
 
 def check_reference(prepared: Prepared, ref: Reference, tol: Tolerance,

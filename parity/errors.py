@@ -28,6 +28,18 @@ class ParityError(Exception):
         return f"{where}: {self.message}" if where else self.message
 
 
+class ShapeDivergence(ParityError):
+    """The converted net departs from Caffe's shapes before it can even load the weights.
+
+    Raised instead of the weight-shape error it explains: the layer named here is where the bug
+    entered (a pooling rounded the other way, say), not the InnerProduct whose weights no longer fit.
+    """
+
+    def __init__(self, message: str, layer: str, path=None):
+        super().__init__(message, path)
+        self.layer = layer
+
+
 def require_file(path: str | Path, what: str = "file") -> Path:
     """Return `path` as a Path, or raise ParityError naming it when it is not a readable file."""
     p = Path(path)

@@ -15,6 +15,7 @@ import pytest
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
 from parity.compare import DOWNSTREAM, FAIL, PASS
 from parity.convert import Blob, convert_net, inner_product, registry
+from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
 from parity.schema import caffe_pb2
@@ -133,3 +134,47 @@ def test_one_layers_weights_perturbed_by_one_percent_is_caught(model, layer, exa
         return converted
 
     assert_diverges_at(run(model, convert=perturbed), layer, exact)
+
+
+def test_a_shape_bug_that_breaks_later_weights_is_traced_to_its_layer(monkeypatch):
+    """vgg19 with every pool rounding down AND a 3x3/2 window: pool1 gives 111x111, and the first
+    error is fc6's weights no longer fitting. The harness must name pool1, not fc6."""
+    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
+        edited(layer, lambda p: (setattr(p.pooling_param, "kernel_size", 3), setattr(p.pooling_param, "ceil_mode", False))),
+        bottoms, ctx))
+    with pytest.raises(ShapeDivergence) as info:
+        run("vgg19")
+    assert info.value.layer == "pool1"
+    assert "fc6" in info.value.message  # the symptom is still shown
+
+
+def test_weights_that_really_do_not_fit_keep_their_own_error(tmp_path):
+    from parity.check import Target
+    from parity.reading.caffemodel import read_caffemodel
+    from parity.reading.caffemodel_writer import write_caffemodel
+    from parity.reading.prototxt import read_prototxt
+
+    fixture = load_fixture("tiny")
+    blobs = {k: [a.copy() for a in v] for k, v in read_caffemodel(fixture.weights_path()).blobs.items()}
+    blobs["fc1"][0] = blobs["fc1"][0][:, :50]
+    bad = write_caffemodel(tmp_path / "bad.caffemodel", read_prototxt(fixture.prototxt), blobs)
+    target = target_from_fixture("tiny")
+    with pytest.raises(ParityError) as info:
+        prepare(Target("tiny", target.prototxt, bad, target.references), allow_mismatch=True)
+    assert not isinstance(info.value, ShapeDivergence) and "fc1" in str(info.value)
+
+
+def test_cli_reports_a_shape_divergence_as_a_divergence(monkeypatch, capsys, tmp_path):
+    """Exit 1 (a layer diverges), not 2 (bad input): the converter, not the user's files, is wrong."""
+    import json
+
+    from parity.cli import main
+
+    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
+        edited(layer, lambda p: (setattr(p.pooling_param, "kernel_size", 3), setattr(p.pooling_param, "ceil_mode", False))),
+        bottoms, ctx))
+    out = tmp_path / "r.json"
+    assert main(["check", "--model", "vgg19", "-q", "--json", str(out)]) == 1
+    assert "FAIL: first divergence at pool1" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["status"] == "fail" and report["first_divergence"] == "pool1"

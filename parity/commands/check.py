@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError
+from ..errors import ParityError, ShapeDivergence
 
 HELP = """Check a conversion layer by layer against real Caffe's blobs.
   parity check --model vgg19                      (a fixture by name)
@@ -48,7 +48,14 @@ def run(args) -> int:
     if args.atol < 0 or args.rtol < 0:
         raise ParityError("tolerances must be non-negative")
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
-    reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, progress=progress)
+    try:
+        reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, progress=progress)
+    except ShapeDivergence as exc:  # a divergence (exit 1), found before any numbers could be compared
+        print(f"FAIL: {exc.message}")
+        if args.json:
+            write_json(args.json, {"model": target.name, "status": "fail", "first_divergence": exc.layer,
+                                   "error": exc.message, "layers": []})
+        return 1
     for report in reports:
         text = render(report)
         print(text.splitlines()[-1] if args.quiet else text)

@@ -93,7 +93,12 @@ class Context:
 
     # -- weights --------------------------------------------------------------------------
     def blobs(self, layer: Layer, expected: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
-        """The layer's learned blobs, checked against the shapes the prototxt implies."""
+        """The layer's learned blobs, checked against the shapes the prototxt implies.
+
+        Without weights (shape-only conversion, used to diagnose shape conflicts) they are zeros.
+        """
+        if self.weights is None:
+            return [np.zeros(shape, np.float32) for shape in expected]
         where = self.weights.path if self.weights is not None else None
         found = self.weights.get(layer.name) if self.weights is not None else []
         if not found:
