@@ -15,6 +15,10 @@ EXIT_OK, EXIT_DIVERGED = 0, 1
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # keep examples as written
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse's own usage errors: exit 2 as well, one line
         self.print_usage(sys.stderr)
         raise ParityError(message)

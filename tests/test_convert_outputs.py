@@ -51,7 +51,7 @@ def test_keras_file_loads_in_a_fresh_process_without_custom_objects(tmp_path, co
     assert "Lambda" not in classes and "CaffePooling2D" in classes
     expected = converted.model.predict_on_batch(sample)
     expected = expected[0] if isinstance(expected, list) else expected
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy", allow_pickle=False), expected)
 
 
 def test_layers_carry_caffe_names(converted):

@@ -46,7 +46,7 @@ def test_a_diverging_reference_fails_with_the_first_divergence_named(tmp_path):
     manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
     entry = next(e for e in manifest["entries"] if e["layer"] == "pool2")
     path = refs / "tiny" / "chelsea" / entry["file"]
-    np.save(path, np.load(path) + np.float32(0.5), allow_pickle=False)
+    np.save(path, np.load(path, allow_pickle=False) + np.float32(0.5), allow_pickle=False)
     out = tmp_path / "parity.json"
     proc = run_suite("--model=tiny", f"--parity-json={out}", env_extra={"PARITY_REFERENCES": str(refs)})
     assert proc.returncode == 1

@@ -40,6 +40,7 @@ def run(args) -> int:
     from ..fixtures import load_fixture
     from ..graph import Net
     from ..preprocess import Preprocessing, preprocess_image, sha256_file
+    from ..reference import load_npy
 
     fixture = load_fixture(args.fixture) if args.fixture else None
     if fixture is None and (args.prototxt is None or args.caffemodel is None):
@@ -70,8 +71,6 @@ def run(args) -> int:
         samples.append(Sample(image.stem, {blob: array}, {"kind": "image", "file": image.name,
                                                           "sha256": sha256_file(image), "preprocessing": prep.to_dict()}))
     for npy in args.npy:
-        from ..reference import load_npy
-
         array = load_npy(require_file(npy, "input array")).astype(np.float32)
         if array.ndim != len(shape) or array.shape[1:2] != shape[1:2]:
             # Caffe aborts the whole process on a rank or channel mismatch: refuse before it runs.
