@@ -94,9 +94,16 @@ def load_reference(directory: str | Path) -> Reference:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ParityError(f"manifest format_version {manifest.get('format_version')!r}; this parity reads "
                           f"{FORMAT_VERSION}", path)
-    for key in ("source", "model", "input", "entries"):
-        if key not in manifest:
-            raise ParityError(f"manifest misses key {key!r}", path)
+    for keys in (("source",), ("model", "prototxt", "sha256"), ("model", "caffemodel", "sha256"),
+                 ("input", "blobs"), ("entries",)):
+        node = manifest
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                raise ParityError(f"manifest misses key {'.'.join(keys)!r}", path)
+            node = node[key]
+    for blob, spec in manifest["input"]["blobs"].items():
+        if not isinstance(spec, dict) or not {"file", "shape"} <= set(spec):
+            raise ParityError(f"manifest input blob {blob!r} needs 'file' and 'shape'", path)
     entries = []
     for i, raw in enumerate(manifest["entries"]):
         missing = [k for k in ENTRY_KEYS if k not in raw]

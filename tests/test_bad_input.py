@@ -166,3 +166,18 @@ def test_dump_without_pycaffe_says_how_to_get_it(capsys, tmp_path, weights):
     fails_with(capsys, ["dump", TINY.prototxt, weights, "--image", TINY.image_path("chelsea"), "--resize", "17,23",
                         "--out", tmp_path / "out"], "pycaffe", "tools/build_caffe.sh")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["drop caffemodel sha256", "drop input blobs", "not json", "wrong format"])
+def test_damaged_manifest_is_one_clear_error(capsys, tmp_path, weights, damage):
+    ref = copied_reference(tmp_path)
+    path = ref / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if damage == "drop caffemodel sha256":
+        del manifest["model"]["caffemodel"]["sha256"]
+    elif damage == "drop input blobs":
+        del manifest["input"]["blobs"]
+    elif damage == "wrong format":
+        manifest["format"] = "something-else"
+    path.write_text("{ not json" if damage == "not json" else json.dumps(manifest))
+    fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], path)
