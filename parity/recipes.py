@@ -12,13 +12,13 @@ biases are U(-0.1, 0.1) so that a dropped bias is visible.
 from __future__ import annotations
 
 import zlib
-from typing import Callable
 
 import numpy as np
 
+from . import convert as _converters  # noqa: F401  (registers the converters, whose shapes size the blobs)
+from .convert.registry import shapes_for
 from .errors import ParityError
 from .graph import Net
-from .shapes import conv_geometry, conv_output_shape, pool_output_shape
 
 CHUNK = 1 << 22
 BIAS_BOUND = 0.1
@@ -35,60 +35,34 @@ def uniform(seed: int, name: str, shape: tuple[int, ...], bound: float) -> np.nd
     return out.reshape(shape)
 
 
-def _same_shape(bottom, layer):
-    return bottom
-
-
-def _input(bottom, layer):
-    return tuple(int(d) for d in layer.param.input_param.shape[0].dim)
-
-
-def _inner_product(bottom, layer):
-    return (bottom[0], int(layer.param.inner_product_param.num_output))
-
-
-SHAPERS: dict[str, Callable] = {
-    "Convolution": lambda b, l: conv_output_shape(b, l.param.convolution_param),
-    "Pooling": lambda b, l: pool_output_shape(b, l.param.pooling_param),
-    "InnerProduct": _inner_product, "ReLU": _same_shape, "Dropout": _same_shape, "Softmax": _same_shape,
-}
-
-
 def he_uniform(net: Net, seed: int, gains: dict[str, float] | None = None) -> dict[str, list[np.ndarray]]:
-    """Seeded weights for every Convolution and InnerProduct layer of `net`."""
+    """Seeded weights for every layer of `net` that has learned blobs, sized by its converter's shapes."""
     gains = gains or {}
     shapes: dict[str, tuple[int, ...]] = {}
     weights: dict[str, list[np.ndarray]] = {}
     for layer in net.layers:
-        if layer.type == "Input":
-            for top, s in zip(layer.tops, layer.param.input_param.shape):
-                shapes[top] = tuple(int(d) for d in s.dim)
-            continue
-        if layer.type not in SHAPERS:
-            raise ParityError(f"the he-uniform recipe cannot size layer {layer.name!r} of type {layer.type}", net.path)
-        bottom = shapes[layer.bottoms[0]]
-        top = SHAPERS[layer.type](bottom, layer)
-        shapes[layer.tops[0]] = top
-        if layer.type in ("Convolution", "InnerProduct"):
-            weights[layer.name] = _layer_weights(layer, bottom, top, seed, gains.get(layer.name, 1.0))
+        handler = shapes_for(layer.type)
+        if handler is None:
+            raise ParityError(f"no converter knows the shapes of layer {layer.name!r} ({layer.type})",
+                              net.path, net.line_of(layer.name))
+        try:
+            result = handler.shapes(layer, [shapes[b] for b in layer.bottoms])
+        except ValueError as exc:
+            raise net.error(layer.name, str(exc)) from None
+        shapes.update(zip(layer.tops, result.tops))
+        if result.params:
+            weights[layer.name] = [draw(seed, layer.name, param, gains.get(layer.name, 1.0)) for param in result.params]
     return weights
 
 
-def _layer_weights(layer, bottom, top, seed, gain) -> list[np.ndarray]:
-    if layer.type == "Convolution":
-        p = layer.param.convolution_param
-        kh, kw = conv_geometry(p)[0]
-        shape = (top[1], bottom[1], kh, kw)
-        bias = p.bias_term
-    else:
-        p = layer.param.inner_product_param
-        shape = (top[1], int(np.prod(bottom[1:])))
-        bias = p.bias_term
-    fan_in = int(np.prod(shape[1:]))
-    blobs = [uniform(seed, layer.name, shape, gain * float(np.sqrt(6.0 / fan_in)))]
-    if bias:
-        blobs.append(uniform(seed, layer.name + "/bias", (shape[0],), BIAS_BOUND))
-    return blobs
+def draw(seed: int, layer_name: str, param, gain: float) -> np.ndarray:
+    """One blob by its role. Stream keys: the weight uses the layer name, others '<layer>/<role>'."""
+    if param.role == "weight":
+        fan_in = int(np.prod(param.shape[1:]))
+        return uniform(seed, layer_name, param.shape, gain * float(np.sqrt(6.0 / fan_in)))
+    if param.role == "bias":
+        return uniform(seed, f"{layer_name}/bias", param.shape, BIAS_BOUND)
+    raise ParityError(f"the he-uniform recipe has no rule for a {param.role!r} blob (layer {layer_name!r})")
 
 
 RECIPES = {"he-uniform": he_uniform}

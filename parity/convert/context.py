@@ -84,13 +84,6 @@ class Context:
     def error(self, layer: Layer, message: str) -> ParityError:
         return self.net.error(layer.name, message)
 
-    def spatial_bottom(self, layer: Layer, bottoms: Sequence[Blob]) -> Blob:
-        """The single 4-D (N, C, H, W) bottom that convolution and pooling layers take."""
-        if len(bottoms) != 1 or bottoms[0].rank != 4:
-            shapes = ", ".join(str(b.caffe_shape) for b in bottoms)
-            raise self.error(layer, f"expects one 4-D bottom, got {shapes or 'none'}")
-        return bottoms[0]
-
     # -- weights --------------------------------------------------------------------------
     def blobs(self, layer: Layer, expected: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
         """The layer's learned blobs, checked against the shapes the prototxt implies.

@@ -6,13 +6,12 @@ the rows are permuted here: W[o, c, h, w] -> kernel[(h, w, c), o].
 """
 from __future__ import annotations
 
-import keras
+import math
+
 import numpy as np
 
-from .context import Blob
+from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .registry import register
-
-SUPPORTED = {"num_output", "bias_term", "weight_filler", "bias_filler", "axis", "transpose"}
 
 
 def dense_kernel(weight: np.ndarray, transpose: bool, bottom_shape: tuple[int, ...]) -> np.ndarray:
@@ -25,22 +24,33 @@ def dense_kernel(weight: np.ndarray, transpose: bool, bottom_shape: tuple[int, .
 
 
 @register("InnerProduct")
-def convert_inner_product(layer, bottoms, ctx):
-    param = ctx.params(layer, "inner_product_param", SUPPORTED)
-    (x,) = bottoms
-    axis = param.axis + x.rank if param.axis < 0 else param.axis
-    if axis != 1:
-        raise ctx.unsupported(layer, "inner_product_param.axis", f"axis {param.axis}")
-    if x.rank not in (2, 4):
-        raise ctx.unsupported(layer, "bottom rank", f"{x.rank}-D bottom")
-    n, k = x.caffe_shape[0], int(np.prod(x.caffe_shape[1:]))
-    out = int(param.num_output)
-    weight_shape = (k, out) if param.transpose else (out, k)
-    blobs = ctx.blobs(layer, [weight_shape] + ([(out,)] if param.bias_term else []))
-    tensor = x.tensor
-    if x.rank == 4:
-        tensor = keras.layers.Flatten(name=ctx.name(layer, "flatten"))(tensor)
-    dense = keras.layers.Dense(out, use_bias=bool(param.bias_term), name=ctx.name(layer))
-    y = dense(tensor)
-    dense.set_weights([dense_kernel(blobs[0], param.transpose, x.caffe_shape)] + blobs[1:])
-    return [Blob(y, (n, out))]
+class InnerProductHandler(LayerHandler):
+    param_field = "inner_product_param"
+    supported = frozenset({"num_output", "bias_term", "weight_filler", "bias_filler", "axis", "transpose"})
+
+    def shapes(self, layer, bottoms):
+        p = self.param(layer)
+        bottom = one_bottom(bottoms)
+        axis = p.axis + len(bottom) if p.axis < 0 else p.axis
+        if axis != 1:
+            raise LayerError(f"inner_product_param.axis {p.axis} is not supported yet")
+        if len(bottom) not in (2, 4):
+            raise LayerError(f"a {len(bottom)}-D bottom is not supported yet")
+        k, out = math.prod(bottom[1:]), int(p.num_output)
+        params = [Param((k, out) if p.transpose else (out, k), "weight")]
+        if p.bias_term:
+            params.append(Param((out,), "bias"))
+        return Shapes([(bottom[0], out)], params)
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        p = self.param(layer)
+        (x,) = bottoms
+        tensor = x.tensor
+        if x.rank == 4:
+            tensor = keras.layers.Flatten(name=ctx.name(layer, "flatten"))(tensor)
+        dense = keras.layers.Dense(int(p.num_output), use_bias=bool(p.bias_term), name=ctx.name(layer))
+        y = dense(tensor)
+        dense.set_weights([dense_kernel(blobs[0], p.transpose, x.caffe_shape)] + blobs[1:])
+        return [y]

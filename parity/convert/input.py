@@ -1,25 +1,29 @@
 """Input: one Keras Input per top, shaped from input_param (legacy inputs arrive here upgraded)."""
 from __future__ import annotations
 
-import keras
-
-from .context import Blob, keras_name_for, keras_shape
+from .context import keras_name_for, keras_shape
+from .handler import LayerError, LayerHandler, Shapes
 from .registry import register
 
 
 @register("Input")
-def convert_input(layer, bottoms, ctx):
-    param = ctx.params(layer, "input_param", {"shape"})
-    shapes = [tuple(int(d) for d in s.dim) for s in param.shape]
-    if len(shapes) == 1 and len(layer.tops) > 1:
-        shapes *= len(layer.tops)  # Caffe: one shape serves every top
-    if len(shapes) != len(layer.tops):
-        raise ctx.error(layer, f"{len(layer.tops)} tops but {len(shapes)} input shapes")
-    blobs = []
-    for top, shape in zip(layer.tops, shapes):
-        if not shape:
-            raise ctx.error(layer, f"input {top!r} has an empty shape")
-        name = ctx.name(layer) if len(layer.tops) == 1 else keras_name_for(top)
-        tensor = keras.Input(shape=keras_shape(shape)[1:], name=name)
-        blobs.append(Blob(tensor, shape))
-    return blobs
+class InputHandler(LayerHandler):
+    param_field = "input_param"
+    supported = frozenset({"shape"})
+
+    def shapes(self, layer, bottoms):
+        shapes = [tuple(int(d) for d in s.dim) for s in self.param(layer).shape]
+        if len(shapes) == 1 and len(layer.tops) > 1:
+            shapes *= len(layer.tops)  # Caffe: one shape serves every top
+        if len(shapes) != len(layer.tops):
+            raise LayerError(f"{len(layer.tops)} tops but {len(shapes)} input shapes")
+        if any(not s for s in shapes):
+            raise LayerError("an input has an empty shape")
+        return Shapes(shapes)
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        shapes = self.shapes(layer, []).tops
+        names = [ctx.name(layer)] if len(layer.tops) == 1 else [keras_name_for(t) for t in layer.tops]
+        return [keras.Input(shape=keras_shape(s)[1:], name=n) for s, n in zip(shapes, names)]

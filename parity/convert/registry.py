@@ -1,8 +1,9 @@
 """Converters keyed by Caffe layer type, in the style of tf2onnx's handler registry.
 
-A converter turns one Caffe layer into Keras layers. It receives the layer, its bottom blobs as
-Keras tensors, and the conversion context (weights, naming, error helpers), and returns one Blob
-per top. Users add converters for custom Caffe types the same way parity's own are added:
+A converter turns one Caffe layer into Keras layers. parity's own are LayerHandler classes (see
+`handler`), which also know their shapes without Keras, so weight recipes can size them. A plain
+function works too: it receives the layer, its bottom blobs as Keras tensors and the conversion
+context (weights, naming, error helpers), and returns one Blob per top:
 
     from parity.convert import register, Blob
 
@@ -23,16 +24,23 @@ _CONVERTERS: dict[str, Callable] = {}
 def register(*type_names: str, replace: bool = False):
     """Class/function decorator: make the decorated callable the converter for `type_names`."""
     def decorate(fn: Callable) -> Callable:
+        converter = fn() if isinstance(fn, type) else fn  # a handler class registers one instance
         for name in type_names:
-            if name in _CONVERTERS and not replace and _CONVERTERS[name] is not fn:
+            if name in _CONVERTERS and not replace and _CONVERTERS[name] is not converter:
                 raise ValueError(f"a converter for Caffe type {name!r} is already registered; pass replace=True")
-            _CONVERTERS[name] = fn
+            _CONVERTERS[name] = converter
         return fn
     return decorate
 
 
 def converter_for(type_name: str) -> Callable | None:
     return _CONVERTERS.get(type_name)
+
+
+def shapes_for(type_name: str):
+    """The handler that can compute this type's shapes without Keras, or None."""
+    converter = _CONVERTERS.get(type_name)
+    return converter if callable(getattr(converter, "shapes", None)) else None
 
 
 def supported_types() -> list[str]:
