@@ -107,6 +107,8 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     weights = read_caffemodel(target.caffemodel)
     try:
         converted = build(net, weights)
+    except ShapeDivergence:
+        raise
     except ParityError as exc:
         raise explain_shape_conflict(exc, net, target, build) from None
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
@@ -123,6 +125,8 @@ def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Ca
     """
     try:
         shapes = build(net, None).caffe_shapes
+    except ShapeDivergence as divergence:
+        return divergence
     except ParityError:
         return exc
     entries = sorted({(e.order, e.layer, e.top, e.type, e.shape) for ref in target.references for e in ref.entries})

@@ -36,8 +36,9 @@ def cache_dir() -> Path:
 
 
 def list_fixtures() -> list[str]:
+    """Fixture names: folder paths below fixtures/ that hold a fixture.json ('vgg19', 'layers/eltwise')."""
     root = fixtures_dir()
-    return sorted(p.parent.name for p in root.glob("*/fixture.json")) if root.is_dir() else []
+    return sorted(p.parent.relative_to(root).as_posix() for p in root.glob("**/fixture.json")) if root.is_dir() else []
 
 
 @dataclass
@@ -71,9 +72,14 @@ class Fixture:
 
     def weights_path(self, quiet: bool = False) -> Path:
         """The fixture's caffemodel in the cache, built from its recipe if it is not there yet."""
+        from .graph import Net
+        from .recipes import learned_blobs
+
         recipe = self.description["weights"]
-        key = hashlib.sha256(self.prototxt.read_bytes() + json.dumps(recipe, sort_keys=True).encode()
-                             + str(RECIPE_FORMAT).encode()).hexdigest()[:16]
+        # The blob shapes come from the converters' rules: when one changes, the cache rebuilds.
+        shapes = {name: [(p.shape, p.role) for p in params] for name, params in learned_blobs(Net.from_prototxt(self.prototxt)).items()}
+        key = hashlib.sha256(self.prototxt.read_bytes() + json.dumps([recipe, RECIPE_FORMAT, repr(shapes)],
+                                                                     sort_keys=True).encode()).hexdigest()[:16]
         path = cache_dir() / "weights" / f"{self.name}-{key}.caffemodel"
         if path.exists():
             return path

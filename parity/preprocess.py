@@ -7,7 +7,7 @@ reference, so the Keras side is fed bit-identical input and never re-implements 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 

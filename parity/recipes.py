@@ -35,11 +35,10 @@ def uniform(seed: int, name: str, shape: tuple[int, ...], bound: float) -> np.nd
     return out.reshape(shape)
 
 
-def he_uniform(net: Net, seed: int, gains: dict[str, float] | None = None) -> dict[str, list[np.ndarray]]:
-    """Seeded weights for every layer of `net` that has learned blobs, sized by its converter's shapes."""
-    gains = gains or {}
+def learned_blobs(net: Net) -> dict[str, list]:
+    """Every layer's learned blobs (shape and role), from its converter's shape rules, without Keras."""
     shapes: dict[str, tuple[int, ...]] = {}
-    weights: dict[str, list[np.ndarray]] = {}
+    blobs: dict[str, list] = {}
     for layer in net.layers:
         handler = shapes_for(layer.type)
         if handler is None:
@@ -51,8 +50,21 @@ def he_uniform(net: Net, seed: int, gains: dict[str, float] | None = None) -> di
             raise net.error(layer.name, str(exc)) from None
         shapes.update(zip(layer.tops, result.tops))
         if result.params:
-            weights[layer.name] = [draw(seed, layer.name, param, gains.get(layer.name, 1.0)) for param in result.params]
-    return weights
+            blobs[layer.name] = list(result.params)
+    return blobs
+
+
+def he_uniform(net: Net, seed: int, gains: dict[str, float] | None = None) -> dict[str, list[np.ndarray]]:
+    """Seeded weights for every layer of `net` that has learned blobs."""
+    gains = gains or {}
+    return {name: [draw(seed, name, param, gains.get(name, 1.0)) for param in params]
+            for name, params in learned_blobs(net).items()}
+
+
+# Non-weight blobs: role -> (centre, half-width) of a uniform draw. Variances stay positive and the
+# BatchNorm scale_factor stays away from 1, so a converter that ignores it is caught.
+ROLE_RANGES = {"bias": (0.0, BIAS_BOUND), "mean": (0.0, 1.0), "variance": (1.25, 0.75), "scale_factor": (2.0, 0.5),
+               "gamma": (1.0, 0.5), "beta": (0.0, 0.5), "slope": (0.25, 0.25)}
 
 
 def draw(seed: int, layer_name: str, param, gain: float) -> np.ndarray:
@@ -60,9 +72,11 @@ def draw(seed: int, layer_name: str, param, gain: float) -> np.ndarray:
     if param.role == "weight":
         fan_in = int(np.prod(param.shape[1:]))
         return uniform(seed, layer_name, param.shape, gain * float(np.sqrt(6.0 / fan_in)))
-    if param.role == "bias":
-        return uniform(seed, f"{layer_name}/bias", param.shape, BIAS_BOUND)
-    raise ParityError(f"the he-uniform recipe has no rule for a {param.role!r} blob (layer {layer_name!r})")
+    if param.role not in ROLE_RANGES:
+        raise ParityError(f"the he-uniform recipe has no rule for a {param.role!r} blob (layer {layer_name!r})")
+    centre, half = ROLE_RANGES[param.role]
+    values = uniform(seed, f"{layer_name}/{param.role}", param.shape, half)
+    return values if centre == 0 else values + np.float32(centre)
 
 
 RECIPES = {"he-uniform": he_uniform}

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..errors import ParityError
+from ..errors import ParityError, ShapeDivergence
 from ..graph import Net
 from ..reading.caffemodel import CaffeWeights
 from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
 from .registry import converter_for, register, supported_types
 
 # Importing the layer modules registers their converters.
-from . import convolution, elementwise, inner_product, input, pooling  # noqa: E402,F401
+from . import convolution, elementwise, inner_product, input, merge, normalization, pooling  # noqa: E402,F401
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
            "register", "supported_types"]
@@ -56,7 +56,13 @@ def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
     for layer in net.layers:
         bottoms = [blobs[b] for b in layer.bottoms]
         consumed.update(layer.bottoms)
-        outputs = converter_for(layer.type)(layer, bottoms, ctx)
+        try:
+            outputs = converter_for(layer.type)(layer, bottoms, ctx)
+        except ParityError:
+            raise
+        except ValueError as exc:  # Keras refusing to build a layer: incompatible shapes, so a divergence here
+            raise ShapeDivergence(f"first divergence at {layer.name} ({layer.type}): Keras could not build the "
+                                  f"converted layer ({exc})", layer.name, net.path) from None
         if len(outputs) != len(layer.tops):
             raise RuntimeError(f"converter for {layer.type} returned {len(outputs)} tops, expected {len(layer.tops)}")
         for top, blob in zip(layer.tops, outputs):

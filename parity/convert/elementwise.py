@@ -1,8 +1,11 @@
-"""Layers that keep the blob's shape: ReLU, Dropout (identity at inference), Softmax (axis mapped)."""
+"""Layers that keep the blob's shape: ReLU, Dropout (identity at inference), Softmax (axis mapped),
+Sigmoid, TanH, ELU and PReLU (per-channel or shared slopes)."""
 from __future__ import annotations
 
-from .context import keras_axis
-from .handler import LayerError, LayerHandler, Shapes, one_bottom
+import numpy as np
+
+from .context import keras_axis, keras_shape
+from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .registry import register
 
 
@@ -53,3 +56,61 @@ class SoftmaxHandler(SameShape):
 
         axis = keras_axis(self.param(layer).axis, bottoms[0].rank)
         return [keras.layers.Softmax(axis=axis, name=ctx.name(layer))(bottoms[0].tensor)]
+
+
+@register("Sigmoid")
+class SigmoidHandler(SameShape):
+    param_field = "sigmoid_param"
+    supported = frozenset({"engine"})
+    activation = "sigmoid"
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        return [keras.layers.Activation(self.activation, name=ctx.name(layer))(bottoms[0].tensor)]
+
+
+@register("TanH")
+class TanHHandler(SigmoidHandler):
+    param_field = "tanh_param"
+    activation = "tanh"
+
+
+@register("ELU")
+class ELUHandler(SameShape):
+    param_field = "elu_param"
+    supported = frozenset({"alpha"})
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        return [keras.layers.ELU(alpha=float(self.param(layer).alpha), name=ctx.name(layer))(bottoms[0].tensor)]
+
+
+@register("PReLU")
+class PReLUHandler(SameShape):
+    """One learned slope per channel (axis 1), or one for all with channel_shared."""
+
+    param_field = "prelu_param"
+    supported = frozenset({"filler", "channel_shared"})
+
+    def shapes(self, layer, bottoms):
+        shapes = super().shapes(layer, bottoms)
+        bottom = shapes.tops[0]
+        if len(bottom) < 2:
+            raise LayerError(f"needs a channel axis, got shape {bottom}")
+        slopes = () if self.param(layer).channel_shared else (bottom[1],)  # Caffe: a 0-D blob when shared
+        return Shapes(shapes.tops, [Param(slopes, "slope")])
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        rank = bottoms[0].rank
+        channel = keras_axis(1, rank)
+        shared = [a for a in range(1, rank) if self.param(layer).channel_shared or a != channel]
+        prelu = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(layer))
+        y = prelu(bottoms[0].tensor)
+        alpha_shape = tuple(1 if axis in shared else d
+                             for axis, d in enumerate(keras_shape(bottoms[0].caffe_shape)[1:], start=1))
+        prelu.set_weights([np.broadcast_to(blobs[0].reshape(-1), alpha_shape).astype(np.float32)])
+        return [y]

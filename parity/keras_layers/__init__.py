@@ -3,6 +3,7 @@
 Importing this package registers them with Keras' serialization (package "parity"), which is why
 `import parity` is enough for `keras.saving.load_model` to read a converted `.keras` file.
 """
+from .arithmetic import CaffeEltwise, CaffeScale
 from .pooling import CaffePooling2D
 
-__all__ = ["CaffePooling2D"]
+__all__ = ["CaffeEltwise", "CaffePooling2D", "CaffeScale"]

@@ -38,7 +38,7 @@ def _write_net(out: BinaryIO, net, blobs: Mapping[str, Sequence[np.ndarray]]) ->
         definition.CopyFrom(layer)
         del definition.blobs[:]
         head = definition.SerializeToString()
-        arrays = [np.ascontiguousarray(a, dtype="<f4") for a in blobs.get(layer.name, ())]
+        arrays = [np.asarray(a, dtype="<f4", order="C") for a in blobs.get(layer.name, ())]  # keeps 0-D blobs 0-D
         blob_heads = [_blob_head(a) for a in arrays]
         body = sum(len(len_field(LAYER_BLOBS, len(h) + a.nbytes)) + len(h) + a.nbytes
                    for h, a in zip(blob_heads, arrays))

@@ -1,0 +1,78 @@
+"""Every supported layer: break its conversion on purpose and see the first divergence land on it.
+
+Layer-granularity fixtures only (tiny, tiny_v1, layers/*), where each layer has its own reference,
+so attribution must be exact. One generic break (an offset added to one layer's output) for every
+layer, and the classic semantic bugs of the layer families from ../shared/research/pitfalls.md.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
+from parity.convert import Blob, registry
+from parity.convert.normalization import BatchNormHandler
+from parity.errors import ShapeDivergence
+from parity.fixtures import list_fixtures, load_fixture
+from parity.graph import Net
+
+TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer"]
+CASES = [(f, layer.name) for f in LAYERWISE for layer in Net.from_prototxt(load_fixture(f).prototxt).layers
+         if layer.type != "Input"]
+
+
+def first_divergence(model: str) -> str | None:
+    target = target_from_fixture(model)
+    return check_reference(prepare(target), target.references[0], TOL).first_divergence
+
+
+def test_every_supported_type_is_in_a_layer_granularity_fixture():
+    covered = {layer.type for f in LAYERWISE for layer in Net.from_prototxt(load_fixture(f).prototxt).layers}
+    assert set(registry.supported_types()) <= covered
+
+
+@pytest.mark.parametrize("model, layer", CASES, ids=[f"{m}-{l}" for m, l in CASES])
+def test_breaking_one_layer_is_caught_at_that_layer(monkeypatch, model, layer):
+    net = Net.from_prototxt(load_fixture(model).prototxt)
+    layer_type = net.layer(layer).type
+    original = registry.converter_for(layer_type)
+
+    def broken(l, bottoms, ctx):
+        out = original(l, bottoms, ctx)
+        if l.name != layer:
+            return out
+        return [Blob(keras.layers.Rescaling(1.0, offset=0.5)(b.tensor), b.caffe_shape) for b in out]
+
+    broken.shapes = original.shapes  # recipes still size the blobs
+    monkeypatch.setitem(registry._CONVERTERS, layer_type, broken)
+    assert first_divergence(model) == layer
+
+
+def test_batchnorm_scale_factor_ignored_is_caught(monkeypatch):
+    def build_ignoring_factor(self, layer, bottoms, blobs, ctx):
+        mean, variance, _ = blobs
+        return original(self, layer, bottoms, [mean, variance, np.ones(1, np.float32)], ctx)
+
+    original = BatchNormHandler.build
+    monkeypatch.setattr(BatchNormHandler, "build", build_ignoring_factor)
+    assert first_divergence("layers/batchnorm_scale") == "bn"
+
+
+def test_eltwise_coefficients_ignored_are_caught(monkeypatch):
+    from parity.keras_layers import arithmetic
+
+    original_call = arithmetic.CaffeEltwise.call
+    monkeypatch.setattr(arithmetic.CaffeEltwise, "call", lambda self, inputs: keras.ops.add(inputs[0], inputs[1])
+                        if self.coeffs else original_call(self, inputs))
+    assert first_divergence("layers/eltwise") == "sum"
+
+
+def test_concat_axis_kept_in_caffe_numbering_is_caught(monkeypatch):
+    from parity.convert import merge
+
+    monkeypatch.setattr(merge, "keras_axis", lambda axis, rank: axis)  # Caffe's axis used on channels-last data
+    with pytest.raises(ShapeDivergence) as info:  # Keras cannot even join (11,17,4) and (11,17,6) on H
+        first_divergence("layers/concat")
+    assert info.value.layer == "channels"
