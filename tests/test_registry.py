@@ -40,3 +40,25 @@ def test_registering_a_type_twice_needs_replace(monkeypatch):
     with pytest.raises(ValueError, match="already registered"):
         register("ReLU")(lambda layer, bottoms, ctx: bottoms)
     register("ReLU", replace=True)(lambda layer, bottoms, ctx: bottoms)
+
+
+def test_the_readme_worked_example(monkeypatch):
+    """The README's Swish handler, verbatim in spirit: registered, sized without Keras, converted."""
+    from parity.convert.handler import LayerHandler, Shapes, one_bottom
+
+    monkeypatch.setattr(registry, "_CONVERTERS", dict(registry._CONVERTERS))
+
+    @register("Swish")
+    class SwishHandler(LayerHandler):
+        param_field = None
+
+        def shapes(self, layer, bottoms):
+            return Shapes([one_bottom(bottoms)])
+
+        def build(self, layer, bottoms, blobs, ctx):
+            return [keras.layers.Activation("swish", name=ctx.name(layer))(bottoms[0].tensor)]
+
+    net = Net.from_proto(parse_prototxt(NET.replace("MyDouble", "Swish")))
+    assert registry.shapes_for("Swish").shapes(net.layer("twice"), [(1, 2, 3, 4)]).tops == [(1, 2, 3, 4)]
+    x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(1, 3, 4, 2)
+    np.testing.assert_allclose(convert_net(net, None).model.predict_on_batch(x), x / (1 + np.exp(-x)), rtol=1e-6)
