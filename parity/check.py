@@ -5,7 +5,7 @@ Shared by the CLI (`parity check`) and the pytest plugin, so both give the same 
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,20 @@ class Target:
     prototxt: Path
     caffemodel: Path
     references: list[Reference]
+    until: str | None = None  # check only up to this layer
+
+    def net(self) -> Net:
+        net = Net.from_prototxt(self.prototxt)
+        return net.until(self.until) if self.until else net
+
+
+def up_to(target: Target, until: str | None) -> Target:
+    """`target` restricted to the layers up to `until` (references too)."""
+    if not until:
+        return target
+    kept = {layer.name for layer in Net.from_prototxt(target.prototxt).until(until).layers}
+    refs = [replace(r, entries=[e for e in r.entries if e.layer in kept]) for r in target.references]
+    return replace(target, references=refs, until=until)
 
 
 def target_from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) -> Target:
@@ -94,7 +108,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     from .reading.caffemodel import read_caffemodel
 
     say = progress or (lambda _msg: None)
-    net = Net.from_prototxt(target.prototxt)
+    net = target.net()
     hashes: dict[Path, str] = {}
     notes = {}
     for ref in target.references:

@@ -54,6 +54,15 @@ class Net:
                 return layer
         raise KeyError(name)
 
+    def until(self, layer_name: str) -> "Net":
+        """The net up to and including `layer_name`, in Caffe's order (for `--until`)."""
+        names = [layer.name for layer in self.layers]
+        if layer_name not in names:
+            raise ParityError(f"--until {layer_name!r}: no such layer (layers: {', '.join(names)})", self.path)
+        layers = self.layers[: names.index(layer_name) + 1]
+        kept = {layer.name for layer in layers}
+        return Net(self.name, layers, self.path, self.text, {k: v for k, v in self._ancestors.items() if k in kept})
+
     def line_of(self, layer_name: str, occurrence: int = 1) -> int | None:
         return line_of_layer(self.text, layer_name, occurrence) if self.text else None
 

@@ -24,6 +24,7 @@ def pytest_addoption(parser):
     group.addoption("--atol", type=float, default=None, help="absolute tolerance (default: parity's)")
     group.addoption("--rtol", type=float, default=None, help="relative tolerance (default: parity's)")
     group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
+    group.addoption("--until", default=None, metavar="LAYER", help="check each model only up to this layer")
 
 
 def pytest_configure(config):
@@ -56,13 +57,13 @@ def pytest_generate_tests(metafunc):
 
 
 def _cases(config):
-    from .check import target_from_fixture
+    from .check import target_from_fixture, up_to
     from .fixtures import list_fixtures
 
     models = config.getoption("--model") or list_fixtures()
     for model in models:
-        target = target_from_fixture(model)
-        net_layers = _net_layers(target.prototxt)
+        target = up_to(target_from_fixture(model), config.getoption("--until"))
+        net_layers = [(layer.name, layer.tops) for layer in target.net().layers]
         for ref in target.references:
             by_layer: dict[str, list[str]] = {}
             for entry in ref.entries:
@@ -70,12 +71,6 @@ def _cases(config):
             for name, tops in net_layers:
                 yield Case(model, ref.name, name, tuple(by_layer.get(name, ())), ref.granularity,
                            _overwritten_by(name, tops, by_layer, net_layers))
-
-
-def _net_layers(prototxt):
-    from .graph import Net
-
-    return [(layer.name, layer.tops) for layer in Net.from_prototxt(prototxt).layers]
 
 
 def _overwritten_by(name, tops, by_layer, net_layers) -> str | None:
@@ -119,11 +114,11 @@ class _Session:
         return result
 
     def _compute(self, model: str, image: str):
-        from .check import check_reference, prepare, target_from_fixture
+        from .check import check_reference, prepare, target_from_fixture, up_to
 
         if model not in self.prepared:
             _trace("prepare", model)
-            self.prepared[model] = prepare(target_from_fixture(model))
+            self.prepared[model] = prepare(up_to(target_from_fixture(model), self.config.getoption("--until")))
         _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)

@@ -24,6 +24,7 @@ def add(sub) -> None:
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     p.add_argument("--json", type=Path, help="also write the report(s) as JSON here")
+    p.add_argument("--until", metavar="LAYER", help="convert and check only up to this layer (inclusive)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even if the files' sha256 differ from the manifest's (said in the report)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict lines")
@@ -31,7 +32,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..check import Tolerance, run_target, target_from_files, target_from_fixture
+    from ..check import Tolerance, run_target, target_from_files, target_from_fixture, up_to
     from ..report import render, write_json
 
     if args.model:
@@ -45,6 +46,7 @@ def run(args) -> int:
 
         target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
                                    args.blobs)
+    target = up_to(target, args.until)
     if args.atol < 0 or args.rtol < 0:
         raise ParityError("tolerances must be non-negative")
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))

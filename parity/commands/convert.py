@@ -20,6 +20,7 @@ def add(sub) -> None:
     p.add_argument("-o", "--output", type=Path, help="write the model here (.keras)")
     p.add_argument("--weights-h5", type=Path, help="write weights for model.load_weights (.weights.h5)")
     p.add_argument("--weights-npz", type=Path, help="write Keras-layout arrays, keys '<layer>/<param>' (.npz)")
+    p.add_argument("--until", metavar="LAYER", help="convert only up to this layer (inclusive)")
     p.set_defaults(run=run)
 
 
@@ -34,6 +35,8 @@ def run(args) -> int:
     from ..reading.caffemodel import read_caffemodel
 
     net = Net.from_prototxt(require_file(args.prototxt, "prototxt"))
+    if args.until:
+        net = net.until(args.until)
     converted = convert_net(net, read_caffemodel(args.caffemodel))
     model = converted.model
     for path, write in ((args.output, model.save), (args.weights_h5, model.save_weights),

@@ -32,17 +32,37 @@ class ConvertedModel:
     input_blobs: list[str]  # Caffe blob fed by each of model.inputs, in order
 
 
+# Layer types that only make sense while training or evaluating (data sources, losses, metrics),
+# and SSD's DetectionOutput (non-maximum suppression: not a tensor-to-tensor layer to compare).
+NO_INFERENCE = {"Data", "ImageData", "HDF5Data", "HDF5Output", "MemoryData", "WindowData", "DummyData",
+                "AnnotatedData", "VideoData", "Accuracy", "DetectionEvaluate", "DetectionOutput", "Python"}
+
+
+def has_inference_meaning(type_name: str) -> bool:
+    return type_name not in NO_INFERENCE and not type_name.endswith("Loss")
+
+
 def check_supported(net: Net) -> None:
-    """Name every unsupported layer type at once, with the layers that use it."""
+    """Name every layer that cannot be converted at once: types without an inference meaning, then
+    types parity does not convert (yet), each with the layers that use it."""
+    no_meaning: dict[str, list[str]] = defaultdict(list)
     missing: dict[str, list[str]] = defaultdict(list)
     for layer in net.layers:
-        if converter_for(layer.type) is None:
+        if not has_inference_meaning(layer.type):
+            no_meaning[layer.type].append(layer.name)
+        elif converter_for(layer.type) is None:
             missing[layer.type].append(layer.name)
+    problems = []
+    if no_meaning:
+        problems.append("layers without an inference meaning: " + "; ".join(
+            f"{t} ({', '.join(n)})" for t, n in no_meaning.items()) + " (use --until LAYER to stop before them)")
     if missing:
-        parts = [f"{t} ({', '.join(names)})" for t, names in missing.items()]
-        first = next(iter(missing.values()))[0]
-        raise ParityError(f"unsupported layer types: {'; '.join(parts)}. Supported: {', '.join(supported_types())}",
-                          net.path, net.line_of(first))
+        problems.append("unsupported layer types: " + "; ".join(f"{t} ({', '.join(n)})" for t, n in missing.items())
+                        + f". Supported: {', '.join(supported_types())}")
+    if problems:
+        first = next(layer.name for layer in net.layers if layer.name in
+                     {n for names in (*no_meaning.values(), *missing.values()) for n in names})
+        raise ParityError(". ".join(problems), net.path, net.line_of(first))
 
 
 def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
