@@ -76,3 +76,21 @@ def test_concat_axis_kept_in_caffe_numbering_is_caught(monkeypatch):
     with pytest.raises(ShapeDivergence) as info:  # Keras cannot even join (11,17,4) and (11,17,6) on H
         first_divergence("layers/concat")
     assert info.value.layer == "channels"
+
+
+def test_lrn_within_channel_treated_as_across_is_caught(monkeypatch):
+    from parity.keras_layers import lrn
+
+    original_init = lrn.CaffeLRN.__init__
+    monkeypatch.setattr(lrn.CaffeLRN, "__init__", lambda self, size=5, alpha=1.0, beta=0.75, k=1.0, region="across",
+                        **kw: original_init(self, size, alpha, beta, k, "across", **kw))
+    assert first_divergence("layers/lrn") == "within"
+
+
+def test_deconvolution_kernel_flipped_is_caught(monkeypatch):
+    from parity.convert.convolution import DeconvolutionHandler
+
+    original = DeconvolutionHandler.build
+    monkeypatch.setattr(DeconvolutionHandler, "build", lambda self, layer, bottoms, blobs, ctx: original(
+        self, layer, bottoms, [blobs[0][:, :, ::-1, ::-1].copy()] + blobs[1:], ctx))
+    assert first_divergence("layers/conv_variants") == "up"

@@ -1,4 +1,7 @@
-"""Convolution: Caffe's symmetric explicit padding, kernel (O, I, kh, kw) -> Keras (kh, kw, I, O).
+"""Convolution and Deconvolution: Caffe's symmetric padding; kernels moved to Keras' layout.
+
+Convolution: kernel (O, I/g, kh, kw) -> Keras (kh, kw, I/g, O); `group` maps to Keras' groups, whose
+channel blocks are ordered as Caffe's.
 
 Output size is floor((H + 2p - d(k-1) - 1) / s) + 1, which a 'valid' Keras convolution over the
 explicitly padded input reproduces. Where the padding is exactly what Keras' 'same' gives (stride 1,
@@ -9,6 +12,12 @@ from __future__ import annotations
 from ..shapes import conv_geometry, conv_output_shape
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .registry import register
+
+
+def check_groups(p, bottom) -> None:
+    """Caffe splits input and output channels into `group` equal blocks (group == channels: depthwise)."""
+    if p.group < 1 or bottom[1] % p.group or p.num_output % p.group:
+        raise LayerError(f"group {p.group} must divide the {bottom[1]} input and {p.num_output} output channels")
 
 
 @register("Convolution")
@@ -23,13 +32,12 @@ class ConvolutionHandler(LayerHandler):
         bottom = one_bottom(bottoms, rank=4)
         if p.axis != 1:
             raise LayerError(f"convolution_param.axis {p.axis} is not supported")
-        if p.group != 1:
-            raise LayerError(f"convolution_param.group {p.group} is not supported yet")
+        check_groups(p, bottom)
         top = conv_output_shape(bottom, p)
         if min(top[2:]) <= 0:
             raise LayerError(f"output would be empty for input {bottom}")
         kernel = conv_geometry(p)[0]
-        params = [Param((top[1], bottom[1], *kernel), "weight")]
+        params = [Param((top[1], bottom[1] // p.group, *kernel), "weight")]
         if p.bias_term:
             params.append(Param((top[1],), "bias"))
         return Shapes([top], params)
@@ -44,7 +52,49 @@ class ConvolutionHandler(LayerHandler):
         if not same and any(pad):
             tensor = keras.layers.ZeroPadding2D(padding=pad, name=ctx.name(layer, "pad"))(tensor)
         conv = keras.layers.Conv2D(int(p.num_output), kernel, strides=stride, padding="same" if same else "valid",
-                                   dilation_rate=dilation, use_bias=bool(p.bias_term), name=ctx.name(layer))
+                                   dilation_rate=dilation, groups=int(p.group), use_bias=bool(p.bias_term),
+                                   name=ctx.name(layer))
         y = conv(tensor)
         conv.set_weights([blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
+        return [y]
+
+
+@register("Deconvolution")
+class DeconvolutionHandler(LayerHandler):
+    """Caffe's Deconvolution is the transpose of its Convolution (no kernel flip): blob (I, O, kh, kw),
+    output s(i - 1) + d(k - 1) + 1 - 2p. Keras' Conv2DTranspose ('valid') gives s(i - 1) + d(k - 1) + 1,
+    so p rows and columns are cropped from each side."""
+
+    param_field = "convolution_param"
+    supported = ConvolutionHandler.supported
+
+    def shapes(self, layer, bottoms):
+        p = self.param(layer)
+        n, c, h, w = one_bottom(bottoms, rank=4)
+        if p.axis != 1:
+            raise LayerError(f"convolution_param.axis {p.axis} is not supported")
+        if p.group != 1:
+            raise LayerError(f"convolution_param.group {p.group} is not supported yet for Deconvolution")
+        kernel, stride, pad, dilation = conv_geometry(p)
+        if max(dilation) > 1 and max(stride) > 1:
+            raise LayerError("dilation together with stride > 1 is not supported for Deconvolution")
+        oh, ow = (s * (i - 1) + d * (k - 1) + 1 - 2 * q for i, k, s, q, d in zip((h, w), kernel, stride, pad, dilation))
+        if oh <= 0 or ow <= 0:
+            raise LayerError(f"output would be empty for input {(n, c, h, w)}")
+        params = [Param((c, int(p.num_output), *kernel), "weight")]
+        if p.bias_term:
+            params.append(Param((int(p.num_output),), "bias"))
+        return Shapes([(n, int(p.num_output), oh, ow)], params)
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        p = self.param(layer)
+        kernel, stride, pad, dilation = conv_geometry(p)
+        deconv = keras.layers.Conv2DTranspose(int(p.num_output), kernel, strides=stride, padding="valid",
+                                              dilation_rate=dilation, use_bias=bool(p.bias_term), name=ctx.name(layer))
+        y = deconv(bottoms[0].tensor)
+        deconv.set_weights([blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
+        if any(pad):
+            y = keras.layers.Cropping2D(cropping=pad, name=ctx.name(layer, "crop"))(y)
         return [y]

@@ -1,4 +1,4 @@
-"""BatchNorm and Scale: the pair every Caffe ResNet uses for batch normalization.
+"""BatchNorm and Scale (the pair every Caffe ResNet uses for batch normalization), and LRN.
 
 BatchNorm (batch_norm_layer.cpp) stores mean, variance and a scale_factor; at inference it uses
 mean / s and variance / s (s == 0 means 0), then (x - mean) / sqrt(variance + eps). Ignoring s is a
@@ -87,3 +87,26 @@ class ScaleHandler(LayerHandler):
         scale.set_weights(weights)
         return [y]
 
+
+
+@register("LRN")
+class LRNHandler(LayerHandler):
+    """Local response normalization, ACROSS_CHANNELS (AlexNet, GoogLeNet) or WITHIN_CHANNEL."""
+
+    param_field = "lrn_param"
+    supported = frozenset({"local_size", "alpha", "beta", "norm_region", "k", "engine"})
+
+    def shapes(self, layer, bottoms):
+        p = self.param(layer)
+        if p.local_size % 2 != 1:
+            raise LayerError(f"lrn_param.local_size {p.local_size}: Caffe supports odd sizes only")
+        return Shapes([one_bottom(bottoms, rank=4)])
+
+    def build(self, layer, bottoms, blobs, ctx):
+        from ..keras_layers import CaffeLRN
+        from ..schema import caffe_pb2
+
+        p = self.param(layer)
+        region = "within" if p.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL else "across"
+        lrn = CaffeLRN(p.local_size, p.alpha, p.beta, p.k, region, name=ctx.name(layer))
+        return [lrn(bottoms[0].tensor)]

@@ -4,6 +4,7 @@ Importing this package registers them with Keras' serialization (package "parity
 `import parity` is enough for `keras.saving.load_model` to read a converted `.keras` file.
 """
 from .arithmetic import CaffeEltwise, CaffeScale
+from .lrn import CaffeLRN
 from .pooling import CaffePooling2D
 
-__all__ = ["CaffeEltwise", "CaffePooling2D", "CaffeScale"]
+__all__ = ["CaffeEltwise", "CaffeLRN", "CaffePooling2D", "CaffeScale"]
