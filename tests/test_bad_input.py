@@ -90,19 +90,19 @@ def test_weights_of_the_wrong_shape(capsys, tmp_path, weights):
 
 def test_unsupported_layer_types_are_named_together(capsys, tmp_path, weights):
     text = TINY.prototxt.read_text() + (
-        'layer { name: "norm" type: "LRN" bottom: "pool1" top: "norm" }\n'
-        'layer { name: "crop" type: "Crop" bottom: "norm" bottom: "pool1" top: "crop" }\n')
+        'layer { name: "norm" type: "FancyNorm" bottom: "pool1" top: "norm" }\n'  # custom types of some fork
+        'layer { name: "warp" type: "Warp" bottom: "norm" bottom: "pool1" top: "warp" }\n')
     bad = tmp_path / "unsupported.prototxt"
     bad.write_text(text)
     line = text.splitlines().index(next(l for l in text.splitlines() if '"norm"' in l)) + 1
-    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", "LRN (norm)",
-               "Crop (crop)")
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", "FancyNorm (norm)",
+               "Warp (warp)")
 
 
 def test_unsupported_parameter_is_an_error_not_ignored(capsys, tmp_path, weights):
-    bad = tmp_path / "group.prototxt"
-    bad.write_text(TINY.prototxt.read_text().replace("num_output: 6 kernel_h", "num_output: 6 group: 2 kernel_h"))
-    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], "conv2", "group")
+    bad = tmp_path / "axis.prototxt"
+    bad.write_text(TINY.prototxt.read_text().replace("num_output: 6 kernel_h", "num_output: 6 axis: 2 kernel_h"))
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], "conv2", "convolution_param.axis 2")
 
 
 def test_blob_folder_without_manifest(capsys, tmp_path, weights):

@@ -18,7 +18,7 @@ def with_training_layers(tmp_path) -> Path:
     path.write_text(TINY.prototxt.read_text() + (
         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc1" bottom: "prob" top: "loss" }\n'
         'layer { name: "accuracy" type: "Accuracy" bottom: "fc1" bottom: "prob" top: "accuracy" }\n'
-        'layer { name: "norm" type: "LRN" bottom: "pool1" top: "norm" }\n'))
+        'layer { name: "norm" type: "FancyNorm" bottom: "pool1" top: "norm" }\n'))  # a fork's custom type
     return path
 
 
@@ -27,7 +27,7 @@ def test_layers_without_inference_meaning_are_named_with_the_way_out(capsys, tmp
     err = capsys.readouterr().err
     assert code == 2
     assert "without an inference meaning: SoftmaxWithLoss (loss); Accuracy (accuracy)" in err
-    assert "--until" in err and "unsupported layer types: LRN (norm)" in err
+    assert "--until" in err and "unsupported layer types: FancyNorm (norm)" in err
 
 
 def test_until_converts_up_to_the_layer(capsys, tmp_path):
