@@ -20,7 +20,7 @@ from parity.graph import Net
 TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
 LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer"]
 CASES = [(f, layer.name) for f in LAYERWISE for layer in Net.from_prototxt(load_fixture(f).prototxt).layers
-         if layer.type != "Input"]
+         if layer.type != "Input" and layer.tops]  # Silence has no output to break
 
 
 def first_divergence(model: str) -> str | None:
@@ -94,3 +94,11 @@ def test_deconvolution_kernel_flipped_is_caught(monkeypatch):
     monkeypatch.setattr(DeconvolutionHandler, "build", lambda self, layer, bottoms, blobs, ctx: original(
         self, layer, bottoms, [blobs[0][:, :, ::-1, ::-1].copy()] + blobs[1:], ctx))
     assert first_divergence("layers/conv_variants") == "up"
+
+
+def test_flatten_applied_to_channels_last_data_is_caught(monkeypatch):
+    from parity.convert import reshaping
+
+    monkeypatch.setattr(reshaping, "in_caffe_order", lambda layer, tensor, rank, ctx, suffix="nchw": tensor)
+    monkeypatch.setattr(reshaping, "in_parity_order", lambda layer, tensor, rank, ctx, suffix="nhwc": tensor)
+    assert first_divergence("layers/reshaping") == "flat"

@@ -1,5 +1,5 @@
 """Layers that keep the blob's shape: ReLU, Dropout (identity at inference), Softmax (axis mapped),
-Sigmoid, TanH, ELU and PReLU (per-channel or shared slopes)."""
+Sigmoid, TanH, ELU, PReLU (per-channel or shared slopes), AbsVal, BNLL, Power, Exp, Log, Threshold."""
 from __future__ import annotations
 
 import numpy as np
@@ -114,3 +114,55 @@ class PReLUHandler(SameShape):
                              for axis, d in enumerate(keras_shape(bottoms[0].caffe_shape)[1:], start=1))
         prelu.set_weights([np.broadcast_to(blobs[0].reshape(-1), alpha_shape).astype(np.float32)])
         return [y]
+
+
+class UnaryHandler(SameShape):
+    """AbsVal, BNLL, Power, Exp, Log, Threshold: one CaffeUnary layer with the parameters copied."""
+
+    op = ""
+    fields: tuple[str, ...] = ()
+
+    def build(self, layer, bottoms, blobs, ctx):
+        from ..keras_layers import CaffeUnary
+
+        values = {f: float(getattr(self.param(layer), f)) for f in self.fields} if self.param_field else {}
+        return [CaffeUnary(self.op, **values, name=ctx.name(layer))(bottoms[0].tensor)]
+
+
+@register("AbsVal")
+class AbsValHandler(UnaryHandler):
+    op = "abs"
+
+
+@register("BNLL")
+class BNLLHandler(UnaryHandler):
+    op = "bnll"
+
+
+@register("Power")
+class PowerHandler(UnaryHandler):
+    op, param_field, fields = "power", "power_param", ("power", "scale", "shift")
+    supported = frozenset(fields)
+
+
+@register("Exp")
+class ExpHandler(UnaryHandler):
+    op, param_field, fields = "exp", "exp_param", ("base", "scale", "shift")
+    supported = frozenset(fields)
+
+    def shapes(self, layer, bottoms):
+        base = self.param(layer).base
+        if base != -1 and base <= 0:
+            raise LayerError(f"exp_param.base {base} must be positive (or -1 for e)")
+        return super().shapes(layer, bottoms)
+
+
+@register("Log")
+class LogHandler(ExpHandler):
+    op, param_field = "log", "log_param"
+
+
+@register("Threshold")
+class ThresholdHandler(UnaryHandler):
+    op, param_field, fields = "threshold", "threshold_param", ("threshold",)
+    supported = frozenset(fields)

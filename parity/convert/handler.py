@@ -55,7 +55,10 @@ class LayerHandler:
             ctx.params(layer, self.param_field, self.supported)
         shapes = located(ctx, layer, self.shapes, layer, [b.caffe_shape for b in bottoms])
         blobs = ctx.blobs(layer, [p.shape for p in shapes.params]) if shapes.params else []
-        tensors = self.build(layer, bottoms, blobs, ctx)
+        try:
+            tensors = self.build(layer, bottoms, blobs, ctx)
+        except LayerError as exc:  # ours: a located error; Keras' own ValueErrors mean a divergence
+            raise ctx.error(layer, str(exc)) from None
         return [Blob(t, s) for t, s in zip(tensors, shapes.tops)]
 
 

@@ -6,5 +6,7 @@ Importing this package registers them with Keras' serialization (package "parity
 from .arithmetic import CaffeEltwise, CaffeScale
 from .lrn import CaffeLRN
 from .pooling import CaffePooling2D
+from .slicing import CaffeCrop, CaffeSlice
+from .unary import CaffeUnary
 
-__all__ = ["CaffeEltwise", "CaffeLRN", "CaffePooling2D", "CaffeScale"]
+__all__ = ["CaffeCrop", "CaffeEltwise", "CaffeLRN", "CaffePooling2D", "CaffeScale", "CaffeSlice", "CaffeUnary"]
