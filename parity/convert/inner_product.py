@@ -32,25 +32,32 @@ class InnerProductHandler(LayerHandler):
         p = self.param(layer)
         bottom = one_bottom(bottoms)
         axis = p.axis + len(bottom) if p.axis < 0 else p.axis
-        if axis != 1:
-            raise LayerError(f"inner_product_param.axis {p.axis} is not supported yet")
-        if len(bottom) not in (2, 4):
-            raise LayerError(f"a {len(bottom)}-D bottom is not supported yet")
-        k, out = math.prod(bottom[1:]), int(p.num_output)
+        if not 1 <= axis < len(bottom):
+            raise LayerError(f"inner_product_param.axis {p.axis} must leave the batch axis alone")
+        k, out = math.prod(bottom[axis:]), int(p.num_output)
         params = [Param((k, out) if p.transpose else (out, k), "weight")]
         if p.bias_term:
             params.append(Param((out,), "bias"))
-        return Shapes([(bottom[0], out)], params)
+        return Shapes([bottom[:axis] + (out,)], params)
 
     def build(self, layer, bottoms, blobs, ctx):
         import keras
 
+        from .reshaping import in_caffe_order, in_parity_order
+
         p = self.param(layer)
         (x,) = bottoms
-        tensor = x.tensor
-        if x.rank == 4:
-            tensor = keras.layers.Flatten(name=ctx.name(layer, "flatten"))(tensor)
+        axis = p.axis + x.rank if p.axis < 0 else p.axis
+        top = self.shapes(layer, [x.caffe_shape]).tops[0]
         dense = keras.layers.Dense(int(p.num_output), use_bias=bool(p.bias_term), name=ctx.name(layer))
-        y = dense(tensor)
-        dense.set_weights([dense_kernel(blobs[0], p.transpose, x.caffe_shape)] + blobs[1:])
-        return [y]
+        if axis == 1:  # the common case: flatten channels-last and reorder the kernel rows instead
+            tensor = keras.layers.Flatten(name=ctx.name(layer, "flatten"))(x.tensor) if x.rank > 2 else x.tensor
+            y = dense(tensor)
+            dense.set_weights([dense_kernel(blobs[0], p.transpose, x.caffe_shape)] + blobs[1:])
+            return [y]
+        # axis > 1: leading axes stay; flatten the rest in Caffe's order, then Dense on the last axis
+        flat = keras.layers.Reshape(x.caffe_shape[1:axis] + (math.prod(x.caffe_shape[axis:]),),
+                                    name=ctx.name(layer, "flatten"))(in_caffe_order(layer, x.tensor, x.rank, ctx))
+        y = dense(flat)
+        dense.set_weights([dense_kernel(blobs[0], p.transpose, ())] + blobs[1:])
+        return [in_parity_order(layer, y, len(top), ctx)]

@@ -52,41 +52,81 @@ def to_keras_broadcast(array: np.ndarray, caffe_shape: tuple[int, ...]) -> np.nd
     return placed.transpose(0, 2, 3, 1) if placed.ndim == 4 else placed
 
 
-@register("Scale")
-class ScaleHandler(LayerHandler):
-    """y = x * scale (+ bias), scale spanning bottom axes [axis, axis + num_axes)."""
+class AffineHandler(LayerHandler):
+    """Scale (y = x * s [+ b]) and Bias (y = x + b): the operand spans bottom axes [axis, axis + n),
+    n = num_axes for a learned blob (-1: to the end, 0: a scalar), or a second bottom's rank."""
 
-    param_field = "scale_param"
-    supported = frozenset({"axis", "num_axes", "filler", "bias_term", "bias_filler"})
+    operation, operand_role = "mul", "gamma"
 
-    def placement(self, layer, bottom) -> tuple[int, int]:
+    def placement(self, layer, bottom, operand_rank: int | None = None) -> tuple[int, int]:
         p = self.param(layer)
-        axis = p.axis + len(bottom) if p.axis < 0 else p.axis
-        count = len(bottom) - axis if p.num_axes == -1 else p.num_axes
-        if not (0 <= axis and count >= 0 and axis + count <= len(bottom)):
-            raise LayerError(f"scale_param axis {p.axis}, num_axes {p.num_axes} do not fit a {len(bottom)}-D bottom")
+        rank = len(bottom)
+        count = operand_rank if operand_rank is not None else (rank - (p.axis % rank) if p.num_axes == -1 else p.num_axes)
+        axis = 0 if count == 0 else (p.axis + rank if p.axis < 0 else p.axis)
+        if not (0 <= axis and count >= 0 and axis + count <= rank):
+            raise LayerError(f"axis {p.axis} with {count} operand axes does not fit a {rank}-D bottom")
         return axis, count
 
     def shapes(self, layer, bottoms):
-        if len(bottoms) != 1:
-            raise LayerError("a second bottom as the scale is not supported yet")
-        bottom = tuple(bottoms[0])
-        axis, count = self.placement(layer, bottom)
-        scale = bottom[axis:axis + count]
-        params = [Param(scale, "gamma")] + ([Param(scale, "beta")] if self.param(layer).bias_term else [])
-        return Shapes([bottom], params)
+        if len(bottoms) not in (1, 2):
+            raise LayerError(f"expects one or two bottoms, got {len(bottoms)}")
+        x = tuple(bottoms[0])
+        if len(bottoms) == 2:
+            operand = tuple(bottoms[1])
+            axis, count = self.placement(layer, x, len(operand))
+            if x[axis:axis + count] != operand:
+                raise LayerError(f"second bottom {operand} does not match {x} from axis {axis}")
+            params = []
+        else:
+            axis, count = self.placement(layer, x)
+            operand = x[axis:axis + count]
+            params = [Param(operand, self.operand_role)]
+        if self.has_bias(layer):
+            params.append(Param(operand, "beta"))
+        return Shapes([x], params)
+
+    def has_bias(self, layer) -> bool:
+        return False
 
     def build(self, layer, bottoms, blobs, ctx):
-        from ..keras_layers import CaffeScale
+        from ..keras_layers import CaffeBroadcast, CaffeScale
 
-        bottom = bottoms[0].caffe_shape
-        placed = broadcast_shape(bottom, *self.placement(layer, bottom))
+        x = bottoms[0]
+        operand_rank = bottoms[1].rank if len(bottoms) == 2 else None
+        placed = broadcast_shape(x.caffe_shape, *self.placement(layer, x.caffe_shape, operand_rank))
         weights = [to_keras_broadcast(b, placed) for b in blobs]
-        scale = CaffeScale(weights[0].shape, use_bias=len(blobs) == 2, name=ctx.name(layer))
-        y = scale(bottoms[0].tensor)
-        scale.set_weights(weights)
+        tensor = x.tensor
+        if len(bottoms) == 2:
+            last = not weights
+            tensor = CaffeBroadcast(self.operation, bottoms[1].caffe_shape, placed,
+                                    name=ctx.name(layer) if last else ctx.name(layer, "by_bottom"))([tensor, bottoms[1].tensor])
+            if last:
+                return [tensor]
+            weights = [weights[-1]]  # only the bias is left, after the product
+            use_scale = False
+        else:
+            use_scale = self.operation == "mul"
+        affine = CaffeScale(weights[0].shape, use_bias=self.operation == "add" or self.has_bias(layer),
+                            use_scale=use_scale, name=ctx.name(layer))
+        y = affine(tensor)
+        affine.set_weights(weights)
         return [y]
 
+
+@register("Scale")
+class ScaleHandler(AffineHandler):
+    param_field = "scale_param"
+    supported = frozenset({"axis", "num_axes", "filler", "bias_term", "bias_filler"})
+
+    def has_bias(self, layer) -> bool:
+        return bool(self.param(layer).bias_term)
+
+
+@register("Bias")
+class BiasHandler(AffineHandler):
+    param_field = "bias_param"
+    supported = frozenset({"axis", "num_axes", "filler"})
+    operation, operand_role = "add", "beta"
 
 
 @register("LRN")

@@ -225,3 +225,26 @@ class CropHandler(LayerHandler):
         order = (0, 2, 3, 1) if len(top) == 4 else tuple(range(len(top)))
         crop = CaffeCrop([begin[a] for a in order[1:]], [top[a] for a in order[1:]], name=ctx.name(layer))
         return [crop(bottoms[0].tensor)]
+
+
+@register("Tile")
+class TileHandler(LayerHandler):
+    param_field = "tile_param"
+    supported = frozenset({"axis", "tiles"})
+
+    def shapes(self, layer, bottoms):
+        p = self.param(layer)
+        bottom = one_bottom(bottoms)
+        axis = canonical(p.axis, len(bottom), "axis")
+        if p.tiles < 1:
+            raise LayerError(f"tile_param.tiles must be positive, got {p.tiles}")
+        if axis == 0:
+            raise LayerError("tiling the batch axis is not supported")
+        return Shapes([bottom[:axis] + (bottom[axis] * p.tiles,) + bottom[axis + 1:]])
+
+    def build(self, layer, bottoms, blobs, ctx):
+        from ..keras_layers import CaffeTile
+
+        p, x = self.param(layer), bottoms[0]
+        axis = keras_axis(canonical(p.axis, x.rank, "axis"), x.rank)
+        return [CaffeTile(axis, p.tiles, name=ctx.name(layer))(x.tensor)]

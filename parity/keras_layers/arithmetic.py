@@ -12,24 +12,109 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="parity")
 class CaffeScale(keras.layers.Layer):
-    """y = x * scale (+ bias), scale and bias of a fixed broadcastable shape."""
+    """y = x * scale + bias (Caffe's Scale, or Bias alone with use_scale=False), both of a fixed
+    broadcastable shape in parity's layout."""
 
-    def __init__(self, weight_shape=(1,), use_bias: bool = False, **kwargs):
+    def __init__(self, weight_shape=(1,), use_bias: bool = False, use_scale: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.weight_shape = tuple(int(d) for d in weight_shape)
-        self.use_bias = bool(use_bias)
+        self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
 
     def build(self, input_shape):
-        self.scale = self.add_weight(name="scale", shape=self.weight_shape, initializer="ones")
+        self.scale = self.add_weight(name="scale", shape=self.weight_shape, initializer="ones") if self.use_scale else None
         self.bias = self.add_weight(name="bias", shape=self.weight_shape, initializer="zeros") if self.use_bias else None
 
     def call(self, x):
-        y = x * self.scale
+        y = x * self.scale if self.use_scale else x
         return y + self.bias if self.use_bias else y
 
     def get_config(self):
         config = super().get_config()
-        config.update(weight_shape=self.weight_shape, use_bias=self.use_bias)
+        config.update(weight_shape=self.weight_shape, use_bias=self.use_bias, use_scale=self.use_scale)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeBroadcast(keras.layers.Layer):
+    """x * s or x + s, where s (a second bottom) spans Caffe axes [axis, axis + s's rank) of x.
+
+    s arrives in parity's layout; it is brought to Caffe's order, placed for broadcasting there, and
+    moved to x's layout, all with static shapes."""
+
+    def __init__(self, operation: str = "mul", caffe_shape=(), placed=(), **kwargs):
+        super().__init__(**kwargs)
+        self.operation = operation
+        self.caffe_shape = tuple(int(d) for d in caffe_shape)  # s in Caffe's layout
+        self.placed = tuple(int(d) for d in placed)  # x's rank, 1 off the spanned axes
+
+    def call(self, inputs):
+        x, s = inputs
+        if len(self.caffe_shape) == 4:
+            s = ops.transpose(s, (0, 3, 1, 2))
+        s = ops.reshape(s, self.placed)
+        if len(self.placed) == 4:
+            s = ops.transpose(s, (0, 2, 3, 1))
+        return x * s if self.operation == "mul" else x + s
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(operation=self.operation, caffe_shape=self.caffe_shape, placed=self.placed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeTile(keras.layers.Layer):
+    """Caffe's Tile: the whole blob repeated `tiles` times along one axis (parity's layout)."""
+
+    def __init__(self, axis: int = 1, tiles: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis, self.tiles = int(axis), int(tiles)
+
+    def call(self, x):
+        reps = [1] * len(x.shape)
+        reps[self.axis] = self.tiles
+        return ops.tile(x, reps)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        shape[self.axis] = None if shape[self.axis] is None else shape[self.axis] * self.tiles
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(axis=self.axis, tiles=self.tiles)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeReduce(keras.layers.Layer):
+    """Reductions over axes: Reduction (SUM, ASUM, SUMSQ, MEAN, times coeff) and MVN
+    ((x - mean) / (std + eps), eps after the square root as in mvn_layer.cpp)."""
+
+    def __init__(self, operation: str = "sum", axes=(), coeff: float = 1.0, eps: float = 1e-9,
+                 normalize_variance: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.operation, self.axes, self.coeff = operation, tuple(int(a) for a in axes), float(coeff)
+        self.eps, self.normalize_variance = float(eps), bool(normalize_variance)
+
+    def call(self, x):
+        if self.operation == "mvn":
+            centred = x - ops.mean(x, axis=self.axes, keepdims=True)
+            if not self.normalize_variance:
+                return centred
+            std = ops.sqrt(ops.mean(centred * centred, axis=self.axes, keepdims=True))
+            return centred / (std + self.eps)
+        values = {"sum": x, "mean": x, "asum": ops.abs(x), "sumsq": x * x}[self.operation]
+        y = ops.mean(values, axis=self.axes) if self.operation == "mean" else ops.sum(values, axis=self.axes)
+        return y if self.coeff == 1.0 else y * self.coeff
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(operation=self.operation, axes=self.axes, coeff=self.coeff, eps=self.eps,
+                      normalize_variance=self.normalize_variance)
         return config
 
 
