@@ -150,3 +150,27 @@ class LRNHandler(LayerHandler):
         region = "within" if p.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL else "across"
         lrn = CaffeLRN(p.local_size, p.alpha, p.beta, p.k, region, name=ctx.name(layer))
         return [lrn(bottoms[0].tensor)]
+
+
+@register("Normalize")
+class NormalizeHandler(LayerHandler):
+    """SSD's L2 normalization (normalize_layer.cpp in the SSD fork): blob is a 0-D scale when
+    channel_shared, else one per channel."""
+
+    param_field = "norm_param"
+    supported = frozenset({"across_spatial", "scale_filler", "channel_shared", "eps"})
+
+    def shapes(self, layer, bottoms):
+        bottom = one_bottom(bottoms, rank=4)
+        scale = () if self.param(layer).channel_shared else (bottom[1],)
+        return Shapes([bottom], [Param(scale, "gamma")])
+
+    def build(self, layer, bottoms, blobs, ctx):
+        from ..keras_layers import CaffeNormalize
+
+        p = self.param(layer)
+        scale = blobs[0].reshape(-1).astype(np.float32)
+        norm = CaffeNormalize(p.across_spatial, p.eps, scale.shape, name=ctx.name(layer))
+        y = norm(bottoms[0].tensor)
+        norm.set_weights([scale])
+        return [y]

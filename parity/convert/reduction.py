@@ -1,10 +1,12 @@
-"""Reductions over trailing axes: Reduction (SUM, ASUM, SUMSQ, MEAN) and MVN.
+"""Reductions over trailing axes: Reduction (SUM, ASUM, SUMSQ, MEAN), MVN, and ArgMax.
 
 Reduction removes every axis from `axis` on (Caffe's default axis is 0: the whole blob, batch
 included, which Keras cannot express, so it is rejected with that reason). MVN subtracts the mean
 and divides by (std + eps) per channel, or per sample with across_channels.
 """
 from __future__ import annotations
+
+import math
 
 from ..schema import caffe_pb2
 from .context import keras_axis
@@ -64,3 +66,60 @@ class MVNHandler(LayerHandler):
             raise LayerError("nothing to normalize over: per-channel MVN of a 2-D blob")
         mvn = CaffeReduce("mvn", axes, eps=p.eps, normalize_variance=p.normalize_variance, name=ctx.name(layer))
         return [mvn(x.tensor)]
+
+
+@register("ArgMax")
+class ArgMaxHandler(LayerHandler):
+    """With `axis`: top_k indices (or values, out_max_val) along it. Without: over each sample
+    flattened in Caffe's order, giving (N, 1, k) indices or (N, 2, k) indices-then-values, padded
+    with 1s to the bottom's rank (argmax_layer.cpp)."""
+
+    param_field = "argmax_param"
+    supported = frozenset({"out_max_val", "top_k", "axis"})
+
+    def shapes(self, layer, bottoms):
+        p = self.param(layer)
+        bottom = one_bottom(bottoms)
+        if p.HasField("axis"):
+            axis = canonical(p.axis, len(bottom), "axis")
+            if axis == 0 or p.top_k > bottom[axis]:
+                raise LayerError(f"argmax over axis {axis} of {bottom} with top_k {p.top_k} is not supported")
+            return Shapes([bottom[:axis] + (p.top_k,) + bottom[axis + 1:]])
+        if p.top_k > math.prod(bottom[1:]):
+            raise LayerError(f"top_k {p.top_k} exceeds the {math.prod(bottom[1:])} values per sample")
+        shape = [bottom[0], 2 if p.out_max_val else 1, p.top_k] + [1] * (max(len(bottom), 3) - 3)
+        return Shapes([tuple(shape)])
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        from ..keras_layers import CaffeArgMax
+        from .reshaping import in_caffe_order, in_parity_order
+
+        p, x = self.param(layer), bottoms[0]
+        top = self.shapes(layer, [x.caffe_shape]).tops[0]
+        if p.HasField("axis"):
+            axis = keras_axis(canonical(p.axis, x.rank, "axis"), x.rank)
+            last = x.rank - 1
+            moved = x.tensor if axis == last else keras.layers.Permute(
+                _swap(x.rank, axis), name=ctx.name(layer, "to_last"))(x.tensor)
+            y = CaffeArgMax(p.top_k, p.out_max_val, name=ctx.name(layer))(moved)
+            return [y if axis == last else keras.layers.Permute(_swap(x.rank, axis), name=ctx.name(layer, "back"))(y)]
+        flat = keras.layers.Reshape((1, math.prod(x.caffe_shape[1:])), name=ctx.name(layer, "flatten"))(
+            in_caffe_order(layer, x.tensor, x.rank, ctx))
+        index = CaffeArgMax(p.top_k, False, name=ctx.name(layer))(flat)
+        parts = [index]
+        if p.out_max_val:
+            parts.append(CaffeArgMax(p.top_k, True, name=ctx.name(layer, "values"))(flat))
+            y = keras.layers.Concatenate(axis=1, name=ctx.name(layer, "join"))(parts)
+        else:
+            y = index
+        y = keras.layers.Reshape(top[1:], name=ctx.name(layer, "shape"))(y)
+        return [in_parity_order(layer, y, len(top), ctx)]
+
+
+def _swap(rank: int, axis: int) -> tuple[int, ...]:
+    """Keras Permute dims (1-based, batch excluded) exchanging `axis` with the last axis."""
+    dims = list(range(1, rank))
+    dims[axis - 1], dims[-1] = dims[-1], dims[axis - 1]
+    return tuple(dims)

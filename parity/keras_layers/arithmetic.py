@@ -149,3 +149,51 @@ class CaffeEltwise(keras.layers.Layer):
         config = super().get_config()
         config.update(operation=self.operation, coeffs=self.coeffs)
         return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeNormalize(keras.layers.Layer):
+    """SSD's Normalize: x / sqrt(sum x^2 + eps) over the whole sample (across_spatial) or over
+    channels at each location, times a learned scale (one shared value, or one per channel)."""
+
+    def __init__(self, across_spatial: bool = True, eps: float = 1e-10, scale_shape=(1,), **kwargs):
+        super().__init__(**kwargs)
+        self.across_spatial, self.eps = bool(across_spatial), float(eps)
+        self.scale_shape = tuple(int(d) for d in scale_shape)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=self.scale_shape, initializer="ones")
+
+    def call(self, x):
+        axes = tuple(range(1, len(x.shape))) if self.across_spatial else (len(x.shape) - 1,)
+        norm = ops.sqrt(ops.sum(x * x, axis=axes, keepdims=True) + self.eps)
+        return x / norm * self.scale
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(across_spatial=self.across_spatial, eps=self.eps, scale_shape=self.scale_shape)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeArgMax(keras.layers.Layer):
+    """Top-k along the last axis, as float indices or values. Caffe sorts (value, index) pairs in
+    descending order, so among equal values the higher index comes first: done here by searching
+    the reversed axis."""
+
+    def __init__(self, top_k: int = 1, values: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.top_k, self.values = int(top_k), bool(values)
+
+    def call(self, x):
+        size = x.shape[-1]
+        found, index = ops.top_k(ops.flip(x, axis=-1), self.top_k, sorted=True)
+        return found if self.values else ops.cast(size - 1 - index, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.top_k,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(top_k=self.top_k, values=self.values)
+        return config
