@@ -17,7 +17,7 @@ from .registry import converter_for, register, supported_types
 
 # Importing the layer modules registers their converters.
 from . import (convolution, elementwise, inner_product, input, merge, normalization, pooling,  # noqa: E402,F401
-               reduction, reshaping)
+               priorbox, reduction, reshaping)
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
            "register", "supported_types"]

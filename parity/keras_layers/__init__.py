@@ -3,12 +3,12 @@
 Importing this package registers them with Keras' serialization (package "parity"), which is why
 `import parity` is enough for `keras.saving.load_model` to read a converted `.keras` file.
 """
-from .arithmetic import (CaffeArgMax, CaffeBroadcast, CaffeEltwise, CaffeNormalize, CaffeReduce, CaffeScale,
+from .arithmetic import (CaffeArgMax, CaffeBroadcast, CaffeConstant, CaffeEltwise, CaffeNormalize, CaffeReduce, CaffeScale,
                          CaffeTile)
 from .lrn import CaffeLRN
 from .pooling import CaffePooling2D
 from .slicing import CaffeCrop, CaffeSlice
 from .unary import CaffeUnary
 
-__all__ = ["CaffeArgMax", "CaffeBroadcast", "CaffeCrop", "CaffeEltwise", "CaffeLRN", "CaffeNormalize", "CaffePooling2D", "CaffeReduce", "CaffeScale",
+__all__ = ["CaffeArgMax", "CaffeBroadcast", "CaffeConstant", "CaffeCrop", "CaffeEltwise", "CaffeLRN", "CaffeNormalize", "CaffePooling2D", "CaffeReduce", "CaffeScale",
            "CaffeSlice", "CaffeTile", "CaffeUnary"]
