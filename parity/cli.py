@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     from .commands import check, convert, dump
 
-    for command in (convert, dump, check):
-        command.add(sub)
+    for add in (convert.add, convert.add_export, dump.add, check.add):
+        add(sub)
     return parser
 
 

@@ -25,6 +25,9 @@ def add(sub) -> None:
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     p.add_argument("--json", type=Path, help="also write the report(s) as JSON here")
     p.add_argument("--until", metavar="LAYER", help="convert and check only up to this layer (inclusive)")
+    p.add_argument("--keras-model", metavar="MODULE:FN", help="check your own Keras model (FN() returns it) instead of "
+                   "parity's conversion; Caffe's weights are loaded into it by layer name")
+    p.add_argument("--mapping", type=Path, help='with --keras-model: JSON {"keras layer": "caffe layer"} where names differ')
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even if the files' sha256 differ from the manifest's (said in the report)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict lines")
@@ -50,8 +53,14 @@ def run(args) -> int:
     if args.atol < 0 or args.rtol < 0:
         raise ParityError("tolerances must be non-negative")
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
+    convert = None
+    if args.keras_model:
+        from ..handwritten import handwritten_converter, load_builder, read_mapping
+
+        convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping))
     try:
-        reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, progress=progress)
+        reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, convert=convert,
+                             progress=progress)
     except ShapeDivergence as exc:  # a divergence (exit 1), found before any numbers could be compared
         print(f"FAIL: {exc.message}")
         if args.json:

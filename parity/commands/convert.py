@@ -8,6 +8,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ParityError, require_file
+from ..handwritten import keras_arrays
 
 HELP = """Convert a Caffe net to a Keras 3 model (channels-last, layers named like Caffe's).
 The .keras file loads with keras.saving.load_model(path) after `import parity`."""
@@ -47,11 +48,6 @@ def run(args) -> int:
     return 0
 
 
-def keras_arrays(model) -> dict[str, np.ndarray]:
-    """Every weight of `model` under '<layer>/<param>' (e.g. 'conv1_1/kernel'), in Keras layout."""
-    return {f"{layer.name}/{v.name}": np.asarray(v.numpy()) for layer in model.layers for v in layer.weights}
-
-
 def save_npz(model, path: Path) -> None:
     with open(path, "wb") as fh:
         np.savez(fh, **keras_arrays(model))
@@ -68,3 +64,40 @@ def _atomic(path: Path, write) -> None:
     with atomic_path(path, suffix) as tmp:
         tmp.unlink()  # Keras refuses to overwrite some files; let it create this one
         write(str(tmp))
+
+
+def save_h5(arrays: dict[str, np.ndarray], path) -> None:
+    """The same arrays as an HDF5 file, one group per layer, one dataset per variable."""
+    import h5py
+
+    with h5py.File(path, "w") as fh:
+        for key, value in arrays.items():
+            fh.create_dataset(key, data=value)
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export-weights", help="Caffe weights in Keras layout by layer name, for hand-written models",
+                       description="Write Caffe's weights in Keras layout under '<layer>/<variable>' keys: kernels "
+                                   "transposed, InnerProduct rows reordered, BatchNorm's scale_factor folded.")
+    p.add_argument("prototxt", type=Path)
+    p.add_argument("caffemodel", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="OUT.h5 or OUT.npz")
+    p.add_argument("--until", metavar="LAYER", help="only the layers up to this one")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args) -> int:
+    if args.output.suffix not in (".h5", ".npz"):
+        raise ParityError("file name must end in .h5 or .npz", args.output)
+    from ..convert import convert_net
+    from ..graph import Net
+    from ..reading.caffemodel import read_caffemodel
+
+    net = Net.from_prototxt(require_file(args.prototxt, "prototxt"))
+    if args.until:
+        net = net.until(args.until)
+    arrays = keras_arrays(convert_net(net, read_caffemodel(args.caffemodel)).model)
+    write = (lambda p: save_h5(arrays, p)) if args.output.suffix == ".h5" else (lambda p: np.savez(p, **arrays))
+    _atomic(args.output, write)
+    print(f"parity: wrote {len(arrays)} arrays to {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,58 @@
+"""A Keras model written by hand, checked against Caffe: `parity check --keras-model` and export-weights."""
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from parity.cli import main
+from parity.fixtures import load_fixture
+
+VGG = load_fixture("vgg19")
+
+
+def check(capsys, tmp_path, builder, *extra):
+    report = tmp_path / "report.json"
+    code = main(["check", "--model", "vgg19", "--keras-model", f"handwritten_vgg19:{builder}", "--json", str(report),
+                 "-q", *extra])
+    return code, json.loads(report.read_text()) if report.exists() else None, capsys.readouterr()
+
+
+def test_handwritten_vgg19_passes(capsys, tmp_path):
+    code, report, _ = check(capsys, tmp_path, "build_vgg19")
+    assert code == 0 and report["status"] == "pass"
+    assert {l["layer"] for l in report["layers"]} >= {"data", "relu1_1", "pool5", "drop6", "fc8", "prob"}
+
+
+def test_handwritten_vgg19_with_one_padding_moved_fails_at_that_layer(capsys, tmp_path):
+    code, report, _ = check(capsys, tmp_path, "build_vgg19_shifted_pad")
+    assert code == 1
+    assert report["first_divergence"] == "relu3_2" and "conv3_2" in report["first_divergence_covers"]
+
+
+def test_weight_shape_mismatches_are_named(capsys, tmp_path):
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"fc7": "fc6"}))  # a wrong mapping: fc6's kernel does not fit fc7
+    code, _, out = check(capsys, tmp_path, "build_vgg19", "--mapping", str(mapping))
+    assert code == 2 and "fc7.kernel: shape (4096, 4096) but Caffe's fc6/kernel is (25088, 4096)" in out.err
+
+
+def test_unimportable_builder_is_a_clear_error(capsys, tmp_path):
+    code, _, out = check(capsys, tmp_path, "no_such_function")
+    assert code == 2 and "no function 'no_such_function'" in out.err
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_export_weights_in_keras_layout(tmp_path, suffix):
+    out = tmp_path / f"tiny{suffix}"
+    tiny = load_fixture("tiny")
+    assert main(["export-weights", str(tiny.prototxt), str(tiny.weights_path()), "-o", str(out)]) == 0
+    if suffix == ".npz":
+        with np.load(out, allow_pickle=False) as f:
+            arrays = dict(f)
+    else:
+        with h5py.File(out, "r") as f:
+            arrays = {f"{layer}/{name}": f[layer][name][()] for layer in f for name in f[layer]}
+    assert arrays["conv1/kernel"].shape == (3, 3, 3, 8) and arrays["fc1/kernel"].shape == (96, 10)
