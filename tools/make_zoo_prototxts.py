@@ -1,0 +1,109 @@
+"""Write the architecture-zoo deploy prototxts (fixtures/<net>/deploy.prototxt) from their published
+layer tables. The prototxts are committed; this script records how they were made.
+
+    python tools/make_zoo_prototxts.py
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+class Net:
+    def __init__(self, name: str, shape: tuple[int, ...], comment: str):
+        self.lines = [f"# {line}" for line in comment.splitlines()] + [f'name: "{name}"']
+        self.add("data", "Input", [], ["data"], "input_param { shape { %s } }" % " ".join(f"dim: {d}" for d in shape))
+
+    def add(self, name, kind, bottoms, tops, params=""):
+        parts = [f'name: "{name}"', f'type: "{kind}"'] + [f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops]
+        self.lines.append("layer { " + " ".join(parts) + (f" {params}" if params else "") + " }")
+        return tops[0] if tops else None
+
+    def conv(self, name, bottom, out, k, s=1, p=0, group=1, bias=True):
+        extra = (f" group: {group}" if group > 1 else "") + ("" if bias else " bias_term: false")
+        return self.add(name, "Convolution", [bottom], [name],
+                        f"convolution_param {{ num_output: {out} kernel_size: {k} stride: {s} pad: {p}{extra} }}")
+
+    def relu(self, name, blob):
+        return self.add(name, "ReLU", [blob], [blob])
+
+    def pool(self, name, bottom, kind, k=0, s=1, p=0, global_=False):
+        body = "global_pooling: true" if global_ else f"kernel_size: {k} stride: {s}" + (f" pad: {p}" if p else "")
+        return self.add(name, "Pooling", [bottom], [name], f"pooling_param {{ pool: {kind} {body} }}")
+
+    def write(self, folder: str) -> None:
+        (FIXTURES / folder).mkdir(parents=True, exist_ok=True)
+        (FIXTURES / folder / "deploy.prototxt").write_text("\n".join(self.lines) + "\n")
+
+
+def caffenet() -> None:
+    n = Net("CaffeNet", (1, 3, 227, 227), "CaffeNet (BVLC's single-GPU AlexNet): grouped convolutions, LRN, ceil pooling.")
+    x = n.relu("relu1", n.conv("conv1", "data", 96, 11, s=4))
+    x = n.add("norm1", "LRN", [n.pool("pool1", x, "MAX", 3, 2)], ["norm1"], "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
+    x = n.relu("relu2", n.conv("conv2", x, 256, 5, p=2, group=2))
+    x = n.add("norm2", "LRN", [n.pool("pool2", x, "MAX", 3, 2)], ["norm2"], "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
+    x = n.relu("relu3", n.conv("conv3", x, 384, 3, p=1))
+    x = n.relu("relu4", n.conv("conv4", x, 384, 3, p=1, group=2))
+    x = n.pool("pool5", n.relu("relu5", n.conv("conv5", x, 256, 3, p=1, group=2)), "MAX", 3, 2)
+    for k, width in ((6, 4096), (7, 4096)):
+        x = n.add(f"fc{k}", "InnerProduct", [x], [f"fc{k}"], f"inner_product_param {{ num_output: {width} }}")
+        n.relu(f"relu{k}", x)
+        n.add(f"drop{k}", "Dropout", [x], [x], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("fc8", "InnerProduct", [x], ["fc8"], "inner_product_param { num_output: 1000 }")
+    n.add("prob", "Softmax", [x], ["prob"])
+    n.write("caffenet")
+
+
+def squeezenet() -> None:
+    n = Net("SqueezeNet_v1.1", (1, 3, 127, 127), "SqueezeNet 1.1 (Iandola et al.): fire modules (squeeze, expand 1x1 and 3x3,\n"
+            "Concat), ceil pooling, global average pooling. Input reduced to 127x127 for the budget.")
+    x = n.pool("pool1", n.relu("relu_conv1", n.conv("conv1", "data", 64, 3, s=2)), "MAX", 3, 2)
+
+    def fire(i, x, squeeze, expand):
+        s = n.relu(f"fire{i}/relu_squeeze1x1", n.conv(f"fire{i}/squeeze1x1", x, squeeze, 1))
+        a = n.relu(f"fire{i}/relu_expand1x1", n.conv(f"fire{i}/expand1x1", s, expand, 1))
+        b = n.relu(f"fire{i}/relu_expand3x3", n.conv(f"fire{i}/expand3x3", s, expand, 3, p=1))
+        return n.add(f"fire{i}/concat", "Concat", [a, b], [f"fire{i}/concat"])
+
+    x = fire(3, fire(2, x, 16, 64), 16, 64)
+    x = n.pool("pool3", x, "MAX", 3, 2)
+    x = fire(5, fire(4, x, 32, 128), 32, 128)
+    x = n.pool("pool5", x, "MAX", 3, 2)
+    for i, (sq, ex) in zip(range(6, 10), ((48, 192), (48, 192), (64, 256), (64, 256))):
+        x = fire(i, x, sq, ex)
+    n.add("drop9", "Dropout", [x], [x], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.relu("relu_conv10", n.conv("conv10", x, 1000, 1))
+    x = n.pool("pool10", x, "AVE", global_=True)
+    n.add("prob", "Softmax", [x], ["prob"])
+    n.write("squeezenet")
+
+
+def mobilenet() -> None:
+    n = Net("MobileNet_v1", (1, 3, 128, 128), "MobileNet v1 (Howard et al.), shicai's Caffe layout: depthwise convolutions as\n"
+            "group == channels, BatchNorm + Scale, input scale 0.017. Input reduced to 128x128 for the budget.")
+
+    def block(name, x, out, k, s, group=1):
+        p = (k - 1) // 2
+        x = n.conv(name, x, out, k, s=s, p=p, group=group, bias=False)
+        n.add(f"{name}/bn", "BatchNorm", [x], [x], "batch_norm_param { eps: 1e-5 }")
+        n.add(f"{name}/scale", "Scale", [x], [x], "scale_param { bias_term: true }")
+        return n.relu(f"relu{name[4:]}", x)
+
+    x = block("conv1", "data", 32, 3, 2)
+    channels = 32
+    plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+    for i, (out, stride) in enumerate(plan, 2):
+        x = block(f"conv{i}_1/dw", x, channels, 3, stride, group=channels)
+        x = block(f"conv{i}_2/sep", x, out, 1, 1)
+        channels = out
+    x = n.pool("pool6", x, "AVE", global_=True)
+    x = n.conv("fc7", x, 1000, 1)
+    n.add("prob", "Softmax", [x], ["prob"])
+    n.write("mobilenet")
+
+
+if __name__ == "__main__":
+    caffenet()
+    squeezenet()
+    mobilenet()
