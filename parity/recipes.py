@@ -11,6 +11,7 @@ biases are U(-0.1, 0.1) so that a dropped bias is visible.
 """
 from __future__ import annotations
 
+import fnmatch
 import zlib
 
 import numpy as np
@@ -55,10 +56,17 @@ def learned_blobs(net: Net) -> dict[str, list]:
 
 
 def he_uniform(net: Net, seed: int, gains: dict[str, float] | None = None) -> dict[str, list[np.ndarray]]:
-    """Seeded weights for every layer of `net` that has learned blobs."""
-    gains = gains or {}
-    return {name: [draw(seed, name, param, gains.get(name, 1.0)) for param in params]
+    """Seeded weights for every layer of `net` that has learned blobs. `gains` (layer name or glob
+    pattern -> factor) scale a layer's weight bound or its Scale gamma: a small gamma on each residual
+    branch's last Scale keeps a deep ResNet's activations from growing block by block."""
+    return {name: [draw(seed, name, param, gain_for(name, gains or {})) for param in params]
             for name, params in learned_blobs(net).items()}
+
+
+def gain_for(layer_name: str, gains: dict[str, float]) -> float:
+    if layer_name in gains:
+        return float(gains[layer_name])
+    return next((float(g) for pattern, g in gains.items() if fnmatch.fnmatchcase(layer_name, pattern)), 1.0)
 
 
 # Non-weight blobs: role -> (centre, half-width) of a uniform draw. Variances stay positive and the
@@ -76,7 +84,8 @@ def draw(seed: int, layer_name: str, param, gain: float) -> np.ndarray:
         raise ParityError(f"the he-uniform recipe has no rule for a {param.role!r} blob (layer {layer_name!r})")
     centre, half = ROLE_RANGES[param.role]
     values = uniform(seed, f"{layer_name}/{param.role}", param.shape, half)
-    return values if centre == 0 else values + np.float32(centre)
+    values = values if centre == 0 else values + np.float32(centre)
+    return values * np.float32(gain) if param.role == "gamma" and gain != 1.0 else values
 
 
 RECIPES = {"he-uniform": he_uniform}

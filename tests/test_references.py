@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from parity.fixtures import REPO, list_fixtures, load_fixture
@@ -66,6 +67,23 @@ def caffe_python() -> str | None:
     return None
 
 
+# Caffe layers whose CPU forward sums with OpenBLAS's sasum (normalize_layer.cpp, reduction_layer.cpp):
+# that sum can round differently from run to run (seen here: 3 ulps on one run in three), so real
+# Caffe is not bit-reproducible for them. Everything else must match bit for bit.
+ASUM_LAYERS = {"Normalize", "Reduction"}
+ASUM_ULPS = 8
+
+
+def same_up_to_caffes_own_noise(ref_file: Path, fresh_file: Path, layer_type: str) -> bool:
+    if filecmp.cmp(ref_file, fresh_file, shallow=False):
+        return True
+    if layer_type not in ASUM_LAYERS:
+        return False
+    a, b = np.load(ref_file, allow_pickle=False), np.load(fresh_file, allow_pickle=False)
+    ulps = np.abs(a.astype(np.float64) - b) / np.spacing(np.maximum(np.abs(a), np.finfo(np.float32).tiny))
+    return a.shape == b.shape and float(ulps.max()) <= ASUM_ULPS
+
+
 @pytest.mark.caffe
 @pytest.mark.parametrize("name", FIXTURES)
 def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
@@ -77,9 +95,10 @@ def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     for ref in references(name):
         fresh = tmp_path / ref.dir.name
-        files = [e.file for e in ref.entries] + [b["file"] for b in ref.manifest["input"]["blobs"].values()]
-        match, mismatch, errors = filecmp.cmpfiles(ref.dir, fresh, files, shallow=False)
-        assert not mismatch and not errors and len(match) == len(files)
+        files = [(e.file, e.type) for e in ref.entries] + [(b["file"], "Input") for b in ref.manifest["input"]["blobs"].values()]
+        differ = [f for f, kind in files if not (fresh / f).is_file()
+                  or not same_up_to_caffes_own_noise(ref.dir / f, fresh / f, kind)]
+        assert not differ, differ
 
 
 @pytest.mark.caffe

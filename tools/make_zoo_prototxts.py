@@ -103,7 +103,74 @@ def mobilenet() -> None:
     n.write("mobilenet")
 
 
+def resnet50() -> None:
+    n = Net("ResNet-50", (1, 3, 64, 64), "ResNet-50 (He et al.), the layout of KaimingHe's Caffe release: convolutions without bias,\n"
+            "BatchNorm + Scale in place, Eltwise SUM, ceil pool1. Input reduced to 64x64 for the budget, so pool5\n"
+            "is global (the original's 7x7 window needs a 224 input).")
+
+    def conv_bn(name, bottom, out, k, s=1, p=0, relu=True):
+        x = n.conv(name, bottom, out, k, s=s, p=p, bias=False)
+        suffix = name[3:]
+        n.add(f"bn{suffix}", "BatchNorm", [x], [x], "batch_norm_param { use_global_stats: true }")
+        n.add(f"scale{suffix}", "Scale", [x], [x], "scale_param { bias_term: true }")
+        return n.relu(f"{name}_relu", x) if relu else x
+
+    x = conv_bn("conv1", "data", 64, 7, s=2, p=3)
+    x = n.pool("pool1", x, "MAX", 3, 2)
+    for stage, (blocks, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512)), 2):
+        for b in range(blocks):
+            name = f"res{stage}{'abcdef'[b]}"
+            stride = 2 if b == 0 and stage > 2 else 1
+            shortcut = conv_bn(f"{name}_branch1", x, width * 4, 1, s=stride, relu=False) if b == 0 else x
+            y = conv_bn(f"{name}_branch2a", x, width, 1, s=stride)
+            y = conv_bn(f"{name}_branch2b", y, width, 3, p=1)
+            y = conv_bn(f"{name}_branch2c", y, width * 4, 1, relu=False)
+            x = n.add(name, "Eltwise", [shortcut, y], [name])
+            n.relu(f"{name}_relu", x)
+    x = n.pool("pool5", x, "AVE", global_=True)
+    x = n.add("fc1000", "InnerProduct", [x], ["fc1000"], "inner_product_param { num_output: 1000 }")
+    n.add("prob", "Softmax", [x], ["prob"])
+    n.write("resnet50")
+
+
+def googlenet() -> None:
+    n = Net("GoogleNet", (1, 3, 64, 64), "GoogLeNet (Szegedy et al.), BVLC's Caffe layout: inception modules joined by Concat, LRN,\n"
+            "ceil pooling, '/' in layer names. Input reduced to 64x64 for the budget, so pool5 is global.")
+    lrn = "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }"
+    x = n.relu("conv1/relu_7x7", n.conv("conv1/7x7_s2", "data", 64, 7, s=2, p=3))
+    x = n.add("pool1/norm1", "LRN", [n.pool("pool1/3x3_s2", x, "MAX", 3, 2)], ["pool1/norm1"], lrn)
+    x = n.relu("conv2/relu_3x3_reduce", n.conv("conv2/3x3_reduce", x, 64, 1))
+    x = n.relu("conv2/relu_3x3", n.conv("conv2/3x3", x, 192, 3, p=1))
+    x = n.pool("pool2/3x3_s2", n.add("conv2/norm2", "LRN", [x], ["conv2/norm2"], lrn), "MAX", 3, 2)
+
+    def inception(name, x, c1, r3, c3, r5, c5, pp):
+        a = n.relu(f"{name}/relu_1x1", n.conv(f"{name}/1x1", x, c1, 1))
+        b = n.relu(f"{name}/relu_3x3_reduce", n.conv(f"{name}/3x3_reduce", x, r3, 1))
+        b = n.relu(f"{name}/relu_3x3", n.conv(f"{name}/3x3", b, c3, 3, p=1))
+        c = n.relu(f"{name}/relu_5x5_reduce", n.conv(f"{name}/5x5_reduce", x, r5, 1))
+        c = n.relu(f"{name}/relu_5x5", n.conv(f"{name}/5x5", c, c5, 5, p=2))
+        d = n.pool(f"{name}/pool", x, "MAX", 3, 1, p=1)
+        d = n.relu(f"{name}/relu_pool_proj", n.conv(f"{name}/pool_proj", d, pp, 1))
+        return n.add(f"{name}/output", "Concat", [a, b, c, d], [f"{name}/output"])
+
+    x = inception("inception_3b", inception("inception_3a", x, 64, 96, 128, 16, 32, 32), 128, 128, 192, 32, 96, 64)
+    x = n.pool("pool3/3x3_s2", x, "MAX", 3, 2)
+    for name, widths in (("4a", (192, 96, 208, 16, 48, 64)), ("4b", (160, 112, 224, 24, 64, 64)),
+                         ("4c", (128, 128, 256, 24, 64, 64)), ("4d", (112, 144, 288, 32, 64, 64)),
+                         ("4e", (256, 160, 320, 32, 128, 128))):
+        x = inception(f"inception_{name}", x, *widths)
+    x = n.pool("pool4/3x3_s2", x, "MAX", 3, 2)
+    x = inception("inception_5b", inception("inception_5a", x, 256, 160, 320, 32, 128, 128), 384, 192, 384, 48, 128, 128)
+    x = n.pool("pool5/7x7_s1", x, "AVE", global_=True)
+    n.add("pool5/drop_7x7_s1", "Dropout", [x], [x], "dropout_param { dropout_ratio: 0.4 }")
+    x = n.add("loss3/classifier", "InnerProduct", [x], ["loss3/classifier"], "inner_product_param { num_output: 1000 }")
+    n.add("prob", "Softmax", [x], ["prob"])
+    n.write("googlenet")
+
+
 if __name__ == "__main__":
     caffenet()
     squeezenet()
     mobilenet()
+    resnet50()
+    googlenet()
