@@ -1,16 +1,26 @@
-"""Files appear whole or not at all: write to a temporary sibling, then rename over the target.
+"""Files on disk: written whole or not at all, and identified by sha256.
 
-A reader (another pytest worker, a CI step, a user's script) never sees half a caffemodel, model
-or report, and a failure leaves no debris behind.
+Writes go to a temporary sibling and are renamed over the target, so a reader (another pytest
+worker, a CI step, a user's script) never sees half a caffemodel, model or report, and a failure
+leaves no debris behind. sha256 is how manifests tie references to the files Caffe saw.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic import sha256_file
 from .compare import LayerResult, Tolerance, attribute, measure
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
-from .preprocess import sha256_file
 from .reference import Reference, find_references
 from .report import Report
 

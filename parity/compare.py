@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .graph import Net
-from .layout import caffe_index, to_keras_layout
+from .layout import caffe_index, caffe_shape, to_keras_layout
 
 PASS, FAIL, DOWNSTREAM = "pass", "fail", "downstream"
 
@@ -62,7 +62,7 @@ def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: Tol
     """Fill `result`'s metrics; `got` is the converted output in parity's (channels-last) layout."""
     ref = to_keras_layout(ref_nchw)
     if ref.shape != got.shape:
-        result.got_shape = caffe_shape_of(got)
+        result.got_shape = caffe_shape(got.shape)
         result.problem = f"shape {result.got_shape} differs from Caffe's {tuple(ref_nchw.shape)}"
         result.status = FAIL
         return result
@@ -74,7 +74,7 @@ def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: Tol
     result.max_abs = float(diff.max()) if diff.size else 0.0
     result.max_rel = float((diff / (aref + tol.atol)).max()) if diff.size else 0.0
     ref_norm = float(np.sqrt(np.sum(ref64 * ref64)))
-    diff_norm = float(np.sqrt(np.sum(np.square(got64 - ref64)))) if np.isfinite(result.max_abs) else float("inf")
+    diff_norm = float(np.sqrt(np.sum(diff * diff)))  # inf where a NaN was (diff holds inf there)
     result.rel_l2 = diff_norm / ref_norm if ref_norm > 0 else diff_norm
     got_norm = float(np.sqrt(np.sum(got64 * got64)))
     if ref_norm > 0 and got_norm > 0 and np.isfinite(got_norm):
@@ -90,11 +90,6 @@ def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: Tol
         result.worst_ref, result.worst_got = float(ref[idx]), float(got[idx])
     result.status = FAIL if outside.any() else PASS
     return result
-
-
-def caffe_shape_of(keras_array: np.ndarray) -> tuple[int, ...]:
-    s = keras_array.shape
-    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else tuple(s)
 
 
 def attribute(results: list[LayerResult], net: Net | None) -> str | None:

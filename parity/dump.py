@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_directory
+from .atomic import atomic_directory, sha256_file
 from .errors import ParityError
 from .graph import Net
-from .preprocess import sha256_file
 from .reference import FORMAT, FORMAT_VERSION, safe_filename
 
 

@@ -6,7 +6,6 @@ reference, so the Keras side is fed bit-identical input and never re-implements 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -83,11 +82,3 @@ def preprocess_image(path: str | Path, prep: Preprocessing, input_shape: Sequenc
         chw = chw - np.asarray(prep.mean, np.float32)[:, None, None]
     chw = chw * np.float32(prep.scale)
     return np.ascontiguousarray(chw[None], dtype=np.float32)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()

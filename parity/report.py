@@ -85,10 +85,6 @@ def write_json(path: str | Path, payload) -> Path:
     """Write JSON atomically: a reader sees the old file or the whole new one."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1, allow_nan=False, default=_jsonable)
+        json.dump(payload, fh, indent=1, allow_nan=False)
         fh.write("\n")
     return path
-
-
-def _jsonable(value):
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

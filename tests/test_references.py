@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from parity.fixtures import REPO, list_fixtures, load_fixture
-from parity.preprocess import sha256_file
+from parity.atomic import sha256_file
 from parity.reference import find_references
 
 BUDGET_BYTES = 150 * 1024 * 1024

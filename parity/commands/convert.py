@@ -41,16 +41,16 @@ def run(args) -> int:
     converted = convert_net(net, read_caffemodel(args.caffemodel))
     model = converted.model
     for path, write in ((args.output, model.save), (args.weights_h5, model.save_weights),
-                        (args.weights_npz, lambda p: save_npz(model, p))):
+                        (args.weights_npz, lambda p: save_npz(keras_arrays(model), p))):
         if path:
             _atomic(path, write)
             print(f"parity: wrote {path}", file=sys.stderr)
     return 0
 
 
-def save_npz(model, path: Path) -> None:
+def save_npz(arrays: dict[str, np.ndarray], path) -> None:
     with open(path, "wb") as fh:
-        np.savez(fh, **keras_arrays(model))
+        np.savez(fh, **arrays)
 
 
 def _check_suffix(path: Path | None, suffix: str) -> None:
@@ -97,7 +97,7 @@ def run_export(args) -> int:
     if args.until:
         net = net.until(args.until)
     arrays = keras_arrays(convert_net(net, read_caffemodel(args.caffemodel)).model)
-    write = (lambda p: save_h5(arrays, p)) if args.output.suffix == ".h5" else (lambda p: np.savez(p, **arrays))
+    write = (lambda p: save_h5(arrays, p)) if args.output.suffix == ".h5" else (lambda p: save_npz(arrays, p))
     _atomic(args.output, write)
     print(f"parity: wrote {len(arrays)} arrays to {args.output}", file=sys.stderr)
     return 0

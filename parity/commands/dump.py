@@ -39,7 +39,8 @@ def run(args) -> int:
     from ..dump import Sample, dump
     from ..fixtures import load_fixture
     from ..graph import Net
-    from ..preprocess import Preprocessing, preprocess_image, sha256_file
+    from ..atomic import sha256_file
+    from ..preprocess import Preprocessing, preprocess_image
     from ..reference import load_npy
 
     fixture = load_fixture(args.fixture) if args.fixture else None

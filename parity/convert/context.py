@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ParityError
 from ..graph import Layer, Net
+from ..layout import keras_shape  # noqa: F401  (re-exported for converters)
 from ..reading.caffemodel import CaffeWeights
 
 # Caffe axis -> channels-last axis for 4-D blobs (N, C, H, W) held as (N, H, W, C).
@@ -33,12 +34,6 @@ def keras_axis(caffe_axis: int, rank: int) -> int:
     if not 0 <= axis < rank:
         raise ValueError(f"axis {caffe_axis} out of range for a {rank}-D blob")
     return NCHW_TO_NHWC_AXIS[axis] if rank == 4 else axis
-
-
-def keras_shape(caffe_shape: Sequence[int]) -> tuple[int, ...]:
-    """Caffe blob shape -> the Keras tensor shape parity uses (4-D becomes channels-last)."""
-    s = tuple(caffe_shape)
-    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
 
 
 def keras_name_for(caffe_name: str) -> str:

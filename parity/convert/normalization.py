@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..layout import to_keras_layout
 from .context import keras_axis
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .registry import register
@@ -48,8 +49,7 @@ def broadcast_shape(bottom: tuple[int, ...], axis: int, count: int) -> tuple[int
 
 
 def to_keras_broadcast(array: np.ndarray, caffe_shape: tuple[int, ...]) -> np.ndarray:
-    placed = array.reshape(caffe_shape)
-    return placed.transpose(0, 2, 3, 1) if placed.ndim == 4 else placed
+    return to_keras_layout(array.reshape(caffe_shape))
 
 
 class AffineHandler(LayerHandler):
