@@ -25,6 +25,10 @@ def pytest_addoption(parser):
     group.addoption("--rtol", type=float, default=None, help="relative tolerance (default: parity's)")
     group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
     group.addoption("--until", default=None, metavar="LAYER", help="check each model only up to this layer")
+    group.addoption("--keras-model", default=None, metavar="MODULE:FN",
+                    help="check your own Keras model (FN() returns it) instead of parity's conversion")
+    group.addoption("--mapping", default=None, metavar="PATH",
+                    help='with --keras-model: JSON {"keras layer": "caffe layer"} where names differ')
 
 
 def pytest_configure(config):
@@ -101,6 +105,17 @@ class _Session:
         atol, rtol = self.config.getoption("--atol"), self.config.getoption("--rtol")
         return Tolerance(DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol)
 
+    def converter(self):
+        """None (parity's converter), or the user's hand-written model with Caffe's weights loaded by name."""
+        spec = self.config.getoption("--keras-model")
+        if not spec:
+            if self.config.getoption("--mapping"):
+                raise ParityError("--mapping needs --keras-model")
+            return None
+        from .handwritten import handwritten_converter, load_builder, read_mapping
+
+        return handwritten_converter(load_builder(spec), read_mapping(self.config.getoption("--mapping")))
+
     def report(self, model: str, image: str):
         key = (model, image)
         if key not in self.reports:
@@ -118,7 +133,8 @@ class _Session:
 
         if model not in self.prepared:
             _trace("prepare", model)
-            self.prepared[model] = prepare(up_to(target_from_fixture(model), self.config.getoption("--until")))
+            target = up_to(target_from_fixture(model), self.config.getoption("--until"))
+            self.prepared[model] = prepare(target, convert=self.converter())
         _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)

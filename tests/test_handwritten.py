@@ -56,3 +56,21 @@ def test_export_weights_in_keras_layout(tmp_path, suffix):
         with h5py.File(out, "r") as f:
             arrays = {f"{layer}/{name}": f[layer][name][()] for layer in f for name in f[layer]}
     assert arrays["conv1/kernel"].shape == (3, 3, 3, 8) and arrays["fc1/kernel"].shape == (96, 10)
+
+
+def test_the_pytest_plugin_checks_a_handwritten_model_too():
+    """`pytest parity/ --keras-model`: the same verdict as the CLI, one item per Caffe layer."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo / "tests"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "parity/", "-p", "no:cacheprovider", "-p", "no:xdist", "-rA",
+                           "--model=vgg19", "--keras-model=handwritten_vgg19:build_vgg19_shifted_pad"],
+                          cwd=repo, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "PASSED parity/test_parity.py::test_layer[vgg19-chelsea-relu3_1]" in proc.stdout
+    assert "FAILED parity/test_parity.py::test_layer[vgg19-chelsea-relu3_2]" in proc.stdout
+    assert "vgg19/chelsea: FAIL: first divergence at relu3_2" in proc.stdout

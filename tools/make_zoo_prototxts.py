@@ -20,8 +20,9 @@ class Net:
         self.lines.append("layer { " + " ".join(parts) + (f" {params}" if params else "") + " }")
         return tops[0] if tops else None
 
-    def conv(self, name, bottom, out, k, s=1, p=0, group=1, bias=True):
-        extra = (f" group: {group}" if group > 1 else "") + ("" if bias else " bias_term: false")
+    def conv(self, name, bottom, out, k, s=1, p=0, group=1, bias=True, dilation=1):
+        extra = ((f" group: {group}" if group > 1 else "") + ("" if bias else " bias_term: false")
+                 + (f" dilation: {dilation}" if dilation > 1 else ""))
         return self.add(name, "Convolution", [bottom], [name],
                         f"convolution_param {{ num_output: {out} kernel_size: {k} stride: {s} pad: {p}{extra} }}")
 
@@ -168,7 +169,96 @@ def googlenet() -> None:
     n.write("googlenet")
 
 
+def vgg_stages(n, x, widths, pad=1, first_pad=None, pools=5):
+    """VGG-16's 3x3 stages (2, 2, 3, 3, 3 convolutions + ReLU), one per width; the first `pools` end in a 2x2 pool."""
+    for stage, (count, width) in enumerate(zip((2, 2, 3, 3, 3), widths), 1):
+        for i in range(1, count + 1):
+            p = first_pad if (stage, i) == (1, 1) and first_pad is not None else pad
+            x = n.relu(f"relu{stage}_{i}", n.conv(f"conv{stage}_{i}", x, width, 3, p=p))
+        if stage <= pools:
+            x = n.pool(f"pool{stage}", x, "MAX", 2, 2)
+    return x
+
+
+def fcn8s() -> None:
+    n = Net("FCN-8s", (1, 3, 48, 48), "FCN-8s (Long, Shelhamer et al.), the layout of shelhamer/fcn.berkeleyvision.org voc-fcn8s:\n"
+            "VGG-16 with pad 100 on conv1_1, fc6/fc7 as convolutions, Deconvolution without bias (upscore),\n"
+            "Crop with offsets 5, 9 and 31, Eltwise SUM fusions. Input 48x48 and every width divided by 16 for the\n"
+            "budget; the geometry (pad, crops, strides) is the original's.")
+    x = vgg_stages(n, "data", (4, 8, 16, 32, 32), first_pad=100)
+    x = n.add("drop6", "Dropout", [n.relu("relu6", n.conv("fc6", x, 256, 7))], ["fc6"], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("drop7", "Dropout", [n.relu("relu7", n.conv("fc7", x, 256, 1))], ["fc7"], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.conv("score_fr", x, 21, 1)
+
+    def upscore(name, bottom, k, s):
+        return n.add(name, "Deconvolution", [bottom], [name],
+                     f"convolution_param {{ num_output: 21 bias_term: false kernel_size: {k} stride: {s} }}")
+
+    def fuse(name, up, pool, offset):
+        score = n.conv(f"score_{pool}", pool, 21, 1)
+        crop = n.add(f"score_{pool}c", "Crop", [score, up], [f"score_{pool}c"], f"crop_param {{ axis: 2 offset: {offset} }}")
+        return n.add(f"fuse_{pool}", "Eltwise", [up, crop], [f"fuse_{pool}"], "eltwise_param { operation: SUM }")
+
+    x = upscore("upscore_pool4", fuse("pool4", upscore("upscore2", x, 4, 2), "pool4", 5), 4, 2)
+    x = upscore("upscore8", fuse("pool3", x, "pool3", 9), 16, 8)
+    n.add("score", "Crop", [x, "data"], ["score"], "crop_param { axis: 2 offset: 31 }")
+    n.write("fcn8s")
+
+
+def dilation8() -> None:
+    n = Net("Dilation8_front_end", (1, 3, 380, 380), "The front end of Yu & Koltun's dilation8_pascal_voc: VGG-16 without padding, pool4 and\n"
+            "pool5 removed, conv5 dilated by 2, fc6 a 7x7 convolution dilated by 4. Every width divided by 32\n"
+            "for the budget; 380x380 is the smallest input that leaves fc6 an output.")
+    x = vgg_stages(n, "data", (2, 4, 8, 16), pad=0, pools=3)
+    for i in (1, 2, 3):
+        x = n.relu(f"relu5_{i}", n.conv(f"conv5_{i}", x, 16, 3, dilation=2))
+    x = n.add("drop6", "Dropout", [n.relu("relu6", n.conv("fc6", x, 128, 7, dilation=4))], ["fc6"], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("drop7", "Dropout", [n.relu("relu7", n.conv("fc7", x, 128, 1))], ["fc7"], "dropout_param { dropout_ratio: 0.5 }")
+    n.conv("fc-final", x, 21, 1)
+    n.write("dilation8")
+
+
+def ssd_head() -> None:
+    n = Net("SSD_head", (1, 3, 64, 64), "An SSD300-style detector (Liu et al., weiliu89/caffe's VGG-reduced layout) at 64x64 with narrow\n"
+            "widths: conv4_3 L2-normalised (Normalize, per-channel scale), fc6 dilated by 6, an extra stride-2\n"
+            "source; per source a loc and a conf convolution, Permute to (N, H, W, C), Flatten and a PriorBox;\n"
+            "everything concatenated, confidences reshaped and soft-maxed over the classes. DetectionOutput\n"
+            "(no inference meaning for parity: it is a post-processing step) is left out.")
+    x = n.pool("pool4", vgg_stages(n, "data", (8, 16, 32, 32), pools=3), "MAX", 2, 2)
+    for i in (1, 2, 3):
+        x = n.relu(f"relu5_{i}", n.conv(f"conv5_{i}", x, 32, 3, p=1))
+    x = n.pool("pool5", x, "MAX", 3, 1, p=1)
+    x = n.relu("relu6", n.conv("fc6", x, 64, 3, p=6, dilation=6))
+    x = n.relu("relu7", n.conv("fc7", x, 64, 1))
+    y = n.relu("conv6_1_relu", n.conv("conv6_1", x, 16, 1))
+    y = n.relu("conv6_2_relu", n.conv("conv6_2", y, 32, 3, s=2, p=1))
+    n.add("conv4_3_norm", "Normalize", ["conv4_3"], ["conv4_3_norm"],
+          'norm_param { across_spatial: false channel_shared: false scale_filler { type: "constant" value: 20 } }')
+    sources = (("conv4_3_norm", 30, 60, (2,), 8), ("fc7", 60, 111, (2, 3), 16), ("conv6_2", 111, 162, (2, 3), 32))
+    locs, confs, priors = [], [], []
+    for source, lo, hi, ratios, step in sources:
+        boxes = 2 + 2 * len(ratios)
+        for kind, width, out in (("loc", 4, locs), ("conf", 21, confs)):
+            head = n.conv(f"{source}_mbox_{kind}", source, boxes * width, 3, p=1)
+            perm = n.add(f"{head}_perm", "Permute", [head], [f"{head}_perm"], "permute_param { order: 0 order: 2 order: 3 order: 1 }")
+            out.append(n.add(f"{head}_flat", "Flatten", [perm], [f"{head}_flat"], "flatten_param { axis: 1 }"))
+        ar = " ".join(f"aspect_ratio: {r}" for r in ratios)
+        priors.append(n.add(f"{source}_mbox_priorbox", "PriorBox", [source, "data"], [f"{source}_mbox_priorbox"],
+                            f"prior_box_param {{ min_size: {lo} max_size: {hi} {ar} flip: true clip: false "
+                            f"variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 step: {step} offset: 0.5 }}"))
+    n.add("mbox_loc", "Concat", locs, ["mbox_loc"], "concat_param { axis: 1 }")
+    conf = n.add("mbox_conf", "Concat", confs, ["mbox_conf"], "concat_param { axis: 1 }")
+    n.add("mbox_priorbox", "Concat", priors, ["mbox_priorbox"], "concat_param { axis: 2 }")
+    conf = n.add("mbox_conf_reshape", "Reshape", [conf], ["mbox_conf_reshape"], "reshape_param { shape { dim: 0 dim: -1 dim: 21 } }")
+    conf = n.add("mbox_conf_softmax", "Softmax", [conf], ["mbox_conf_softmax"], "softmax_param { axis: 2 }")
+    n.add("mbox_conf_flatten", "Flatten", [conf], ["mbox_conf_flatten"], "flatten_param { axis: 1 }")
+    n.write("ssd")
+
+
 if __name__ == "__main__":
+    fcn8s()
+    dilation8()
+    ssd_head()
     caffenet()
     squeezenet()
     mobilenet()
