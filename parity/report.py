@@ -18,6 +18,10 @@ class Report:
     layers: list[LayerResult]
     first_divergence: str | None
     header: dict = field(default_factory=dict)  # provenance: Caffe build, TF/Keras, mismatches
+    hints: dict[str, list] = field(default_factory=dict)  # layer -> [parity.hints.Hint], likely causes
+    # layer -> (Caffe's output, the converted output), both channels-last; kept for failing layers only,
+    # for pictures (never serialized: the JSON carries metrics, not arrays)
+    arrays: dict[str, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def status(self) -> str:
@@ -33,6 +37,7 @@ class Report:
         return {"model": self.model, "image": self.image, "atol": self.atol, "rtol": self.rtol,
                 "status": self.status, "first_divergence": self.first_divergence,
                 "first_divergence_covers": self.first_divergence_covers, **self.header,
+                "hints": {layer: [h.to_dict() for h in hs] for layer, hs in self.hints.items()},
                 "layers": [r.to_dict() for r in self.layers]}
 
 

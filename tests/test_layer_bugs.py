@@ -96,6 +96,19 @@ def test_deconvolution_kernel_flipped_is_caught(monkeypatch):
     assert first_divergence("layers/conv_variants") == "up"
 
 
+def test_deconvolution_group_blocks_swapped_are_caught(monkeypatch):
+    """Each group's weight rows [i*C_in/g, (i+1)*C_in/g) given to the next group: shapes still fit."""
+    from parity.convert.convolution import DeconvolutionHandler
+
+    def build_with_blocks_rolled(self, layer, bottoms, blobs, ctx):
+        rows = blobs[0].shape[0] // self.param(layer).group
+        return original(self, layer, bottoms, [np.roll(blobs[0], rows, axis=0)] + blobs[1:], ctx)
+
+    original = DeconvolutionHandler.build
+    monkeypatch.setattr(DeconvolutionHandler, "build", build_with_blocks_rolled)
+    assert first_divergence("layers/deconv_group") == "up_g2"
+
+
 def test_flatten_applied_to_channels_last_data_is_caught(monkeypatch):
     from parity.convert import reshaping
 

@@ -1,7 +1,8 @@
 """Convolution and Deconvolution: Caffe's symmetric padding; kernels moved to Keras' layout.
 
 Convolution: kernel (O, I/g, kh, kw) -> Keras (kh, kw, I/g, O); `group` maps to Keras' groups, whose
-channel blocks are ordered as Caffe's.
+channel blocks are ordered as Caffe's. Deconvolution: blob (I, O/g, kh, kw) -> (kh, kw, O/g, I); Keras'
+Conv2DTranspose has no groups, so a grouped one is parity's CaffeDeconvolution.
 
 Output size is floor((H + 2p - d(k-1) - 1) / s) + 1, which a 'valid' Keras convolution over the
 explicitly padded input reproduces. Where the padding is exactly what Keras' 'same' gives (stride 1,
@@ -61,9 +62,10 @@ class ConvolutionHandler(LayerHandler):
 
 @register("Deconvolution")
 class DeconvolutionHandler(LayerHandler):
-    """Caffe's Deconvolution is the transpose of its Convolution (no kernel flip): blob (I, O, kh, kw),
+    """Caffe's Deconvolution is the transpose of its Convolution (no kernel flip): blob (I, O/g, kh, kw),
     output s(i - 1) + d(k - 1) + 1 - 2p. Keras' Conv2DTranspose ('valid') gives s(i - 1) + d(k - 1) + 1,
-    so p rows and columns are cropped from each side."""
+    so p rows and columns are cropped from each side. With group g, input block i makes output block i
+    from weight rows [i*I/g, (i+1)*I/g) (base_conv_layer.cpp's loop over groups)."""
 
     param_field = "convolution_param"
     supported = ConvolutionHandler.supported
@@ -73,15 +75,14 @@ class DeconvolutionHandler(LayerHandler):
         n, c, h, w = one_bottom(bottoms, rank=4)
         if p.axis != 1:
             raise LayerError(f"convolution_param.axis {p.axis} is not supported")
-        if p.group != 1:
-            raise LayerError(f"convolution_param.group {p.group} is not supported yet for Deconvolution")
+        check_groups(p, (n, c, h, w))
         kernel, stride, pad, dilation = conv_geometry(p)
         if max(dilation) > 1 and max(stride) > 1:
             raise LayerError("dilation together with stride > 1 is not supported for Deconvolution")
         oh, ow = (s * (i - 1) + d * (k - 1) + 1 - 2 * q for i, k, s, q, d in zip((h, w), kernel, stride, pad, dilation))
         if oh <= 0 or ow <= 0:
             raise LayerError(f"output would be empty for input {(n, c, h, w)}")
-        params = [Param((c, int(p.num_output), *kernel), "weight")]
+        params = [Param((c, int(p.num_output) // p.group, *kernel), "weight")]
         if p.bias_term:
             params.append(Param((int(p.num_output),), "bias"))
         return Shapes([(n, int(p.num_output), oh, ow)], params)
@@ -91,10 +92,23 @@ class DeconvolutionHandler(LayerHandler):
 
         p = self.param(layer)
         kernel, stride, pad, dilation = conv_geometry(p)
-        deconv = keras.layers.Conv2DTranspose(int(p.num_output), kernel, strides=stride, padding="valid",
-                                              dilation_rate=dilation, use_bias=bool(p.bias_term), name=ctx.name(layer))
+        deconv = transposed_convolution(int(p.num_output), kernel, stride, dilation, int(p.group), bool(p.bias_term),
+                                        ctx.name(layer))
         y = deconv(bottoms[0].tensor)
         deconv.set_weights([blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
         if any(pad):
             y = keras.layers.Cropping2D(cropping=pad, name=ctx.name(layer, "crop"))(y)
         return [y]
+
+
+def transposed_convolution(filters: int, kernel, stride, dilation, group: int, use_bias: bool, name: str):
+    """Keras' own Conv2DTranspose where it suffices (group 1, so plain nets keep plain Keras layers),
+    parity's CaffeDeconvolution for groups. Both take the kernel as (kh, kw, O/g, I) and pad 'valid'."""
+    import keras
+
+    if group == 1:
+        return keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="valid", dilation_rate=dilation,
+                                            use_bias=use_bias, name=name)
+    from ..keras_layers import CaffeDeconvolution
+
+    return CaffeDeconvolution(filters, kernel, stride, dilation, group, use_bias, name=name)

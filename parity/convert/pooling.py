@@ -19,8 +19,9 @@ class PoolingHandler(LayerHandler):
         p = self.param(layer)
         bottom = one_bottom(bottoms, rank=4)
         if p.pool not in METHODS:
-            raise LayerError(f"pooling_param.pool {caffe_pb2.PoolingParameter.PoolMethod.Name(p.pool)} "
-                             "is not supported yet")
+            raise LayerError(f"pooling_param.pool {caffe_pb2.PoolingParameter.PoolMethod.Name(p.pool)} is not "
+                             "supported: Caffe implements it only in CUDA (its CPU forward is NOT_IMPLEMENTED), "
+                             "so no CPU-built Caffe reference can prove a conversion of it")
         return Shapes([pool_output_shape(bottom, p)])
 
     def build(self, layer, bottoms, blobs, ctx):
