@@ -4,15 +4,14 @@ Shared by the CLI (`parity check`) and the pytest plugin, so both give the same 
 """
 from __future__ import annotations
 
-import platform
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from .atomic import sha256_file
-from .compare import LayerResult, Tolerance, attribute, measure
+from .compare import FAIL, LayerResult, Tolerance, attribute, measure
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .reference import Reference, find_references
@@ -80,14 +79,6 @@ def source_mismatches(ref: Reference, prototxt: Path, caffemodel: Path, hashes: 
     return problems
 
 
-def environment() -> dict:
-    import keras
-    import tensorflow as tf
-
-    return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}
-
-
 @dataclass
 class Prepared:
     """A target converted once, with its one-pass capture model: reused for every sample."""
@@ -98,15 +89,39 @@ class Prepared:
     capture: object  # Capture
     notes: dict[Path, list[str]]
     environment: dict
+    weights: object = None  # the read caffemodel, for --local's second conversion
+    build: Callable | None = None  # the converter used (parity's, a planted bug's, or a hand-written model's)
+    _local: dict = field(default_factory=dict, repr=False)  # entry layout -> LocalRunner
+
+    def local_runner(self, ref: Reference):
+        """The layer-local model for `ref`'s entry layout, converted once and shared by its samples."""
+        from .local import LocalRunner, require_local_support
+
+        require_local_support(self.build)
+        layout = tuple((e.layer, e.top, e.shape) for e in ref.entries)
+        if layout not in self._local:
+            self._local[layout] = LocalRunner(self.net, ref, self.weights, self.build or _default_build())
+        return self._local[layout]
+
+
+def _default_build() -> Callable:
+    from .convert import convert_net
+
+    return convert_net
 
 
 def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | None = None,
-            progress: Callable[[str], None] | None = None) -> Prepared:
-    """Verify provenance, convert (`convert` may replace the converter: tests plant bugs so), build the capture."""
+            progress: Callable[[str], None] | None = None, numerics: dict | None = None) -> Prepared:
+    """Verify provenance, convert (`convert` may replace the converter: tests plant bugs so), build the capture.
+
+    `numerics`: parity.numerics.configure's keywords (deterministic, allow_tf32); TF32 is off by default.
+    """
     from .capture import Capture
     from .convert import convert_net
+    from .numerics import configure, environment
     from .reading.caffemodel import read_caffemodel
 
+    configure(**(numerics or {}))
     say = progress or (lambda _msg: None)
     net = target.net()
     hashes: dict[Path, str] = {}
@@ -126,7 +141,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     except ParityError as exc:
         raise explain_shape_conflict(exc, net, target, build) from None
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
-    return Prepared(target, net, converted, Capture(converted, keys), notes, environment())
+    return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, convert)
 
 
 def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Callable) -> ParityError:
@@ -154,30 +169,89 @@ def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Ca
 
 
 def check_reference(prepared: Prepared, ref: Reference, tol: Tolerance,
-                    inputs: dict[str, np.ndarray] | None = None) -> Report:
-    """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named."""
+                    inputs: dict[str, np.ndarray] | None = None, local: bool = False) -> Report:
+    """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named.
+
+    With `local`, every layer is also run on Caffe's own bottoms (parity.local), and the report tells
+    conversion bugs (failing locally) from accumulated drift (failing only when propagated).
+    """
     outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs)
-    results = []
+    local_outputs, skipped = {}, {}
+    if local:
+        runner = prepared.local_runner(ref)
+        local_outputs, skipped = runner.run(ref), runner.skipped
+    results, arrays = [], {}
     referenced = {e.layer for e in ref.entries}
     for entry in ref.entries:
         result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
         chain = prepared.net.inplace_chain(entry.layer, entry.top, referenced)
         result.covers = chain if len(chain) > 1 else None
-        results.append(measure(result, ref.load(entry), outputs[(entry.layer, entry.top)], tol))
+        expected = ref.load(entry)
+        measure(result, expected, outputs[(entry.layer, entry.top)], tol)
+        if local:
+            _measure_local(result, entry, expected, local_outputs, skipped, tol)
+        arrays[entry.layer] = (expected, outputs[(entry.layer, entry.top)])
+        results.append(result)
     first = attribute(results, prepared.net)
     notes = prepared.notes.get(ref.dir, [])
     header = {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
-              "environment": prepared.environment, "allow_mismatch": bool(notes), "notes": notes}
-    return Report(prepared.target.name, ref.name, tol.atol, tol.rtol, results, first, header)
+              "environment": prepared.environment, "allow_mismatch": bool(notes), "notes": notes, "local": local}
+    report = Report(prepared.target.name, ref.name, tol.atol, tol.rtol, results, first, header)
+    _keep_evidence(report, arrays, local_outputs, prepared)
+    return report
+
+
+def _measure_local(result: LayerResult, entry, expected: np.ndarray, local_outputs: dict, skipped: dict,
+                   tol: Tolerance) -> None:
+    key = (entry.layer, entry.top)
+    if key in local_outputs:
+        result.local = measure(LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape),
+                               expected, local_outputs[key], tol)
+    elif entry.type == "Input":
+        result.local = replace(result, covers=None)  # what was fed is the input: nothing upstream to isolate
+    else:
+        result.local_note = skipped.get(entry.layer, "not run locally")
+
+
+def _keep_evidence(report: Report, arrays: dict, local_outputs: dict, prepared: Prepared) -> None:
+    """Arrays and cause hints for the layers a reader will look at: roots and local failures."""
+    from .hints import diagnose
+    from .layout import to_keras_layout
+
+    for r in report.layers:
+        local_fail = r.local is not None and r.local.status == FAIL
+        if not (r.status == FAIL or local_fail):
+            continue
+        expected, got = arrays[r.layer]
+        if local_fail and (r.layer, r.top) in local_outputs:
+            got = local_outputs[(r.layer, r.top)]
+        ref_keras = to_keras_layout(expected)
+        report.arrays[r.layer] = (ref_keras, got)
+        hints = diagnose(ref_keras, got, report.atol, report.rtol, layer_type=r.type,
+                         flatten_source=_flatten_source(prepared, r.layer), is_input=r.type == "Input")
+        if hints:
+            report.hints[r.layer] = hints
+
+
+def _flatten_source(prepared: Prepared, layer_name: str) -> tuple[int, int, int] | None:
+    """(C, H, W) of a layer's spatial bottom, for the flatten-order hint."""
+    layer = prepared.net.layer(layer_name)
+    if not layer.bottoms:
+        return None
+    writer = next((l for l in reversed(prepared.net.layers[:layer.index]) if layer.bottoms[0] in l.tops), None)
+    shape = prepared.converted.caffe_shapes.get((writer.name, layer.bottoms[0])) if writer else None
+    return tuple(int(d) for d in shape[1:]) if shape is not None and len(shape) == 4 else None
 
 
 def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
-               convert: Callable | None = None, progress: Callable[[str], None] | None = None) -> list[Report]:
-    """Check every reference sample of `target`."""
-    prepared = prepare(target, allow_mismatch, convert, progress)
+               convert: Callable | None = None, progress: Callable[[str], None] | None = None,
+               local: bool = False, numerics: dict | None = None) -> list[Report]:
+    """Check every reference sample of `target` (with `local`, each layer on Caffe's own inputs too)."""
+    prepared = prepare(target, allow_mismatch, convert, progress, numerics)
     reports = []
     for ref in target.references:
         if progress:
-            progress(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs ...")
-        reports.append(check_reference(prepared, ref, tol))
+            progress(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs"
+                     f"{', each layer also on Caffe inputs' if local else ''} ...")
+        reports.append(check_reference(prepared, ref, tol, local=local))
     return reports

@@ -46,16 +46,36 @@ class LayerResult:
     downstream_of: str | None = None
     covers: list[str] | None = None  # layers this reference reflects (an in-place chain), if more than one
     got_shape: tuple[int, ...] | None = field(default=None)
+    # --local: the same layer run on Caffe's own bottoms (its error in isolation), or why it could not be
+    local: "LayerResult | None" = None
+    local_note: str | None = None
+
+    @property
+    def drift(self) -> bool:
+        """Failing when propagated, yet exact on Caffe's own inputs: inherited float drift, not a bug here."""
+        return self.status != PASS and self.local is not None and self.local.status == PASS
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for key, value in d.items():
-            if isinstance(value, float) and not np.isfinite(value):
-                d[key] = str(value)  # "inf"/"nan": strict JSON has no such numbers
-        for key in ("shape", "worst", "got_shape"):
-            if d[key] is not None:
-                d[key] = list(d[key])
+        d = _json_safe(asdict(self))
+        if self.local is not None:
+            d["local"] = {k: d["local"][k] for k in LOCAL_KEYS}
+        d["drift"] = self.drift
         return d
+
+
+LOCAL_KEYS = ("status", "max_abs", "max_rel", "rel_l2", "cosine", "outside", "worst", "worst_ref", "worst_got",
+              "problem", "got_shape")
+
+
+def _json_safe(value):
+    """Tuples as lists, inf/nan as strings: strict JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
 
 
 def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: Tolerance) -> LayerResult:

@@ -90,4 +90,5 @@ def handwritten_converter(build_fn: Callable, mapping: dict[str, str]) -> Callab
         shapes = {key: reference.caffe_shapes[key] for key in tensors}
         return ConvertedModel(model, net, tensors, shapes, {}, reference.input_blobs)
 
+    convert.supports_local = False  # the user's model is one piece: parity cannot rebuild it layer by layer
     return convert

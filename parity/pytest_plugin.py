@@ -25,6 +25,10 @@ def pytest_addoption(parser):
     group.addoption("--rtol", type=float, default=None, help="relative tolerance (default: parity's)")
     group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
     group.addoption("--until", default=None, metavar="LAYER", help="check each model only up to this layer")
+    group.addoption("--local", action="store_true", default=False,
+                    help="also run every layer on Caffe's own inputs: conversion bugs vs accumulated drift")
+    group.addoption("--deterministic", action="store_true", default=False, help="turn on TensorFlow's op determinism")
+    group.addoption("--allow-tf32", action="store_true", default=False, help="let GPUs use TF32 (off by default)")
     group.addoption("--keras-model", default=None, metavar="MODULE:FN",
                     help="check your own Keras model (FN() returns it) instead of parity's conversion")
     group.addoption("--mapping", default=None, metavar="PATH",
@@ -134,11 +138,13 @@ class _Session:
         if model not in self.prepared:
             _trace("prepare", model)
             target = up_to(target_from_fixture(model), self.config.getoption("--until"))
-            self.prepared[model] = prepare(target, convert=self.converter())
+            numerics = {"deterministic": self.config.getoption("--deterministic"),
+                        "allow_tf32": self.config.getoption("--allow-tf32")}
+            self.prepared[model] = prepare(target, convert=self.converter(), numerics=numerics)
         _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)
-        return check_reference(prepared, ref, self.tolerance())
+        return check_reference(prepared, ref, self.tolerance(), local=self.config.getoption("--local"))
 
 
 def _trace(*what: str) -> None:
@@ -179,8 +185,6 @@ class Case:
         return f"{self.model}-{self.image}-{self.layer}"
 
     def check(self) -> None:
-        from .report import describe
-
         if not self.tops:
             holder = f"; its output is checked at {self.overwritten_by} (in place)" if self.overwritten_by else ""
             pytest.skip(f"no reference entry for {self.layer} at {self.granularity} granularity{holder}")
@@ -190,13 +194,27 @@ class Case:
             "model": report.model, "image": report.image, "atol": report.atol, "rtol": report.rtol,
             "first_divergence": report.first_divergence,
             "first_divergence_covers": report.first_divergence_covers, "header": report.header,
+            "hints": {r.layer: [h.to_dict() for h in report.hints.get(r.layer, [])] for r in results},
             "layers": [r.to_dict() for r in results]}))
-        failing = [r for r in results if r.status != "pass"]
-        if failing:
-            lines = [describe(r, report.atol, report.rtol) for r in failing]
-            if report.first_divergence and all(r.layer != report.first_divergence for r in failing):
+        lines = [line for r in results for line in failure_lines(r, report)]
+        if lines:
+            if report.first_divergence and all(r.layer != report.first_divergence for r in results):
                 lines.append(f"first divergence of {self.model}/{self.image}: {report.first_divergence}")
             pytest.fail("\n".join(lines), pytrace=False)
+
+
+def failure_lines(r, report) -> list[str]:
+    """Why this layer's item fails: its own bug (with --local), drift, or a (propagated) divergence."""
+    from .report import describe, hint_lines
+
+    if r.local is not None and r.local.status == "fail":
+        return ([f"conversion bug, on Caffe's own inputs: {describe(r.local, report.atol, report.rtol)}"]
+                + hint_lines(report, r.layer))
+    if r.status == "pass":
+        return []
+    if report.local and r.drift:
+        return [f"accumulated drift (passes on Caffe's own inputs): {describe(r, report.atol, report.rtol)}"]
+    return [describe(r, report.atol, report.rtol)] + hint_lines(report, r.layer)
 
 
 # -- reporting (runs in the controller under xdist) ----------------------------------------------
@@ -215,15 +233,19 @@ class _Collector:
             entry = self.reports.setdefault(key, {
                 "model": value["model"], "image": value["image"], "atol": value["atol"], "rtol": value["rtol"],
                 "first_divergence": value["first_divergence"],
-                "first_divergence_covers": value["first_divergence_covers"], **value["header"], "layers": []})
+                "first_divergence_covers": value["first_divergence_covers"], **value["header"], "layers": [],
+                "hints": {}})
             entry["layers"].extend(value["layers"])
+            entry["hints"].update({layer: hs for layer, hs in value.get("hints", {}).items() if hs})
 
     def payload(self) -> list[dict]:
         out = []
         for key in sorted(self.reports):
             entry = dict(self.reports[key])
             entry["layers"] = sorted(entry["layers"], key=lambda r: r["order"])
-            entry["status"] = "pass" if all(r["status"] == "pass" for r in entry["layers"]) else "fail"
+            entry["conversion_bugs"] = [r["layer"] for r in entry["layers"] if (r.get("local") or {}).get("status") == "fail"]
+            fine = all(r["status"] == "pass" for r in entry["layers"]) and not entry["conversion_bugs"]
+            entry["status"] = "pass" if fine else "fail"
             out.append(entry)
         return out
 
@@ -233,7 +255,8 @@ class _Collector:
             return
         terminalreporter.section("parity")
         for r in payload:
-            verdict = (f"first divergence at {r['first_divergence']}" if r["first_divergence"]
+            verdict = (f"conversion bug at {r['conversion_bugs'][0]} (fails on Caffe's own inputs)" if r["conversion_bugs"]
+                       else f"first divergence at {r['first_divergence']}" if r["first_divergence"]
                        else f"all {len(r['layers'])} outputs within atol {r['atol']:g}, rtol {r['rtol']:g}")
             terminalreporter.write_line(f"{r['model']}/{r['image']}: {r['status'].upper()}: {verdict}")
         path = self.config.getoption("--parity-json")

@@ -25,7 +25,17 @@ class Report:
 
     @property
     def status(self) -> str:
-        return PASS if all(r.status == PASS for r in self.layers) else FAIL
+        return PASS if all(r.status == PASS for r in self.layers) and not self.conversion_bugs else FAIL
+
+    @property
+    def local(self) -> bool:
+        return bool(self.header.get("local"))
+
+    @property
+    def conversion_bugs(self) -> list[str]:
+        """--local: layers that fail on Caffe's own inputs, in Caffe's order: each is a bug of its own."""
+        return [r.layer for r in sorted(self.layers, key=lambda r: r.order)
+                if r.local is not None and r.local.status == FAIL]
 
     @property
     def first_divergence_covers(self) -> list[str] | None:
@@ -37,6 +47,7 @@ class Report:
         return {"model": self.model, "image": self.image, "atol": self.atol, "rtol": self.rtol,
                 "status": self.status, "first_divergence": self.first_divergence,
                 "first_divergence_covers": self.first_divergence_covers, **self.header,
+                "conversion_bugs": self.conversion_bugs,
                 "hints": {layer: [h.to_dict() for h in hs] for layer, hs in self.hints.items()},
                 "layers": [r.to_dict() for r in self.layers]}
 
@@ -45,12 +56,21 @@ def _num(value: float | None, fmt: str = "{:.2e}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def layer_line(r: LayerResult, first: str | None) -> str:
-    status = {PASS: "ok", FAIL: "FAIL", DOWNSTREAM: "downstream"}[r.status]
+STATUS_WORDS = {PASS: "ok", FAIL: "FAIL", DOWNSTREAM: "downstream"}
+
+
+def layer_line(r: LayerResult, first: str | None, local: bool = False) -> str:
+    status = "drift" if local and r.drift else STATUS_WORDS[r.status]
     mark = "  <== first divergence" if r.layer == first and r.status == FAIL else ""
+    if r.local is not None and r.local.status == FAIL:
+        mark += "  <== conversion bug (fails on Caffe's inputs)"
     shape = "x".join(str(s) for s in r.shape)
-    return (f"{r.order:>4} {r.layer[:24]:<24} {r.type[:12]:<12} {shape:<16} {_num(r.max_abs):>9} "
-            f"{_num(r.rel_l2):>9} {_num(r.cosine, '{:.6f}'):>9}  {status}{mark}")
+    line = (f"{r.order:>4} {r.layer[:24]:<24} {r.type[:12]:<12} {shape:<16} {_num(r.max_abs):>9} "
+            f"{_num(r.rel_l2):>9} {_num(r.cosine, '{:.6f}'):>9}")
+    if local:
+        own = "-" if r.local is None else f"{_num(r.local.max_abs)} {STATUS_WORDS[r.local.status]}"
+        line += f"  {own:>14}"
+    return f"{line}  {status}{mark}"
 
 
 def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
@@ -72,18 +92,56 @@ def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
 
 def render(report: Report) -> str:
     lines = [f"parity: {report.model} / {report.image}  (atol {report.atol:g}, rtol {report.rtol:g})"]
+    env = report.header.get("environment")
+    if env:
+        lines.append(f"  numerics: {environment_line(env)}")
     for note in report.header.get("notes", []):
         lines.append(f"  note: {note}")
-    lines.append(f"{'#':>4} {'layer':<24} {'type':<12} {'shape':<16} {'max_abs':>9} {'rel_l2':>9} {'cosine':>9}  status")
-    lines += [layer_line(r, report.first_divergence) for r in report.layers]
-    if report.first_divergence:
-        root = next(r for r in report.layers if r.layer == report.first_divergence and r.status == FAIL)
-        downstream = sum(r.status == DOWNSTREAM for r in report.layers)
-        lines.append(f"FAIL: first divergence at {describe(root, report.atol, report.rtol)}"
-                     + (f" ({downstream} later layer(s) downstream of it)" if downstream else ""))
-    else:
-        lines.append(f"PASS: all {len(report.layers)} outputs within tolerance")
+    local_head = f"  {'local (own)':>14}" if report.local else ""
+    lines.append(f"{'#':>4} {'layer':<24} {'type':<12} {'shape':<16} {'max_abs':>9} {'rel_l2':>9} {'cosine':>9}"
+                 f"{local_head}  status")
+    lines += [layer_line(r, report.first_divergence, report.local) for r in report.layers]
+    lines += verdict_lines(report)
     return "\n".join(lines)
+
+
+def environment_line(env: dict) -> str:
+    """The numeric environment in one line: what a reader needs to compare two reports' last bits."""
+    onednn = env.get("onednn", {})
+    threads = env.get("threads", {})
+    return (f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}; {', '.join(env.get('devices', [])) or '?'}; "
+            f"oneDNN {'on' if onednn.get('enabled') else 'off'}; TF32 {'allowed' if env.get('tf32_allowed') else 'off'}; "
+            f"deterministic ops {'on' if env.get('deterministic_ops') else 'off'}; "
+            f"intra-op threads {threads.get('intra_op', '?')} of {threads.get('cpu_count', '?')} cores")
+
+
+def verdict_lines(report: Report) -> list[str]:
+    """The verdict last, as people read it: where the bug is, what it looks like, what followed from it."""
+    by_name = {r.layer: r for r in report.layers}
+    bugs = report.conversion_bugs
+    if bugs:
+        first = by_name[bugs[0]]
+        lines = [f"FAIL: conversion bug at {describe(first.local, report.atol, report.rtol)} "
+                 f"(on Caffe's own inputs, so not inherited)"]
+        lines += hint_lines(report, first.layer)
+        if len(bugs) > 1:
+            lines.append(f"  also failing on Caffe's own inputs: {', '.join(bugs[1:])}")
+        return lines
+    if report.first_divergence:
+        root = by_name[report.first_divergence]
+        downstream = sum(r.status == DOWNSTREAM for r in report.layers)
+        if report.local and root.drift:
+            return [f"FAIL: accumulated drift, not a conversion bug: every layer passes on Caffe's own inputs, but "
+                    f"propagated error first exceeds the tolerance at {describe(root, report.atol, report.rtol)}"]
+        return ([f"FAIL: first divergence at {describe(root, report.atol, report.rtol)}"
+                 + (f" ({downstream} later layer(s) downstream of it)" if downstream else "")]
+                + hint_lines(report, root.layer))
+    return [f"PASS: all {len(report.layers)} outputs within tolerance"
+            + (", each also on Caffe's own inputs" if report.local else "")]
+
+
+def hint_lines(report: Report, layer: str) -> list[str]:
+    return [f"  likely cause ({h.cause}): {h.message}" for h in report.hints.get(layer, [])]
 
 
 def write_json(path: str | Path, payload) -> Path:

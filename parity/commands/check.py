@@ -28,6 +28,12 @@ def add(sub) -> None:
     p.add_argument("--keras-model", metavar="MODULE:FN", help="check your own Keras model (FN() returns it) instead of "
                    "parity's conversion; Caffe's weights are loaded into it by layer name")
     p.add_argument("--mapping", type=Path, help='with --keras-model: JSON {"keras layer": "caffe layer"} where names differ')
+    p.add_argument("--local", action="store_true",
+                   help="also run every layer on Caffe's own inputs (its bottoms from the dump): tells a layer's own "
+                        "conversion bug from error inherited from upstream")
+    p.add_argument("--deterministic", action="store_true", help="turn on TensorFlow's op determinism")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="let GPUs use TF32 matmuls/convolutions (off by default: about 1e-3 relative error)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even if the files' sha256 differ from the manifest's (said in the report)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict lines")
@@ -60,7 +66,8 @@ def run(args) -> int:
         convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping))
     try:
         reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, convert=convert,
-                             progress=progress)
+                             progress=progress, local=args.local,
+                             numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32})
     except ShapeDivergence as exc:  # a divergence (exit 1), found before any numbers could be compared
         print(f"FAIL: {exc.message}")
         if args.json:

@@ -1,0 +1,122 @@
+"""--local: each layer run on Caffe's own bottoms, so a conversion bug is told from inherited drift.
+
+Bugs are planted by replacing the converter (as in test_planted_bugs). The same planted converter
+builds the layer-local model, so a bug shows up locally exactly where it was planted.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
+from parity.cli import main
+from parity.compare import PASS
+from parity.convert import convert_net
+from parity.local import plan_units
+from parity.report import render
+
+TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+
+
+def planted(edits: dict):
+    """A converter that edits named layers' Keras weights after parity's conversion: {layer: fn(weights)}."""
+    def convert(net, weights):
+        converted = convert_net(net, weights)
+        for layer, edit in edits.items():
+            if layer in converted.keras_names:
+                target = converted.model.get_layer(converted.keras_names[layer])
+                target.set_weights(edit(target.get_weights()))
+        return converted
+
+    return convert
+
+
+def scaled(factor):
+    return lambda ws: [ws[0] * factor, *ws[1:]]
+
+
+def shifted(offset):
+    return lambda ws: [ws[0], ws[1] + offset]
+
+
+def local_report(model: str, convert=None, tol: Tolerance = TOL):
+    target = target_from_fixture(model)
+    return check_reference(prepare(target, convert=convert), target.references[0], tol, local=True)
+
+
+def test_unmodified_tiny_passes_locally_everywhere():
+    report = local_report("tiny")
+    assert report.status == PASS and report.conversion_bugs == []
+    checked = [r for r in report.layers if r.local is not None]
+    assert len(checked) == len(report.layers)  # layer granularity: every layer has Caffe's bottoms
+    assert all(r.local.status == PASS and r.local.max_abs < 1e-3 for r in checked)
+
+
+def test_two_bugs_are_both_named_where_propagation_sees_only_the_first():
+    report = local_report("tiny", planted({"conv1": scaled(1.02), "fc1": scaled(1.05)}))
+    assert report.first_divergence == "conv1"
+    fc1 = next(r for r in report.layers if r.layer == "fc1")
+    assert fc1.status == "downstream"  # the propagated view blames conv1 only
+    assert report.conversion_bugs == ["conv1", "fc1"]  # the local view finds the second bug too
+    relu1 = next(r for r in report.layers if r.layer == "relu1")
+    assert relu1.status == "downstream" and relu1.local.status == PASS
+
+
+def test_error_under_tolerance_that_grows_downstream_is_drift_not_a_bug():
+    """conv1's bias off by 0.6 atol: conv1 itself passes, later layers exceed the tolerance by accumulation."""
+    report = local_report("tiny", planted({"conv1": shifted(0.6 * DEFAULT_ATOL)}))
+    assert report.conversion_bugs == []
+    root = next(r for r in report.layers if r.layer == report.first_divergence)
+    assert root.status == "fail" and root.drift and root.local.status == PASS
+    conv1 = next(r for r in report.layers if r.layer == "conv1")
+    assert conv1.status == PASS
+    text = render(report)
+    assert "FAIL: accumulated drift, not a conversion bug" in text and f"at {root.layer}" in text
+
+
+def test_blob_granularity_checks_each_in_place_chain_as_one_unit():
+    target = target_from_fixture("ssd")
+    ref = target.references[0]
+    units, skipped = plan_units(target.net(), ref)
+    chains = {u.layers for u in units}
+    assert ("conv1_1", "relu1_1") in chains and ("conv4_3_norm",) in chains
+    assert skipped == {}
+    report = local_report("ssd", planted({"conv4_3_norm": scaled(1.1), "fc7_mbox_conf": scaled(0.9)}))
+    assert report.conversion_bugs == ["conv4_3_norm", "fc7_mbox_conf"]
+    assert all(r.local.status == PASS for r in report.layers
+               if r.local is not None and r.layer not in report.conversion_bugs)
+
+
+def test_cli_local_shows_both_errors_and_names_the_bug(monkeypatch, capsys, tmp_path):
+    import parity.commands.check as check_command
+    import parity.check as check_module
+
+    real_prepare = check_module.prepare
+    monkeypatch.setattr(check_module, "prepare", lambda target, allow_mismatch=False, convert=None, progress=None:
+                        real_prepare(target, allow_mismatch, planted({"conv2": scaled(1.03)}), progress))
+    out = tmp_path / "r.json"
+    assert check_command is not None
+    code = main(["check", "--model", "tiny", "--local", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "local (own)" in text and "FAIL: conversion bug at conv2" in text
+    report = json.loads(out.read_text())
+    assert report["conversion_bugs"] == ["conv2"] and report["local"] is True
+    conv2 = next(l for l in report["layers"] if l["layer"] == "conv2")
+    assert conv2["local"]["status"] == "fail" and conv2["status"] == "fail"
+
+
+def test_local_is_refused_for_a_handwritten_model(capsys):
+    code = main(["check", "--model", "vgg19", "--keras-model", "handwritten_vgg19:build_vgg19", "--local", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--local" in err and "--keras-model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_local_result_is_exactly_the_propagated_one_at_the_first_layer():
+    """Where the inputs are Caffe's anyway (the first conv), local and propagated errors agree: a sanity anchor."""
+    report = local_report("tiny", planted({"conv1": scaled(1.02)}))
+    conv1 = next(r for r in report.layers if r.layer == "conv1")
+    assert conv1.local.max_abs == pytest.approx(conv1.max_abs, rel=1e-6)
+    assert np.isfinite(conv1.local.rel_l2)
