@@ -24,6 +24,8 @@ def pytest_addoption(parser):
     group.addoption("--atol", type=float, default=None, help="absolute tolerance (default: parity's)")
     group.addoption("--rtol", type=float, default=None, help="relative tolerance (default: parity's)")
     group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
+    group.addoption("--parity-html", default=None, metavar="PATH",
+                    help="write one HTML page: tables, first divergences, hints, error heatmaps")
     group.addoption("--until", default=None, metavar="LAYER", help="check each model only up to this layer")
     group.addoption("--local", action="store_true", default=False,
                     help="also run every layer on Caffe's own inputs: conversion bugs vs accumulated drift")
@@ -102,6 +104,7 @@ class _Session:
         self.config = config
         self.prepared: dict[str, object] = {}
         self.reports: dict[tuple[str, str], object] = {}
+        self.articles_sent: set[tuple[str, str]] = set()
 
     def tolerance(self):
         from .check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
@@ -119,6 +122,16 @@ class _Session:
         from .handwritten import handwritten_converter, load_builder, read_mapping
 
         return handwritten_converter(load_builder(spec), read_mapping(self.config.getoption("--mapping")))
+
+    def article(self, report) -> str | None:
+        """With --parity-html: this report's HTML article, rendered where its arrays live, sent once."""
+        key = (report.model, report.image)
+        if not self.config.getoption("--parity-html") or key in self.articles_sent:
+            return None
+        from .html import render_report, report_key
+
+        self.articles_sent.add(key)
+        return render_report(report_key(report.model, report.image), report)
 
     def report(self, model: str, image: str):
         key = (model, image)
@@ -195,7 +208,7 @@ class Case:
             "first_divergence": report.first_divergence,
             "first_divergence_covers": report.first_divergence_covers, "header": report.header,
             "hints": {r.layer: [h.to_dict() for h in report.hints.get(r.layer, [])] for r in results},
-            "layers": [r.to_dict() for r in results]}))
+            "layers": [r.to_dict() for r in results], "html": self.session.article(report)}))
         lines = [line for r in results for line in failure_lines(r, report)]
         if lines:
             if report.first_divergence and all(r.layer != report.first_divergence for r in results):
@@ -222,6 +235,7 @@ class _Collector:
     def __init__(self, config):
         self.config = config
         self.reports: dict[tuple[str, str], dict] = {}
+        self.articles: dict[tuple[str, str], str] = {}
 
     def pytest_runtest_logreport(self, report):
         if report.when != "call":  # setup/teardown reports repeat the same properties
@@ -236,6 +250,8 @@ class _Collector:
                 "first_divergence_covers": value["first_divergence_covers"], **value["header"], "layers": [],
                 "hints": {}})
             entry["layers"].extend(value["layers"])
+            if value.get("html"):
+                self.articles[key] = value["html"]
             entry["hints"].update({layer: hs for layer, hs in value.get("hints", {}).items() if hs})
 
     def payload(self) -> list[dict]:
@@ -265,3 +281,12 @@ class _Collector:
 
             write_json(path, payload)
             terminalreporter.write_line(f"parity: wrote {path}")
+        html_path = self.config.getoption("--parity-html")
+        if html_path:
+            from .html import page, report_key, summary_item, write_html
+
+            keys = sorted(self.reports)
+            summaries = [summary_item(f"r{report_key(r['model'], r['image'])}", r["model"], r["image"], r["status"],
+                                      r["first_divergence"]) for r in payload]
+            write_html(html_path, page(summaries, [self.articles.get(k, "") for k in keys]))
+            terminalreporter.write_line(f"parity: wrote {html_path}")

@@ -141,7 +141,9 @@ def verdict_lines(report: Report) -> list[str]:
 
 
 def hint_lines(report: Report, layer: str) -> list[str]:
-    return [f"  likely cause ({h.cause}): {h.message}" for h in report.hints.get(layer, [])]
+    """One line per likely cause (parity.hints.Hint, or its dict form from JSON)."""
+    hints = [h if isinstance(h, dict) else h.to_dict() for h in report.hints.get(layer, [])]
+    return [f"  likely cause ({h['cause']}): {h['message']}" for h in hints]
 
 
 def write_json(path: str | Path, payload) -> Path:

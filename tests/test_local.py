@@ -90,15 +90,14 @@ def test_blob_granularity_checks_each_in_place_chain_as_one_unit():
 
 
 def test_cli_local_shows_both_errors_and_names_the_bug(monkeypatch, capsys, tmp_path):
-    import parity.commands.check as check_command
     import parity.check as check_module
 
     real_prepare = check_module.prepare
-    monkeypatch.setattr(check_module, "prepare", lambda target, allow_mismatch=False, convert=None, progress=None:
-                        real_prepare(target, allow_mismatch, planted({"conv2": scaled(1.03)}), progress))
+    monkeypatch.setattr(check_module, "prepare", lambda target, allow_mismatch=False, convert=None, *args:
+                        real_prepare(target, allow_mismatch, planted({"conv2": scaled(1.03)}), *args))
     out = tmp_path / "r.json"
-    assert check_command is not None
-    code = main(["check", "--model", "tiny", "--local", "--json", str(out)])
+    page = tmp_path / "r.html"
+    code = main(["check", "--model", "tiny", "--local", "--json", str(out), "--html", str(page)])
     text = capsys.readouterr().out
     assert code == 1
     assert "local (own)" in text and "FAIL: conversion bug at conv2" in text
@@ -106,6 +105,8 @@ def test_cli_local_shows_both_errors_and_names_the_bug(monkeypatch, capsys, tmp_
     assert report["conversion_bugs"] == ["conv2"] and report["local"] is True
     conv2 = next(l for l in report["layers"] if l["layer"] == "conv2")
     assert conv2["local"]["status"] == "fail" and conv2["status"] == "fail"
+    html = page.read_text()
+    assert "Conversion bug (fails on Caffe's own inputs): conv2" in html and "data:image/png;base64," in html
 
 
 def test_local_is_refused_for_a_handwritten_model(capsys):

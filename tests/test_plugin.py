@@ -68,3 +68,25 @@ def test_xdist_never_computes_a_model_twice(tmp_path):
     captures = [(model, image) for pid, step, model, *rest in lines if step == "capture" for image in rest]
     assert len(prepares) == len(set(prepares)), prepares
     assert sorted(captures) == [("tiny", "chelsea"), ("tiny_v1", "coffee")]
+
+
+def test_local_mode_and_one_html_page_across_xdist_workers(tmp_path):
+    """--local names the bug on Caffe's own inputs; --parity-html gathers every worker's report into one page."""
+    refs = tmp_path / "refs"
+    shutil.copytree(load_fixture("tiny").references, refs / "tiny")
+    shutil.copytree(load_fixture("tiny_v1").references, refs / "tiny_v1")
+    manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
+    entry = next(e for e in manifest["entries"] if e["layer"] == "conv2")
+    path = refs / "tiny" / "chelsea" / entry["file"]
+    np.save(path, np.load(path, allow_pickle=False) * np.float32(1.05), allow_pickle=False)
+    page, summary = tmp_path / "parity.html", tmp_path / "parity.json"
+    proc = run_suite("-n", "2", "--model=tiny", "--model=tiny_v1", "--local", f"--parity-html={page}",
+                     f"--parity-json={summary}", env_extra={"PARITY_REFERENCES": str(refs)})
+    assert proc.returncode == 1
+    assert "tiny/chelsea: FAIL: conversion bug at conv2 (fails on Caffe's own inputs)" in proc.stdout
+    assert "tiny_v1/coffee: PASS" in proc.stdout
+    text = page.read_text()
+    assert text.count('<article class="report"') == 2 and "data:image/png;base64," in text
+    assert "Conversion bug (fails on Caffe's own inputs): conv2" in text
+    tiny = next(r for r in json.loads(summary.read_text()) if r["model"] == "tiny")
+    assert tiny["conversion_bugs"][0] == "conv2" and tiny["local"] is True

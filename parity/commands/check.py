@@ -24,6 +24,8 @@ def add(sub) -> None:
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     p.add_argument("--json", type=Path, help="also write the report(s) as JSON here")
+    p.add_argument("--html", type=Path, help="also write one self-contained HTML page here: the layer table, the "
+                   "first divergence and its likely causes, error heatmaps and per-channel error charts")
     p.add_argument("--until", metavar="LAYER", help="convert and check only up to this layer (inclusive)")
     p.add_argument("--keras-model", metavar="MODULE:FN", help="check your own Keras model (FN() returns it) instead of "
                    "parity's conversion; Caffe's weights are loaded into it by layer name")
@@ -80,4 +82,8 @@ def run(args) -> int:
     if args.json:
         payload = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
         write_json(args.json, payload)
+    if args.html:
+        from ..html import write_html
+
+        write_html(args.html, reports)
     return 0 if all(r.status == "pass" for r in reports) else 1
