@@ -27,6 +27,7 @@ V1_NAME, V1_TYPE, V1_BLOBS, V1_V0_LAYER = 4, 5, 6, 1
 BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
 BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
 SHAPE_DIM = 1
+MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes (blob.hpp): Blob::Reshape refuses more
 
 
 @dataclass
@@ -107,8 +108,8 @@ def _read_blob(buf, start: int, end: int) -> np.ndarray:
     floats: list[np.ndarray] = []  # every occurrence of `data`, in file order (packed runs or single values)
     doubles: list[np.ndarray] = []
     for f in iter_fields(buf, start, end):
-        if f.number == BLOB_SHAPE and f.wire_type == LEN:
-            shape = _read_shape(buf, f.start, f.end)
+        if f.number == BLOB_SHAPE and f.wire_type == LEN:  # a repeated `shape` merges, as protobuf (so Caffe) merges it
+            shape = (shape or []) + _read_shape(buf, f.start, f.end)
         elif f.number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and f.wire_type == VARINT:
             legacy[f.number - 1] = _int32(f.value)
         elif f.number == BLOB_DATA and f.wire_type == LEN:
@@ -126,8 +127,13 @@ def _read_blob(buf, start: int, end: int) -> np.ndarray:
         shape = [data.size]
     if any(d < 0 for d in shape):
         raise _BlobError(f"blob at byte {start} has a negative dimension {tuple(shape)}")
+    if len(shape) > MAX_BLOB_AXES:  # numpy would refuse it with a bare ValueError
+        raise _BlobError(f"blob at byte {start} has {len(shape)} axes; Caffe allows at most {MAX_BLOB_AXES}")
     if math.prod(shape) != data.size:  # Python ints: no int64 wrap-around on corrupt dims
         raise _BlobError(f"blob at byte {start} has shape {tuple(shape)} but {data.size} values")
+    if math.prod(d for d in shape if d) * data.itemsize > np.iinfo(np.intp).max:
+        # A zero next to huge dimensions matches zero values, but numpy refuses the shape (ValueError).
+        raise _BlobError(f"blob at byte {start} has shape {tuple(shape)}, too large for any array")
     return data.reshape(shape)
 
 
@@ -139,7 +145,8 @@ def _int32(value: int) -> int:
 def _choose_data(floats: list[np.ndarray], doubles: list[np.ndarray]) -> np.ndarray:
     """Caffe prefers double_data when present, else data. One packed run stays a zero-copy view."""
     if doubles:
-        return np.concatenate(doubles).astype(np.float32)
+        with np.errstate(over="ignore"):  # like Caffe's static_cast<float>: out-of-range doubles become +-inf,
+            return np.concatenate(doubles).astype(np.float32)  # without a RuntimeWarning line on stderr
     if len(floats) == 1:
         return floats[0]
     return np.concatenate(floats) if floats else np.zeros(0, np.float32)

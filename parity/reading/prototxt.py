@@ -40,8 +40,9 @@ def read_prototxt(path: str | Path, phase: int = caffe_pb2.TEST) -> caffe_pb2.Ne
     p = require_file(path, "prototxt")
     try:
         text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParityError(f"not a UTF-8 text file (byte {exc.start})", p) from None
+    except UnicodeDecodeError as exc:  # the line too, so an editor can find the stray byte
+        line = exc.object.count(b"\n", 0, exc.start) + 1  # read() decodes the whole file: offsets are the file's
+        raise ParityError(f"not a UTF-8 text file (byte {exc.start})", p, line) from None
     return parse_prototxt(text, p, phase)
 
 
