@@ -41,8 +41,15 @@ class Capture:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[Key, np.ndarray]:
         """One forward pass; every captured tensor, channels-last, by (layer, top)."""
-        with quiet_native_stderr():
-            outputs = self.model.predict_on_batch(self.feed(inputs))
+        import tensorflow as tf
+
+        try:
+            with quiet_native_stderr():
+                outputs = self.model.predict_on_batch(self.feed(inputs))
+        except tf.errors.OpError as exc:  # e.g. an op this TF build's kernels refuse: say so in one line
+            message = exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
+            raise ParityError(f"TensorFlow could not run the converted model: {message}",
+                              self.converted.net.path) from None
         if len(self.keys) == 1:
             outputs = [outputs]
         return {k: np.asarray(v) for k, v in zip(self.keys, outputs)}

@@ -31,6 +31,7 @@ class Target:
     caffemodel: Path
     references: list[Reference]
     until: str | None = None  # check only up to this layer
+    tolerances: dict | None = None  # the fixture's own tolerance settings (parity.gate)
 
     def net(self) -> Net:
         net = Net.from_prototxt(self.prototxt)
@@ -63,7 +64,7 @@ def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
         refs = [r for r in refs if r.name in images]
         if not refs:
             raise ParityError(f"no reference for image(s) {', '.join(images)}", fixture.references)
-    return Target(name, fixture.prototxt, fixture.weights_path(), refs)
+    return Target(name, fixture.prototxt, fixture.weights_path(), refs, tolerances=fixture.description.get("tolerances"))
 
 
 def source_mismatches(ref: Reference, prototxt: Path, caffemodel: Path, hashes: dict[Path, str]) -> list[str]:
@@ -168,12 +169,14 @@ def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Ca
     return exc
 
 
-def check_reference(prepared: Prepared, ref: Reference, tol: Tolerance,
-                    inputs: dict[str, np.ndarray] | None = None, local: bool = False) -> Report:
+def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, np.ndarray] | None = None,
+                    local: bool = False, baseline=None) -> Report:
     """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named.
 
     With `local`, every layer is also run on Caffe's own bottoms (parity.local), and the report tells
     conversion bugs (failing locally) from accumulated drift (failing only when propagated).
+    `tol`: a Tolerance or a parity.gate.TolerancePolicy (per layer pattern); `baseline`: a parity.gate.Baseline,
+    whose limits fail a layer whose error grew even inside the tolerance.
     """
     outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs)
     local_outputs, skipped = {}, {}
@@ -187,15 +190,22 @@ def check_reference(prepared: Prepared, ref: Reference, tol: Tolerance,
         chain = prepared.net.inplace_chain(entry.layer, entry.top, referenced)
         result.covers = chain if len(chain) > 1 else None
         expected = ref.load(entry)
-        measure(result, expected, outputs[(entry.layer, entry.top)], tol)
+        layer_tol = tol.for_layer(entry.layer)
+        result.atol, result.rtol = layer_tol.atol, layer_tol.rtol
+        measure(result, expected, outputs[(entry.layer, entry.top)], layer_tol)
+        if baseline is not None:
+            baseline.gate(prepared.target.name, ref.name, result)
         if local:
-            _measure_local(result, entry, expected, local_outputs, skipped, tol)
+            _measure_local(result, entry, expected, local_outputs, skipped, layer_tol)
         arrays[entry.layer] = (expected, outputs[(entry.layer, entry.top)])
         results.append(result)
     first = attribute(results, prepared.net)
     notes = prepared.notes.get(ref.dir, [])
     header = {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
-              "environment": prepared.environment, "allow_mismatch": bool(notes), "notes": notes, "local": local}
+              "environment": prepared.environment, "allow_mismatch": bool(notes), "notes": notes, "local": local,
+              "tolerances": tol.describe() if hasattr(tol, "describe") else {"atol": tol.atol, "rtol": tol.rtol},
+              "baseline": None if baseline is None else {"path": str(baseline.path), "growth": baseline.growth,
+                                                         "floor": baseline.floor}}
     report = Report(prepared.target.name, ref.name, tol.atol, tol.rtol, results, first, header)
     _keep_evidence(report, arrays, local_outputs, prepared)
     return report
@@ -243,9 +253,23 @@ def _flatten_source(prepared: Prepared, layer_name: str) -> tuple[int, int, int]
     return tuple(int(d) for d in shape[1:]) if shape is not None and len(shape) == 4 else None
 
 
+def gate_settings(target: Target, atol: float | None, rtol: float | None, baseline: str | Path | None,
+                  growth: float | None):
+    """The tolerance policy and baseline for `target`, from the command line, pyproject.toml and the fixture."""
+    from .gate import GROWTH, Baseline, project_settings, resolve_policy
+
+    settings, where = project_settings()
+    policy = resolve_policy(target.name, target.tolerances, Tolerance(DEFAULT_ATOL, DEFAULT_RTOL), atol, rtol,
+                            settings, where)
+    growth = growth if growth is not None else float(settings.get("growth", GROWTH))
+    if growth < 1:
+        raise ParityError(f"the baseline growth factor must be at least 1, got {growth:g}")
+    return policy, (Baseline.load(baseline, growth) if baseline else None)
+
+
 def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
                convert: Callable | None = None, progress: Callable[[str], None] | None = None,
-               local: bool = False, numerics: dict | None = None) -> list[Report]:
+               local: bool = False, numerics: dict | None = None, baseline=None) -> list[Report]:
     """Check every reference sample of `target` (with `local`, each layer on Caffe's own inputs too)."""
     prepared = prepare(target, allow_mismatch, convert, progress, numerics)
     reports = []
@@ -253,5 +277,5 @@ def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
         if progress:
             progress(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs"
                      f"{', each layer also on Caffe inputs' if local else ''} ...")
-        reports.append(check_reference(prepared, ref, tol, local=local))
+        reports.append(check_reference(prepared, ref, tol, local=local, baseline=baseline))
     return reports

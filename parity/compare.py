@@ -25,6 +25,10 @@ class Tolerance:
     atol: float
     rtol: float
 
+    def for_layer(self, _name: str) -> "Tolerance":
+        """One tolerance for every layer (parity.gate.TolerancePolicy varies it by layer name)."""
+        return self
+
 
 @dataclass
 class LayerResult:
@@ -49,6 +53,10 @@ class LayerResult:
     # --local: the same layer run on Caffe's own bottoms (its error in isolation), or why it could not be
     local: "LayerResult | None" = None
     local_note: str | None = None
+    atol: float | None = None  # this layer's tolerance, where a pattern made it differ from the report's
+    rtol: float | None = None
+    baseline: float | None = None  # the accepted max_abs (parity.gate), when a baseline was given
+    grew: bool = False  # within tolerance, but its error grew past the baseline's limit
 
     @property
     def drift(self) -> bool:

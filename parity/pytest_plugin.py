@@ -26,6 +26,11 @@ def pytest_addoption(parser):
     group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
     group.addoption("--parity-html", default=None, metavar="PATH",
                     help="write one HTML page: tables, first divergences, hints, error heatmaps")
+    group.addoption("--parity-baseline", default=None, metavar="PATH",
+                    help="gate: fail a layer whose error grew past --parity-growth x its accepted value "
+                         "(default: [tool.parity] baseline, when set); 'none' turns the gate off")
+    group.addoption("--parity-growth", type=float, default=None, metavar="F",
+                    help="the gate's growth factor (default: [tool.parity] growth, else 4)")
     group.addoption("--until", default=None, metavar="LAYER", help="check each model only up to this layer")
     group.addoption("--local", action="store_true", default=False,
                     help="also run every layer on Caffe's own inputs: conversion bugs vs accumulated drift")
@@ -106,11 +111,18 @@ class _Session:
         self.reports: dict[tuple[str, str], object] = {}
         self.articles_sent: set[tuple[str, str]] = set()
 
-    def tolerance(self):
-        from .check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+    def gate(self, target):
+        """The tolerance policy and baseline for `target`: options, then pyproject.toml, then the fixture."""
+        from .check import gate_settings
+        from .gate import configured_baseline
 
-        atol, rtol = self.config.getoption("--atol"), self.config.getoption("--rtol")
-        return Tolerance(DEFAULT_ATOL if atol is None else atol, DEFAULT_RTOL if rtol is None else rtol)
+        path = self.config.getoption("--parity-baseline")
+        if path is None:
+            path = configured_baseline()
+        elif path.lower() == "none":
+            path = None
+        return gate_settings(target, self.config.getoption("--atol"), self.config.getoption("--rtol"), path,
+                             self.config.getoption("--parity-growth"))
 
     def converter(self):
         """None (parity's converter), or the user's hand-written model with Caffe's weights loaded by name."""
@@ -157,7 +169,8 @@ class _Session:
         _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)
-        return check_reference(prepared, ref, self.tolerance(), local=self.config.getoption("--local"))
+        policy, baseline = self.gate(prepared.target)
+        return check_reference(prepared, ref, policy, local=self.config.getoption("--local"), baseline=baseline)
 
 
 def _trace(*what: str) -> None:

@@ -75,6 +75,8 @@ def layer_line(r: LayerResult, first: str | None, local: bool = False) -> str:
 
 def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
     """A failing layer in words: what is off, by how much, where."""
+    tol_atol = tol_atol if r.atol is None else r.atol  # a layer-pattern tolerance, where one applies
+    tol_rtol = tol_rtol if r.rtol is None else r.rtol
     if r.problem:
         text = f"{r.layer} ({r.type}): {r.problem}"
     else:
@@ -85,6 +87,9 @@ def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
     if r.covers:
         text += (f"; this reference is taken after the in-place chain {' -> '.join(r.covers)}, so the error "
                  f"entered in one of those layers (dump with --granularity layer to tell them apart)")
+    if r.grew:
+        text += (f"; inside the tolerance, but its error grew past the baseline's limit (accepted max_abs "
+                 f"{_num(r.baseline)})")
     if r.downstream_of:
         text += f"; downstream of the first divergence at {r.downstream_of}"
     return text
@@ -95,6 +100,13 @@ def render(report: Report) -> str:
     env = report.header.get("environment")
     if env:
         lines.append(f"  numerics: {environment_line(env)}")
+    tolerances = report.header.get("tolerances") or {}
+    if tolerances.get("layers"):
+        exceptions = ", ".join(f"{p}: atol {t['atol']:g} rtol {t['rtol']:g}" for p, t in tolerances["layers"].items())
+        lines.append(f"  tolerances by layer: {exceptions} (from {', '.join(tolerances.get('sources', []))})")
+    if report.header.get("baseline"):
+        b = report.header["baseline"]
+        lines.append(f"  baseline: {b['path']} (a layer fails when its max_abs exceeds {b['growth']:g}x the accepted one)")
     for note in report.header.get("notes", []):
         lines.append(f"  note: {note}")
     local_head = f"  {'local (own)':>14}" if report.local else ""

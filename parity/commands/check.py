@@ -21,8 +21,12 @@ def add(sub) -> None:
     p.add_argument("--model", help="a fixture by name (fixtures/<name>), instead of PROTOTXT CAFFEMODEL --blobs")
     p.add_argument("--image", action="append", help="with --model: only these reference samples (repeatable)")
     p.add_argument("--blobs", type=Path, help="reference folder (one with manifest.json, or one per sample below it)")
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    p.add_argument("--atol", type=float, help=f"absolute tolerance for every layer (default: [tool.parity] and the "
+                   f"fixture's settings, else {DEFAULT_ATOL:g})")
+    p.add_argument("--rtol", type=float, help=f"relative tolerance for every layer (default: likewise, else {DEFAULT_RTOL:g})")
+    p.add_argument("--baseline", type=Path, help="fail a layer whose max_abs grew past --growth x its accepted value "
+                   "in this baseline (`parity baseline update`), even inside the tolerance")
+    p.add_argument("--growth", type=float, help="with --baseline: the factor (default: [tool.parity] growth, else 4)")
     p.add_argument("--json", type=Path, help="also write the report(s) as JSON here")
     p.add_argument("--html", type=Path, help="also write one self-contained HTML page here: the layer table, the "
                    "first divergence and its likely causes, error heatmaps and per-channel error charts")
@@ -43,7 +47,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..check import Tolerance, run_target, target_from_files, target_from_fixture, up_to
+    from ..check import gate_settings, run_target, target_from_files, target_from_fixture, up_to
     from ..report import render, write_json
 
     if args.model:
@@ -58,8 +62,9 @@ def run(args) -> int:
         target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
                                    args.blobs)
     target = up_to(target, args.until)
-    if args.atol < 0 or args.rtol < 0:
+    if (args.atol is not None and args.atol < 0) or (args.rtol is not None and args.rtol < 0):
         raise ParityError("tolerances must be non-negative")
+    policy, baseline = gate_settings(target, args.atol, args.rtol, args.baseline, args.growth)
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
     convert = None
     if args.keras_model:
@@ -67,9 +72,9 @@ def run(args) -> int:
 
         convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping))
     try:
-        reports = run_target(target, Tolerance(args.atol, args.rtol), args.allow_mismatch, convert=convert,
-                             progress=progress, local=args.local,
-                             numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32})
+        reports = run_target(target, policy, args.allow_mismatch, convert=convert, progress=progress, local=args.local,
+                             numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
+                             baseline=baseline)
     except ShapeDivergence as exc:  # a divergence (exit 1), found before any numbers could be compared
         print(f"FAIL: {exc.message}")
         if args.json:

@@ -102,11 +102,12 @@ class DeconvolutionHandler(LayerHandler):
 
 
 def transposed_convolution(filters: int, kernel, stride, dilation, group: int, use_bias: bool, name: str):
-    """Keras' own Conv2DTranspose where it suffices (group 1, so plain nets keep plain Keras layers),
-    parity's CaffeDeconvolution for groups. Both take the kernel as (kh, kw, O/g, I) and pad 'valid'."""
+    """Keras' own Conv2DTranspose where it suffices (group 1, no dilation: plain nets keep plain Keras layers),
+    parity's CaffeDeconvolution for groups and for dilation (TF's CPU kernels without oneDNN refuse a dilated
+    transposed convolution). Both take the kernel as (kh, kw, O/g, I) and pad 'valid'."""
     import keras
 
-    if group == 1:
+    if group == 1 and tuple(dilation) == (1, 1):
         return keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="valid", dilation_rate=dilation,
                                             use_bias=use_bias, name=name)
     from ..keras_layers import CaffeDeconvolution

@@ -8,12 +8,30 @@ transposed convolution with a block-diagonal kernel.
 
 The kernel is Keras' transposed layout (kh, kw, C_out/g, C_in): Caffe's (C_in, C_out/g, kh, kw)
 transposed (2, 3, 1, 0), as for Conv2DTranspose, so group 1 would be the same numbers. Padding is
-'valid' (output s(i-1) + d(k-1) + 1); the converter crops Caffe's pad afterwards.
+'valid' (output s(i-1) + d(k-1) + 1); the converter crops Caffe's pad afterwards. Dilation is
+applied by spreading the kernel (dilated_kernel).
 """
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+
+def dilated_kernel(kernel, dilation: tuple[int, int]):
+    """The kernel with d-1 zeros between its taps: a dilated transposed convolution as an undilated one.
+
+    Same arithmetic as dilation_rate (the zeros add exact zeros), but it runs on every TF CPU kernel:
+    without oneDNN, TF refuses conv_transpose with dilation > 1.
+    """
+    for axis, d in enumerate(dilation):
+        if d > 1:
+            taps = kernel.shape[axis]
+            stacked = ops.stack([kernel] + [ops.zeros_like(kernel)] * (d - 1), axis=axis + 1)
+            shape = list(kernel.shape)
+            shape[axis] = taps * d
+            kernel = ops.reshape(stacked, shape)
+            kernel = kernel[:(taps - 1) * d + 1] if axis == 0 else kernel[:, :(taps - 1) * d + 1]
+    return kernel
 
 
 @keras.saving.register_keras_serializable(package="parity")
@@ -38,8 +56,9 @@ class CaffeDeconvolution(keras.layers.Layer):
 
     def call(self, x):
         block = x.shape[-1] // self.groups
-        outputs = [ops.conv_transpose(x[..., g * block:(g + 1) * block], self.kernel[..., g * block:(g + 1) * block],
-                                      strides=self.strides, padding="valid", dilation_rate=self.dilation_rate)
+        kernel = dilated_kernel(self.kernel, self.dilation_rate)
+        outputs = [ops.conv_transpose(x[..., g * block:(g + 1) * block], kernel[..., g * block:(g + 1) * block],
+                                      strides=self.strides, padding="valid")
                    for g in range(self.groups)]
         y = ops.concatenate(outputs, axis=-1) if self.groups > 1 else outputs[0]
         return y + self.bias if self.use_bias else y

@@ -1,0 +1,42 @@
+"""`parity baseline update`: accept the current per-layer errors as the baseline the CI gate compares against."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import ParityError
+
+HELP = """Record the accepted per-layer errors of fixtures (all by default) for the CI gate.
+  parity baseline update                          (every fixture, into [tool.parity] baseline)
+  parity baseline update --model vgg19 --baseline parity-baseline.json
+Only passing checks are recorded; other models' entries in the file are kept."""
+
+
+def add(sub) -> None:
+    p = sub.add_parser("baseline", help="record accepted per-layer errors for the CI gate", description=HELP)
+    actions = p.add_subparsers(dest="action", required=True)
+    u = actions.add_parser("update", help="check fixtures and record their per-layer errors", description=HELP)
+    u.add_argument("--model", action="append", help="a fixture (repeatable; default: every fixture)")
+    u.add_argument("--baseline", type=Path, help="the baseline file (default: [tool.parity] baseline)")
+    u.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..check import gate_settings, run_target, target_from_fixture
+    from ..fixtures import list_fixtures
+    from ..gate import Baseline, configured_baseline
+
+    path = args.baseline or configured_baseline()
+    if path is None:
+        raise ParityError("no baseline file: pass --baseline PATH or set baseline in [tool.parity] of pyproject.toml")
+    baseline = Baseline.load(path) if Path(path).exists() else Baseline(Path(path))
+    models = args.model or list_fixtures()
+    for i, model in enumerate(models, 1):
+        print(f"parity: [{i}/{len(models)}] checking {model} ...", file=sys.stderr, flush=True)
+        target = target_from_fixture(model)
+        policy, _ = gate_settings(target, None, None, None, None)
+        for report in run_target(target, policy):
+            baseline.record(report)
+    baseline.write()
+    print(f"parity: recorded {len(models)} model(s) in {path}")
+    return 0

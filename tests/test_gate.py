@@ -1,0 +1,107 @@
+"""CI gating: tolerances from pyproject.toml and fixtures by layer pattern, and the baseline gate."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target, target_from_fixture
+from parity.cli import main
+from parity.compare import Tolerance
+from parity.convert import convert_net
+from parity.errors import ParityError
+from parity.gate import Baseline, resolve_policy
+from parity.report import render
+
+DEFAULTS = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+
+
+def nudged(layer: str, offset: float):
+    """A converter whose `layer` bias is off by `offset`: a regression of known size."""
+    def convert(net, weights):
+        converted = convert_net(net, weights)
+        target = converted.model.get_layer(converted.keras_names[layer])
+        kernel, bias = target.get_weights()
+        target.set_weights([kernel, bias + offset])
+        return converted
+
+    return convert
+
+
+def test_tolerances_resolve_in_order_and_by_layer_pattern():
+    settings = {"atol": 0.5, "models": {"m": {"rtol": 0.25, "layers": {"fc*": {"atol": 2.0}, "fc8": {"atol": 3.0}}}}}
+    policy = resolve_policy("m", {"atol": 0.75, "layers": {"conv*": {"rtol": 0.0}}}, DEFAULTS, settings=settings)
+    assert (policy.atol, policy.rtol) == (0.75, 0.25)  # fixture over [tool.parity], model table over both
+    assert policy.for_layer("conv1") == Tolerance(0.75, 0.0)
+    assert policy.for_layer("fc7") == Tolerance(2.0, 0.25)
+    assert policy.for_layer("fc8") == Tolerance(3.0, 0.25)  # the last matching pattern wins
+    assert policy.for_layer("pool1") == Tolerance(0.75, 0.25)
+    assert policy.sources[-1].endswith("[tool.parity.models.m]")
+    cli = resolve_policy("m", None, DEFAULTS, atol=1e-3, settings=settings)
+    assert cli.for_layer("fc8") == Tolerance(1e-3, 0.25) and cli.sources[-1] == "command line"  # patterns off
+
+
+@pytest.mark.parametrize("bad", [{"atol": -1}, {"atol": "x"}, {"tol": 1}, {"layers": []}])
+def test_bad_tolerance_settings_are_clear_errors(bad):
+    with pytest.raises(ParityError):
+        resolve_policy("m", bad, DEFAULTS)
+
+
+def test_a_layer_pattern_tolerance_decides_that_layers_verdict():
+    target = target_from_fixture("tiny")
+    convert = nudged("conv1", 0.05)
+    (strict,) = run_target(target, resolve_policy("tiny", None, DEFAULTS), convert=convert)
+    assert strict.first_divergence == "conv1"
+    loose = resolve_policy("tiny", {"layers": {"conv1": {"atol": 0.1}, "relu1": {"atol": 0.1}}}, DEFAULTS)
+    (report,) = run_target(target, loose, convert=convert)
+    conv1 = next(r for r in report.layers if r.layer == "conv1")
+    assert conv1.status == "pass" and conv1.atol == 0.1
+    assert report.first_divergence != "conv1"
+    assert "tolerances by layer: conv1: atol 0.1" in render(report)
+
+
+def test_the_gate_fails_an_error_that_grew_past_its_baseline_inside_the_tolerance(tmp_path):
+    target = target_from_fixture("tiny")
+    policy = resolve_policy("tiny", None, DEFAULTS)
+    baseline = Baseline(tmp_path / "b.json")
+    (clean,) = run_target(target, policy)
+    baseline.record(clean)
+    baseline.write()
+    gate = Baseline.load(tmp_path / "b.json", growth=4.0)
+    (same,) = run_target(target, policy, baseline=gate)
+    assert same.status == "pass"  # passes against its own baseline
+    (grown,) = run_target(target, policy, convert=nudged("conv1", 0.2 * DEFAULT_ATOL), baseline=gate)
+    conv2 = next(r for r in grown.layers if r.layer == "conv1")
+    assert conv2.max_abs < DEFAULT_ATOL  # still inside the tolerance ...
+    assert conv2.status == "fail" and conv2.grew and grown.first_divergence == "conv1"  # ... but a regression
+    assert "grew past the baseline's limit" in render(grown)
+    (ungated,) = run_target(target, policy, convert=nudged("conv1", 0.2 * DEFAULT_ATOL))
+    assert ungated.status == "pass"  # without the baseline, the tolerance alone lets it through
+
+
+def test_a_failing_check_is_never_recorded_as_a_baseline(tmp_path):
+    (bad,) = run_target(target_from_fixture("tiny"), DEFAULTS, convert=nudged("conv1", 1.0))
+    with pytest.raises(ParityError, match="fix it before accepting"):
+        Baseline(tmp_path / "b.json").record(bad)
+
+
+def test_cli_baseline_update_then_gate(tmp_path, capsys):
+    path = tmp_path / "b.json"
+    assert main(["baseline", "update", "--model", "tiny", "--baseline", str(path)]) == 0
+    recorded = json.loads(path.read_text())["models"]
+    assert set(recorded) == {"tiny"} and "conv2" in recorded["tiny"]["chelsea"]
+    assert main(["check", "--model", "tiny", "--baseline", str(path), "-q"]) == 0
+    assert main(["check", "--model", "tiny", "--baseline", str(tmp_path / "missing.json"), "-q"]) == 2
+    assert "no such baseline" in capsys.readouterr().err
+
+
+def test_the_committed_baseline_covers_every_fixture():
+    from parity.fixtures import list_fixtures
+    from parity.gate import configured_baseline
+
+    path = configured_baseline(Path(__file__).resolve().parents[1] / "pyproject.toml")
+    assert path is not None and path.is_file()
+    assert set(Baseline.load(path).models) == set(list_fixtures())
+    policy, gate = gate_settings(target_from_fixture("tiny"), None, None, path, None)
+    assert gate.growth == 4.0 and policy.atol == DEFAULT_ATOL

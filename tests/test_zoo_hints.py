@@ -1,0 +1,144 @@
+"""Every zoo fixture, one planted bug of each kind the cause hints know: the report must name the layer
+where it was planted and the right cause.
+
+Each bug is planted at the first Convolution (or the first Pooling, or the input) of the real zoo
+prototxt and checked with `until` at the end of that layer's in-place chain, so 60 checks stay cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pytest
+
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture, up_to
+from parity.convert import Blob, convert_net, registry
+from parity.fixtures import load_fixture
+from parity.preprocess import preprocess_image
+from parity.schema import caffe_pb2
+
+TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",
+       "open_nsfw"]
+KINDS = ["padding", "layout", "channel-order", "scale", "rounding", "nonfinite"]
+
+
+def chain_end(net, name: str) -> str:
+    """The last layer of the in-place chain that starts at `name` (where its reference is taken)."""
+    layer = net.layer(name)
+    end = name
+    for later in net.layers[layer.index + 1:]:
+        if later.in_place and later.tops[0] == layer.tops[0]:
+            end = later.name
+        elif layer.tops[0] in later.bottoms or layer.tops[0] in later.tops:
+            break
+    return end
+
+
+def first(net, kind: str, where=lambda layer: True):
+    return next(layer for layer in net.layers if layer.type == kind and where(layer))
+
+
+def with_converter(monkeypatch, type_name: str, name: str, wrap):
+    """Replace `type_name`'s converter for the layer `name` only: wrap(original, layer, bottoms, ctx) -> blobs."""
+    original = registry.converter_for(type_name)
+
+    def planted(layer, bottoms, ctx):
+        return wrap(original, layer, bottoms, ctx) if layer.name == name else original(layer, bottoms, ctx)
+
+    planted.shapes = original.shapes
+    monkeypatch.setitem(registry._CONVERTERS, type_name, planted)
+
+
+def edited(layer, edit):
+    param = caffe_pb2.LayerParameter()
+    param.CopyFrom(layer.param)
+    edit(param)
+    return replace(layer, param=param)
+
+
+def map_output(fn):
+    """A planted bug on a layer's output tensor (test-only Lambda)."""
+    def wrap(original, layer, bottoms, ctx):
+        (blob,) = original(layer, bottoms, ctx)
+        tensor = keras.layers.Lambda(fn[0])(blob.tensor)
+        return [Blob(tensor, fn[1](blob.caffe_shape))]
+    return wrap
+
+
+def nan_at_origin(x):
+    mask = np.zeros((1, *x.shape[1:]), np.float32)
+    mask[(0,) * len(x.shape)] = np.nan
+    return x + mask
+
+
+def plant(monkeypatch, model: str, kind: str):
+    """Plant `kind` in `model`: returns (the planted layer, until, converter or None, inputs or None)."""
+    target = target_from_fixture(model)
+    net = target.net()
+    conv = first(net, "Convolution")
+    if kind == "padding":
+        padded = [l for l in net.layers if l.type == "Convolution" and l.param.convolution_param.pad
+                  and 0 < l.param.convolution_param.pad[0] <= 3 and not l.param.convolution_param.stride[:1] == [2]]
+        layer = padded[0] if padded else conv
+        pad = layer.param.convolution_param.pad[0] if padded else 0
+
+        def wrap(original, l, bottoms, ctx):  # padded: all of it after the data (TF 'same'); unpadded: a spurious pad
+            (x,) = bottoms
+            n, c, h, w = x.caffe_shape
+            extra = (0, 2 * pad) if pad else (1, 1)
+            shifted = keras.layers.ZeroPadding2D((extra, extra))(x.tensor)
+            cleared = edited(l, lambda q: q.convolution_param.ClearField("pad"))
+            return original(cleared, [Blob(shifted, (n, c, h + sum(extra), w + sum(extra)))], ctx)
+
+        with_converter(monkeypatch, "Convolution", layer.name, wrap)
+        return layer.name, chain_end(net, layer.name), None, None
+    if kind == "layout":
+        end = chain_end(net, conv.name)
+        chain = net.layers[conv.index:net.layer(end).index + 1]
+        if any(l.type in ("BatchNorm", "Scale") for l in chain):  # per-channel statistics: transpose H and W
+            with_converter(monkeypatch, "Convolution", conv.name, map_output((
+                lambda x: keras.ops.transpose(x, (0, 2, 1, 3)), lambda s: s)))
+            return conv.name, end, None, None
+
+        def reversed_channels(n, weights):
+            converted = convert_net(n, weights)
+            keras_layer = converted.model.get_layer(converted.keras_names[conv.name])
+            kernel, *bias = keras_layer.get_weights()
+            keras_layer.set_weights([kernel[..., ::-1], *[b[::-1] for b in bias]])
+            return converted
+
+        return conv.name, chain_end(net, conv.name), reversed_channels, None
+    if kind in ("channel-order", "scale"):
+        fixture = load_fixture(model)
+        ref = target.references[0]
+        shape = ref.inputs()["data"].shape
+        prep = fixture.preprocessing
+        prep = replace(prep, channel_order="RGB") if kind == "channel-order" else replace(prep, mean=[0.0, 0.0, 0.0])
+        inputs = {"data": preprocess_image(fixture.image_path(ref.name), prep, shape)}
+        return "data", "data", None, inputs
+    if kind == "rounding":
+        pool = next((l for l in net.layers if l.type == "Pooling"), None)
+        layer = pool or conv
+        with_converter(monkeypatch, layer.type, layer.name, map_output((
+            lambda x: keras.ops.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]),
+            lambda s: (s[0], s[1], s[2] + 1, s[3] + 1))))
+        return layer.name, chain_end(net, layer.name), None, None
+    if kind == "nonfinite":
+        with_converter(monkeypatch, "Convolution", conv.name, map_output((nan_at_origin, lambda s: s)))
+        return conv.name, chain_end(net, conv.name), None, None
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("model", ZOO)
+def test_planted_bug_is_named_with_its_cause(monkeypatch, model, kind):
+    layer, until, convert, inputs = plant(monkeypatch, model, kind)
+    target = up_to(target_from_fixture(model), until)
+    report = check_reference(prepare(target, convert=convert), target.references[0], TOL, inputs)
+    assert report.status == "fail", "the planted bug went unnoticed"
+    assert layer in (report.first_divergence_covers or []), (report.first_divergence, report.first_divergence_covers)
+    causes = [h.cause for h in report.hints.get(report.first_divergence, [])]
+    assert causes and causes[0] == kind, (report.first_divergence, [h.to_dict() for h in
+                                                                    report.hints.get(report.first_divergence, [])])
