@@ -1,42 +1,163 @@
-"""Benchmarks for parity's two performance claims, each against a baseline measured in the same run.
+"""parity's speed and memory, measured: one command, every measurement, written to benchmarks/RESULTS.md.
 
-1. Caffemodel loading. parity memory-maps the file and returns numpy views, so loading VGG-19
-   (575 MB) should cost a small fraction of what real pycaffe (`caffe.Net(prototxt, caffemodel)`)
-   costs, and should not copy the weights into process memory. Each loader runs in a fresh
-   subprocess (warm page cache, fresh Python state, attributable peak RSS); the load alone is timed,
-   after imports, and peak-RSS growth is ru_maxrss after minus before the load. The protobuf route
-   (ParseFromString + np.array per blob) is shown as a second baseline, and as the fallback when
-   pycaffe is not installed.
-2. All-layer capture. One multi-output keras.Model returns every layer's output in one forward
-   pass; it should cost little more than the plain forward pass. The quadratic alternative, one
-   truncated model per layer, is measured on a subset and extrapolated, for information.
+    python3 benchmarks/run.py [--repeat 3] [--forward-repeat 7] [--pytest-repeat 3] [--workers 2]
 
-Targets are ratios to in-run baselines, never absolute seconds: the machines are shared and noisy.
+Each target is a ratio to a baseline measured in the same run, never absolute seconds: the machines
+are shared and noisy, and a ratio survives a slower machine where a time limit does not. Every
+measurement runs in a fresh subprocess (warm page cache, fresh Python and TensorFlow state), so its
+peak RSS (ru_maxrss from os.wait4) is its own, and the CPU time other processes took meanwhile
+(from /proc/stat) says how disturbed it was. The measurements:
 
-    python3 benchmarks/run.py [--repeat 3] [--forward-repeat 7] [--json PATH]
+1. Caffemodel load (VGG-19, 575 MB): parity memory-maps the file and returns numpy views, so it
+   should cost a small fraction of real pycaffe's `caffe.Net(prototxt, caffemodel)` and not copy
+   the weights into memory. The protobuf route (ParseFromString + np.array) is a second baseline.
+2. All-layer capture: one multi-output model returns every layer's output in one forward pass and
+   should cost little more than the plain forward; one truncated model per output (what per-layer
+   probing does) is timed on a subset and extrapolated, for information.
+3. End-to-end `parity check` for every fixture, after one warm-up step that builds all weights
+   (a one-time cost); for VGG-19 compared with caffemodel load + one plain forward.
+4. Peak RSS of every subprocess (the largest process of its tree, for pytest).
+5. The parity suite under `pytest -n 0` and `-n WORKERS` on the whole zoo, wall time, with a
+   timeline (start-up, tests, shut-down, each worker's groups) that says where the time goes, and
+   `-n WORKERS` once more with TensorFlow's thread pools split between the workers (cores // WORKERS
+   threads each, through TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS), to show whether the
+   workers' default pools, each as wide as the machine, cost anything.
+
+RESULTS.md and RESULTS.json (beside this file) are replaced atomically at the end of each run.
+Progress lines go to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PROBES = BENCH / "probes.py"
 CAFFE_PYTHON = Path(os.environ.get("PARITY_CAFFE_DIR", REPO / ".cache" / "caffe")) / "venv" / "bin" / "python"
 ENV = {**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 LOAD_TARGET = 5.0  # pycaffe / parity load time, at least
-RSS_TARGET = 0.10  # parity's peak-RSS growth, below this fraction of the file size
-CAPTURE_TARGET = 1.5  # capture / plain forward time, at most
+RSS_TARGET = 0.10  # parity's peak-RSS growth while loading, below this fraction of the file size
+CAPTURE_TARGET = 1.5  # capture / plain forward, at most
+CHECK_TARGET = 3.0  # VGG-19 end-to-end check / (caffemodel load + one plain forward), at most
+XDIST_TARGET = 1.6  # pytest -n 0 wall / -n WORKERS wall, at least
+SPLIT = "-n {workers}, TF threads split: {threads} per worker"
+DISTURBED = 0.10  # other processes' CPU above this share of the machine marks a measurement disturbed
 
-# Each loader: (imports, load statement). argv: prototxt caffemodel. The snippet prints one JSON line.
+_START = time.perf_counter()
+
+
+def say(message: str) -> None:
+    """One progress line on stderr, with the time since the run began."""
+    print(f"[{time.perf_counter() - _START:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+# -- subprocesses -----------------------------------------------------------------------------------
+def _busy_ticks() -> int:
+    """CPU ticks the whole machine has spent busy (every process, every core) since boot."""
+    with open("/proc/stat") as fh:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fh.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+@dataclass
+class Child:
+    """One finished subprocess: exit code, wall and CPU seconds, peak RSS, and what else ran meanwhile."""
+
+    argv: list[str]
+    rc: int
+    wall_s: float
+    cpu_s: float  # its own and its reaped descendants' user + system time
+    maxrss_kib: int  # the largest process of its tree (Linux reports the maximum, not the sum)
+    foreign_cpu_s: float  # CPU seconds other processes took while it ran
+    stdout: str = field(repr=False, default="")
+    stderr: str = field(repr=False, default="")
+
+    @property
+    def disturbance(self) -> float:
+        """Other processes' CPU as a share of the machine's capacity during this run."""
+        return self.foreign_cpu_s / (self.wall_s * CORES) if self.wall_s else 0.0
+
+
+def run_child(argv: list[str], env: dict | None = None) -> Child:
+    """Run argv from the repository root; os.wait4 gives this child's own rusage (peak RSS, CPU)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        ticks, t0 = _busy_ticks(), time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=REPO, env=env or ENV, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        busy = (_busy_ticks() - ticks) / hz
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
+        out.seek(0), err.seek(0)
+        cpu = usage.ru_utime + usage.ru_stime
+        return Child(argv, proc.returncode, wall, cpu, usage.ru_maxrss, max(0.0, busy - cpu), out.read(), err.read())
+
+
+def probe(*args: str) -> tuple[dict, Child]:
+    """Run one benchmarks/probes.py command; its JSON result and the subprocess facts."""
+    child = run_child([sys.executable, str(PROBES), *args])
+    if child.rc != 0:
+        raise RuntimeError(f"probe {' '.join(args)} failed (rc {child.rc}):\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1]), child
+
+
+# -- the machine ---------------------------------------------------------------------------------------
+def _version(*dists: str) -> str:
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _proc_field(path: str, key: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine_facts() -> dict:
+    """What the numbers were measured on (read without importing TensorFlow into this process)."""
+    mem_kib = _proc_field("/proc/meminfo", "MemTotal")
+    os_name = platform.system()
+    try:
+        release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+        os_name = release.get("PRETTY_NAME", os_name).strip('"')
+    except OSError:
+        pass
+    now = datetime.datetime.now().astimezone()
+    return {"date": now.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "date_utc": now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+            "cores": os.cpu_count(), "usable_cores": CORES,
+            "ram_gib": round(int(mem_kib.split()[0]) / 2**20, 1) if mem_kib else None,
+            "os": f"{os_name}, {platform.system()} {platform.release()} {platform.machine()}",
+            "python": platform.python_version(), "tensorflow": _version("tensorflow", "tensorflow-cpu"),
+            "keras": _version("keras"), "numpy": _version("numpy"), "pytest_xdist": _version("pytest-xdist"),
+            "load_average_at_start": os.getloadavg()}
+
+
+# -- 1. caffemodel load ---------------------------------------------------------------------------
+# Each loader: (imports, load statement); argv: prototxt caffemodel. The snippet prints one JSON line.
 HARNESS = """
 import json, resource, sys, time
 {imports}
@@ -75,149 +196,420 @@ def caffe_python() -> tuple[str | None, str]:
     return str(CAFFE_PYTHON), ""
 
 
-def load_once(python: str, name: str, prototxt: Path, caffemodel: Path) -> dict:
-    imports, load = LOADERS[name]
-    code = HARNESS.format(imports=imports, load=load)
-    r = subprocess.run([python, "-c", code, str(prototxt), str(caffemodel)], capture_output=True, text=True, env=ENV)
-    if r.returncode != 0:
-        raise RuntimeError(f"{name} subprocess failed (rc {r.returncode}):\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def bench_loads(prototxt: str, caffemodel: str, repeat: int) -> tuple[dict, str]:
+    """Median load seconds, peak-RSS growth and whole-process peak RSS per loader, interleaved.
 
-
-def bench_loads(prototxt: Path, caffemodel: Path, repeat: int) -> tuple[dict, str]:
-    """Median seconds and median peak-RSS growth (KiB) per loader; skipped loaders are absent."""
+    Why: parity's claim is that reading a caffemodel costs next to nothing and copies nothing. The
+    load alone is timed (after imports); peak-RSS growth is ru_maxrss after minus before the load.
+    Loaders take turns, so a burst of load on the machine hits them alike.
+    """
     caffe_py, why_not = caffe_python()
-    results = {}
-    for name in LOADERS:
-        python = caffe_py if name.startswith("pycaffe") else sys.executable
-        if python is None:
-            continue
-        runs = [load_once(python, name, prototxt, caffemodel) for _ in range(repeat)]
-        results[name] = {"seconds": statistics.median(r["seconds"] for r in runs),
-                         "rss_growth_kib": statistics.median(r["rss_growth_kib"] for r in runs),
-                         "runs": runs}
+    runs: dict[str, list] = {name: [] for name in LOADERS if caffe_py or not name.startswith("pycaffe")}
+    for i in range(repeat):
+        for name in runs:
+            say(f"caffemodel load {i + 1}/{repeat}: {name}")
+            imports, load = LOADERS[name]
+            python = caffe_py if name.startswith("pycaffe") else sys.executable
+            child = run_child([python, "-c", HARNESS.format(imports=imports, load=load), prototxt, caffemodel])
+            if child.rc != 0:
+                raise RuntimeError(f"{name} subprocess failed (rc {child.rc}):\n{child.stderr[-2000:]}")
+            runs[name].append({**json.loads(child.stdout.strip().splitlines()[-1]), "maxrss_kib": child.maxrss_kib,
+                               "disturbance": child.disturbance})
+    results = {name: {"seconds": statistics.median(r["seconds"] for r in rs),
+                      "rss_growth_kib": statistics.median(r["rss_growth_kib"] for r in rs),
+                      "maxrss_kib": max(r["maxrss_kib"] for r in rs), "runs": rs} for name, rs in runs.items()}
     return results, why_not
 
 
-def timed(model, feed) -> float:
-    t0 = time.perf_counter()
-    model.predict_on_batch(feed)
-    return time.perf_counter() - t0
-
-
+# -- 2. capture vs plain forward ------------------------------------------------------------------
 def bench_forward(repeat: int, every: int) -> dict:
-    """Plain vs capture forward (interleaved medians), and per-layer truncation extrapolated from a subset."""
-    import keras
+    """VGG-19 plain forward vs all-layer capture (interleaved medians), per-layer truncation extrapolated.
 
-    from parity._tf import quiet_native_stderr
-    from parity.check import prepare, target_from_fixture
-
-    target = target_from_fixture("vgg19")
-    prepared = prepare(target)
-    plain, capture = prepared.converted.model, prepared.capture.model
-    feed = prepared.capture.feed(target.references[0].inputs())
-    with quiet_native_stderr():
-        timed(plain, feed), timed(capture, feed)  # first calls trace
-        plain_s, capture_s = [], []
-        for _ in range(repeat):
-            plain_s.append(timed(plain, feed))
-            capture_s.append(timed(capture, feed))
-        keys = prepared.capture.keys
-        subset = keys[every - 1::every]
-        first, steady = [], []
-        for key in subset:
-            truncated = keras.Model(plain.inputs, prepared.converted.tensors[key])
-            first.append(timed(truncated, feed))  # includes tracing, as a per-layer probe pays it
-            steady.append(timed(truncated, feed))
-    scale = len(keys) / len(subset)
-    return {"plain_s": statistics.median(plain_s), "capture_s": statistics.median(capture_s),
-            "plain_runs": plain_s, "capture_runs": capture_s, "outputs": len(keys), "every": every, "subset": len(subset),
-            "truncation_first_call_s": sum(first) * scale, "truncation_steady_s": sum(steady) * scale}
+    Why: the one-pass capture is what makes checking every layer affordable; it should cost about
+    one forward pass, where per-layer truncation costs one pass per output.
+    """
+    say(f"forward: VGG-19 plain vs capture ({repeat} each) and per-layer truncation (every {every}th output)")
+    result, child = probe("forward", str(repeat), str(every))
+    return {**result, "wall_s": child.wall_s, "maxrss_kib": child.maxrss_kib, "disturbance": child.disturbance}
 
 
-def machine_facts(caffemodel: Path) -> dict:
-    import keras
-    import numpy as np
-    import tensorflow as tf
+# -- 3. end-to-end checks -------------------------------------------------------------------------
+def bench_checks(fixtures: list[str], repeat: dict[str, int]) -> dict:
+    """`parity check --model NAME -q` for every fixture, each in its own process, weights prebuilt.
 
-    return {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-            "caffemodel": str(caffemodel), "caffemodel_bytes": caffemodel.stat().st_size}
+    Why: this is what a user waits for. check_s is everything after the imports (the phases say
+    where it goes); the process's wall time adds Python start-up and importing TensorFlow.
+    """
+    results = {}
+    for n, name in enumerate(fixtures, 1):
+        runs = []
+        for i in range(repeat.get(name, 1)):
+            say(f"check {n}/{len(fixtures)}: {name}" + (f" (run {i + 1}/{repeat[name]})" if repeat.get(name, 1) > 1 else ""))
+            try:
+                result, child = probe("check", name)
+            except RuntimeError as exc:  # a fixture that cannot be checked (no references, a bug): say so, go on
+                say(f"  ERROR: {str(exc).strip().splitlines()[-1]}")
+                break
+            runs.append({**result, "wall_s": child.wall_s, "maxrss_kib": child.maxrss_kib,
+                         "disturbance": child.disturbance})
+        if not runs:
+            continue
+        median = sorted(runs, key=lambda r: r["check_s"])[len(runs) // 2]
+        results[name] = {**median, "runs": [r["check_s"] for r in runs]}
+        if median["status"] != "pass":
+            say(f"  WARNING: {name} does not pass: {median['verdicts']}")
+    return results
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+# -- 5. pytest -n 0 vs -n WORKERS -----------------------------------------------------------------
+def _pytest_once(label: str, dist: list[str], extra_env: dict) -> dict:
+    """One `python -m pytest parity/ -q -p no:cacheprovider DIST` run, with its per-process timeline."""
+    with tempfile.TemporaryDirectory(prefix="parity-bench-") as folder:
+        env = {**ENV, **extra_env, "PARITY_BENCH_TIMELINE": folder,
+               "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p)}
+        spawned = time.time()
+        child = run_child([sys.executable, "-m", "pytest", "parity/", "-q", "-p", "no:cacheprovider",
+                           "-p", "pytest_timeline", *dist], env=env)
+        exited = time.time()
+        timelines = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    lines = [line for line in child.stdout.splitlines() if line.strip()]
+    summary = lines[-1].strip("= ") if lines else "(no output)"
+    if child.rc not in (0, 1):  # 1: some tests failed, the timing still stands (and the table says so)
+        raise RuntimeError(f"pytest {label} failed (rc {child.rc}): {summary}\n{child.stdout[-3000:]}{child.stderr[-2000:]}")
+    return {"label": label, "rc": child.rc, "wall_s": child.wall_s, "cpu_s": child.cpu_s, "maxrss_kib": child.maxrss_kib,
+            "disturbance": child.disturbance, "summary": summary, **timeline_phases(timelines, spawned, exited)}
 
 
-def report_loads(loads: dict, why_not: str, size: int) -> dict:
-    print(f"\nCaffemodel load (fresh subprocess each, median of {len(next(iter(loads.values()))['runs'])})")
-    print(f"  {'loader':<26} {'load s':>9} {'peak RSS growth MB':>19} {'% of file':>10}")
-    for name, r in loads.items():
-        mb = r["rss_growth_kib"] * 1024 / 1e6
-        print(f"  {name:<26} {r['seconds']:>9.4f} {mb:>19.1f} {100 * r['rss_growth_kib'] * 1024 / size:>9.1f}%")
-    if why_not:
-        print(f"  pycaffe caffe.Net           SKIPPED: {why_not}")
+def timeline_phases(timelines: list[dict], spawned: float, exited: float) -> dict:
+    """Split a pytest run's wall time: start-up until the first test, the tests, after the last test."""
+    runners = [t for t in timelines if t["groups"]]
+    if not runners:
+        return {"processes": []}
+    first = min(g["start"] for t in runners for g in t["groups"].values())
+    last = max(g["end"] for t in runners for g in t["groups"].values())
+    processes = []
+    for t in sorted(timelines, key=lambda t: t["role"]):
+        groups = sorted(t["groups"].items(), key=lambda kv: kv[1]["start"])
+        processes.append({
+            "role": t["role"], "maxrss_kib": t["maxrss_kib"],
+            "marks_s": {mark: round(at - spawned, 3) for mark, at in t["marks"].items()},
+            "ready_s": t["marks"].get("collected", t["marks"]["configured"]) - spawned,
+            "busy_s": sum(g["busy_s"] for _, g in groups),
+            "last_test_s": max((g["end"] for _, g in groups), default=spawned) - spawned,
+            "groups": [(name.removeprefix("parity-"), round(g["busy_s"], 2)) for name, g in groups]})
+    return {"startup_s": first - spawned, "tests_s": last - first, "shutdown_s": exited - last,
+            "processes": processes}
+
+
+def bench_pytest(repeat: int, workers: int) -> dict:
+    """Wall time of the parity suite on the whole zoo under -n 0 and -n WORKERS, runs interleaved.
+
+    Why: the plugin groups each (model, sample) on one worker, so xdist should cut the suite's time.
+    By default every worker's TensorFlow sizes its thread pools to the whole machine, so WORKERS
+    workers oversubscribe the cores; the third configuration splits the pools instead, to measure
+    whether that matters (TensorFlow reads these variables when it starts its runtime).
+    """
+    split = str(max(1, CORES // workers))
+    configs = {"-n 0": (["-n", "0"], {}),
+               f"-n {workers}": (["-n", str(workers)], {}),
+               SPLIT.format(workers=workers, threads=split):
+                   (["-n", str(workers)], {"TF_NUM_INTRAOP_THREADS": split, "TF_NUM_INTEROP_THREADS": split})}
+    runs: dict[str, list] = {label: [] for label in configs}
+    for i in range(repeat):
+        for label, (dist, extra_env) in configs.items():
+            say(f"pytest {i + 1}/{repeat}: parity/ {label} (about half a minute)")
+            run = _pytest_once(label, dist, extra_env)
+            say(f"  {run['wall_s']:.1f} s wall, {run['summary']}" + (" (TESTS FAILED)" if run["rc"] else "")
+                + (f"; other processes took {100 * run['disturbance']:.0f}% of the machine"
+                   if run["disturbance"] > DISTURBED else ""))
+            runs[label].append(run)
+    return {label: {"wall_s": statistics.median(r["wall_s"] for r in rs),
+                    "median_run": sorted(rs, key=lambda r: r["wall_s"])[len(rs) // 2], "walls": [r["wall_s"] for r in rs]}
+            for label, rs in runs.items()}
+
+
+# -- verdicts and the report ----------------------------------------------------------------------
+def verdicts(loads: dict, size: int, forward: dict, checks: dict, pytest_runs: dict, workers: int) -> list[dict]:
+    """One row per target: measure, value, target, met."""
+    rows = []
     parity = loads["parity (views)"]
     baseline = "pycaffe caffe.Net" if "pycaffe caffe.Net" in loads else "protobuf + np.array"
     ratio = loads[baseline]["seconds"] / parity["seconds"]
+    versus = "pycaffe" if "pycaffe" in baseline else "protobuf (pycaffe unavailable)"
+    rows.append({"measure": f"VGG-19 caffemodel load, {versus} / parity",
+                 "value": f"{loads[baseline]['seconds']:.3f} s / {parity['seconds']:.4f} s = {ratio:.0f}x",
+                 "target": f">= {LOAD_TARGET:g}x", "met": ratio >= LOAD_TARGET})
     growth = parity["rss_growth_kib"] * 1024
-    if baseline.startswith("pycaffe"):
-        print(f"\ncaffemodel load: pycaffe / parity = {ratio:.1f}x (target >= {LOAD_TARGET:.0f}x) "
-              f"{verdict(ratio >= LOAD_TARGET)}")
-    else:
-        print(f"\ncaffemodel load: pycaffe / parity cannot be computed (pycaffe unavailable); "
-              f"INSTEAD protobuf route / parity = {ratio:.1f}x (target >= {LOAD_TARGET:.0f}x, vs protobuf) "
-              f"{verdict(ratio >= LOAD_TARGET)}")
-    print(f"peak RSS growth: {growth / 1e6:.0f} MB = {100 * growth / size:.1f}% of file "
-          f"(target < {100 * RSS_TARGET:.0f}%) {verdict(growth < RSS_TARGET * size)}")
-    return {"baseline": baseline, "ratio": ratio, "ratio_pass": ratio >= LOAD_TARGET,
-            "rss_growth_fraction": growth / size, "rss_pass": growth < RSS_TARGET * size}
+    rows.append({"measure": "peak-RSS growth during parity's load / file size",
+                 "value": f"{growth / 1e6:.1f} MB / {size / 1e6:.0f} MB = {100 * growth / size:.1f}%",
+                 "target": f"< {100 * RSS_TARGET:.0f}%", "met": growth < RSS_TARGET * size})
+    ratio = forward["capture_s"] / forward["plain_s"]
+    rows.append({"measure": "all-layer capture / one plain forward (VGG-19, batch 1)",
+                 "value": f"{forward['capture_s']:.3f} s / {forward['plain_s']:.3f} s = {ratio:.2f}x",
+                 "target": f"<= {CAPTURE_TARGET:g}x", "met": ratio <= CAPTURE_TARGET})
+    if "vgg19" in checks:
+        base = parity["seconds"] + forward["plain_s"]
+        ratio = checks["vgg19"]["check_s"] / base
+        rows.append({"measure": "VGG-19 end-to-end check / (caffemodel load + one plain forward)",
+                     "value": f"{checks['vgg19']['check_s']:.2f} s / ({parity['seconds']:.4f} + {forward['plain_s']:.3f}) s "
+                              f"= {ratio:.1f}x", "target": f"<= {CHECK_TARGET:g}x", "met": ratio <= CHECK_TARGET})
+    serial, parallel = pytest_runs["-n 0"]["wall_s"], pytest_runs[f"-n {workers}"]["wall_s"]
+    rows.append({"measure": f"`pytest parity/` whole zoo, wall -n 0 / -n {workers}",
+                 "value": f"{serial:.1f} s / {parallel:.1f} s = {serial / parallel:.2f}x",
+                 "target": f">= {XDIST_TARGET:g}x", "met": serial / parallel >= XDIST_TARGET})
+    return rows
 
 
-def report_forward(fw: dict) -> dict:
-    n = len(fw["plain_runs"])
-    print(f"\nVGG-19 forward, batch 1 (after one warm-up call each; median of {n}, interleaved)")
-    print(f"  {'model':<44} {'seconds':>9}")
-    print(f"  {'plain converted model':<44} {fw['plain_s']:>9.4f}")
-    print(f"  {'all-layer capture (%d outputs, one pass)' % fw['outputs']:<44} {fw['capture_s']:>9.4f}")
-    print(f"  per-layer truncation, one model per output: extrapolated linearly from every "
-          f"{fw['every']}th output ({fw['subset']} of {fw['outputs']}), model building not timed")
-    print(f"  {'  first call each (includes tracing)':<44} {fw['truncation_first_call_s']:>9.4f}")
-    print(f"  {'  already-traced call each':<44} {fw['truncation_steady_s']:>9.4f}")
-    ratio = fw["capture_s"] / fw["plain_s"]
-    print(f"\nall-layer capture / plain forward = {ratio:.2f}x (target <= {CAPTURE_TARGET}x) "
-          f"{verdict(ratio <= CAPTURE_TARGET)}")
-    return {"ratio": ratio, "ratio_pass": ratio <= CAPTURE_TARGET}
+def _mb(kib: float) -> str:
+    return f"{kib * 1024 / 1e6:,.0f}"
+
+
+def render_markdown(facts: dict, rows: list[dict], loads: dict, why_not: str, forward: dict, checks: dict,
+                    pytest_runs: dict, workers: int, args) -> str:
+    """RESULTS.md: machine, verdict table, then each measurement's details."""
+    out = ["# parity benchmarks", "",
+           f"Written by `python3 benchmarks/run.py` on {facts['date']}"
+           + (f" ({facts['date_utc']})" if not facts["date"].endswith("UTC") else "") + "; every run replaces this "
+           "file. Targets are ratios to baselines measured in the same run. Details of every run are in "
+           "`RESULTS.json`.", "", "## Machine", "", "| | |", "|---|---|",
+           f"| CPU | {facts['cpu']} |", f"| cores | {facts['cores']} ({facts['usable_cores']} usable) |",
+           f"| RAM | {facts['ram_gib']} GiB |", f"| OS | {facts['os']} |",
+           f"| Python, TensorFlow, Keras, NumPy, pytest-xdist | {facts['python']}, {facts['tensorflow']}, "
+           f"{facts['keras']}, {facts['numpy']}, {facts['pytest_xdist']} |",
+           f"| load average (1, 5, 15 min) at start, at end | {', '.join(f'{v:.2f}' for v in facts['load_average_at_start'])}; "
+           f"{', '.join(f'{v:.2f}' for v in facts['load_average_at_end'])} |",
+           f"| run took | {facts['run_s']:.0f} s |", "",
+           "## Targets", "", "| measure | value | target | met |", "|---|---|---|---|"]
+    out += [f"| {r['measure']} | {r['value']} | {r['target']} | {'yes' if r['met'] else '**no**'} |" for r in rows]
+
+    out += ["", f"## 1. Caffemodel load (VGG-19, {facts['caffemodel_bytes'] / 1e6:.0f} MB)", "",
+            f"A fresh process per load, loaders interleaved, median of {args.repeat}; the load alone is timed, "
+            "after the imports.", "",
+            "| loader | load s | peak-RSS growth MB | % of file | process peak RSS MB |", "|---|---|---|---|---|"]
+    for name, r in loads.items():
+        growth = r["rss_growth_kib"] * 1024
+        out.append(f"| {name} | {r['seconds']:.4f} | {growth / 1e6:,.1f} | {100 * growth / facts['caffemodel_bytes']:.1f}% "
+                   f"| {_mb(r['maxrss_kib'])} |")
+    if why_not:
+        out.append(f"| pycaffe caffe.Net | skipped: {why_not} | | | |")
+
+    fw = forward
+    out += ["", "## 2. All-layer capture vs plain forward vs per-layer truncation (VGG-19, batch 1)", "",
+            f"One process; after one first call each, plain and capture interleaved, median of {len(fw['plain_runs'])}.", "",
+            "| what | seconds |", "|---|---|",
+            f"| read the caffemodel (views) | {fw['read_caffemodel_s']:.4f} |",
+            f"| convert (Keras model + weights) | {fw['convert_s']:.2f} |",
+            f"| plain model, first call (traces) | {fw['plain_first_call_s']:.3f} |",
+            f"| capture model, first call (traces) | {fw['capture_first_call_s']:.3f} |",
+            f"| **plain forward** | **{fw['plain_s']:.3f}** |",
+            f"| **all-layer capture ({fw['outputs']} outputs, one pass)** | **{fw['capture_s']:.3f}** |",
+            f"| one truncated model per output, first call each (includes tracing; extrapolated from {fw['subset']} of "
+            f"{fw['outputs']}) | {fw['truncation_first_call_s']:.2f} "
+            f"({fw['truncation_first_call_s'] / fw['capture_s']:.0f}x the capture) |",
+            f"| the same, already traced | {fw['truncation_steady_s']:.2f} "
+            f"({fw['truncation_steady_s'] / fw['capture_s']:.1f}x the capture) |",
+            "", f"Process peak RSS: {_mb(fw['maxrss_kib'])} MB."]
+
+    out += ["", "## 3. End-to-end `parity check --model NAME -q`, every fixture", "",
+            "Weights were built (and every file read once) before any timing. `check` is everything after the "
+            "imports, as `parity check` runs it: setup (fixture, references, tolerances), provenance (sha256 of the "
+            "prototxt and caffemodel against each manifest), conversion (read, convert, capture model), forward + "
+            "compare (per sample: the capture pass, including its first-call tracing, and every entry compared), "
+            "report. `process` adds Python start-up and importing TensorFlow "
+            f"(about {statistics.median(c['import_s'] for c in checks.values()):.1f} s). "
+            + (f"VGG-19: median of {len(checks['vgg19']['runs'])} runs." if "vgg19" in checks else ""), "",
+            "| fixture | entries | check s | setup | provenance | convert | forward + compare | report | process s "
+            "| peak RSS MB | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in checks.items():
+        p = c["phases"]
+        out.append(f"| {name} | {c['entries']} | **{c['check_s']:.2f}** | {p['setup_s']:.2f} | {p['provenance_s']:.2f} "
+                   f"| {p['convert_s']:.2f} | {p['forward_compare_s']:.2f} | {p['report_s']:.2f} | {c['wall_s']:.1f} "
+                   f"| {_mb(c['maxrss_kib'])} | {c['status']} |")
+    total = sum(c["check_s"] for c in checks.values())
+    out.append(f"| **all {len(checks)}** | {sum(c['entries'] for c in checks.values())} | **{total:.1f}** | | | | | "
+               f"| {sum(c['wall_s'] for c in checks.values()):.0f} | {_mb(max(c['maxrss_kib'] for c in checks.values()))} | |")
+    if "vgg19" in checks:
+        v, p = checks["vgg19"], checks["vgg19"]["phases"]
+        load_all = loads["parity + read all values"]["seconds"]
+        cold = fw["read_caffemodel_s"] + fw["convert_s"] + fw["plain_first_call_s"]
+        out += ["", "VGG-19's check against other in-run baselines (for information):", "",
+                f"- with the load that reads every value ({load_all:.3f} s): "
+                f"{v['check_s']:.2f} / ({load_all:.3f} + {fw['plain_s']:.3f}) = "
+                f"{v['check_s'] / (load_all + fw['plain_s']):.1f}x;",
+                f"- against what running the converted model once from scratch costs (read + convert + first plain "
+                f"call, {cold:.2f} s): {v['check_s'] / cold:.2f}x;",
+                f"- the check's conversion phase alone is {p['convert_s']:.2f} s = "
+                f"{p['convert_s'] / (loads['parity (views)']['seconds'] + fw['plain_s']):.0f}x the (load + forward) baseline."]
+
+    out += ["", "## 4. Peak RSS", "",
+            "ru_maxrss of each subprocess (os.wait4): its largest resident set, including the interpreter and its "
+            "imports (with TensorFlow about 0.6 GB before any work); for pytest the largest single process of the tree.", "",
+            "| process | peak RSS MB |", "|---|---|"]
+    out += [f"| caffemodel load: {name} | {_mb(r['maxrss_kib'])} |" for name, r in loads.items()]
+    out.append(f"| VGG-19 forward benchmark (converted model, capture, truncated models) | {_mb(fw['maxrss_kib'])} |")
+    if checks:
+        big = max(checks, key=lambda name: checks[name]["maxrss_kib"])
+        out.append(f"| `parity check`, largest ({big}) | {_mb(checks[big]['maxrss_kib'])} |")
+        median = statistics.median(c["maxrss_kib"] for c in checks.values())
+        out.append(f"| `parity check`, median over fixtures | {_mb(median)} |")
+    for label, r in pytest_runs.items():
+        procs = r["median_run"]["processes"]
+        each = ", ".join(f"{p['role']} {_mb(p['maxrss_kib'])}" for p in procs)
+        out.append(f"| pytest {label} | {_mb(r['median_run']['maxrss_kib'])} ({each}) |")
+
+    out += ["", f"## 5. `pytest parity/ -q -p no:cacheprovider` on the whole zoo: -n 0 vs -n {workers}", "",
+            f"Runs interleaved, median of {args.pytest_repeat}. A timeline plugin (`benchmarks/pytest_timeline.py`, "
+            "observing only) splits each run: start-up until the first test (Python, importing TensorFlow, "
+            "spawning and starting workers, collection), the tests, and shut-down after the last test. "
+            "Peak RSS is the largest single process.", "",
+            "| configuration | wall s (runs) | start-up | tests | shut-down | CPU s | peak RSS MB | other load | pytest said |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for label, r in pytest_runs.items():
+        m = r["median_run"]
+        out.append(f"| {label} | **{r['wall_s']:.1f}** ({', '.join(f'{w:.1f}' for w in r['walls'])}) | "
+                   f"{m.get('startup_s', 0):.1f} | {m.get('tests_s', 0):.1f} | {m.get('shutdown_s', 0):.1f} | "
+                   f"{m['cpu_s']:.0f} | {_mb(m['maxrss_kib'])} | {100 * m['disturbance']:.0f}% | {m['summary']} |")
+    out += ["", "Per process in each configuration's median run (ready: collection finished; busy: time inside "
+            "tests; groups in the order run, seconds busy):", ""]
+    for label, r in pytest_runs.items():
+        for proc in r["median_run"]["processes"]:
+            if not proc["groups"] and proc["role"] != "controller":
+                continue
+            heavy = ", ".join(f"{g.removesuffix('-chelsea').removesuffix('-coffee')} {s:.1f}"
+                              for g, s in proc["groups"] if s >= 0.5)
+            light = sum(1 for _, s in proc["groups"] if s < 0.5)
+            out.append(f"- {label}, {proc['role']}: ready at {proc['ready_s']:.1f} s"
+                       + (f", busy {proc['busy_s']:.1f} s, last test ended at {proc['last_test_s']:.1f} s: {heavy}"
+                          + (f" + {light} group{'s' if light > 1 else ''} under 0.5 s" if light else "") if proc["groups"] else "")
+                       + f"; peak RSS {_mb(proc['maxrss_kib'])} MB")
+    out += ["", "## What the numbers say", ""] + findings(rows, checks, forward, pytest_runs, workers, loads)
+    return "\n".join(out) + "\n"
+
+
+def findings(rows: list[dict], checks: dict, forward: dict, pytest_runs: dict, workers: int, loads: dict) -> list[str]:
+    """The explanation of each missed target, computed from this run's numbers."""
+    lines = []
+    met = {r["measure"]: r["met"] for r in rows}
+    if "vgg19" in checks and not next(v for k, v in met.items() if k.startswith("VGG-19 end-to-end")):
+        p, total = checks["vgg19"]["phases"], checks["vgg19"]["check_s"]
+        lines.append(
+            f"- **VGG-19 check vs load + forward: not met.** The check takes {total:.2f} s; of it conversion is "
+            f"{p['convert_s']:.2f} s ({100 * p['convert_s'] / total:.0f}%), provenance hashing {p['provenance_s']:.2f} s, "
+            f"the capture pass with its first-call tracing plus comparing every entry {p['forward_compare_s']:.2f} s. "
+            f"The baseline has no conversion in it: parity's load is a memory map ({loads['parity (views)']['seconds']:.4f} s) "
+            f"and the forward is an already-built, already-traced model ({forward['plain_s']:.3f} s). Conversion builds "
+            "Keras layers and copies 575 MB into TensorFlow variables (Keras first fills each variable from its "
+            "initializer, then assigns the Caffe weights); no check can skip it. Against reading + converting + one "
+            "first plain call in this run the check costs "
+            f"{total / (forward['read_caffemodel_s'] + forward['convert_s'] + forward['plain_first_call_s']):.2f}x.")
+    serial, parallel = pytest_runs["-n 0"], pytest_runs[f"-n {workers}"]
+    s, q = serial["median_run"], parallel["median_run"]
+    if s.get("tests_s") and q.get("tests_s"):
+        speedup = serial["wall_s"] / parallel["wall_s"]
+        ideal = s["startup_s"] + s["tests_s"] / workers + s["shutdown_s"]
+        runners = [p for p in q["processes"] if p["groups"]]
+        controller = next((p for p in q["processes"] if p["role"] == "controller"), None)
+        single = s["processes"][0]["marks_s"]
+        ends = sorted(p["last_test_s"] for p in runners)
+        busy = " and ".join(f"{p['busy_s']:.1f}" for p in runners)
+        verdict = "met" if speedup >= XDIST_TARGET else "not met"
+        lines.append(
+            f"- **pytest -n {workers} vs -n 0: {speedup:.2f}x, {verdict}.** Under -n 0 the wall time is start-up "
+            f"{s['startup_s']:.1f} s + tests {s['tests_s']:.1f} s + shut-down {s['shutdown_s']:.1f} s. Only the tests "
+            f"can run in parallel: split perfectly over {workers} workers with nothing else changed, the run would "
+            f"take {ideal:.1f} s, {serial['wall_s'] / ideal:.2f}x; so the target needs the fixed costs cut too.")
+        lines.append(
+            f"- **The tests themselves** took {q['tests_s']:.1f} s under -n {workers} against {s['tests_s']:.1f} s "
+            f"({s['tests_s'] / q['tests_s']:.2f}x): the workers were busy {busy} s, "
+            f"{sum(p['busy_s'] for p in runners):.1f} s in all, because under -n 0 TensorFlow already spreads each "
+            f"convolution over all {CORES} cores, so {workers} workers on {CORES} cores partly split the same CPU. "
+            f"xdist's loadgroup hands out whole groups, largest test count first, which is not largest cost first: "
+            f"one worker finished {ends[-1] - ends[0]:.1f} s before the other (see the groups above; vgg19 has "
+            "few items but is the most expensive group).")
+        if controller:
+            lines.append(
+                f"- **Fixed costs grow under xdist.** Start-up is {q['startup_s']:.1f} s against {s['startup_s']:.1f} s: the "
+                f"controller spends {controller['marks_s']['configured']:.1f} s importing TensorFlow (conftest.py loads "
+                "parity.pytest_plugin, whose package imports Keras) before it spawns any worker, and each worker then "
+                f"imports it again. Shut-down is {q['shutdown_s']:.1f} s against {s['shutdown_s']:.1f} s: after its last "
+                "test a worker runs pytest's clean-up, exits (freeing its converted models), and only then does the "
+                "controller, which also loaded TensorFlow, finish and exit. Under -n 0 the shut-down splits into "
+                f"{single['unconfigured'] - single['sessionfinish']:.1f} s summary, "
+                f"{single['atexit'] - single['unconfigured']:.1f} s pytest's clean-up (it runs five full garbage "
+                f"collections over a heap of Keras objects) and "
+                f"{s['wall_s'] - single['atexit']:.1f} s interpreter exit.")
+        split = next((r for label, r in pytest_runs.items() if label.startswith(f"-n {workers}, TF threads split")), None)
+        if split:
+            lines.append(
+                f"- **TensorFlow threads per worker.** -n {workers} took {parallel['wall_s']:.1f} s with TensorFlow's "
+                f"default pools (each worker as wide as the machine) and {split['wall_s']:.1f} s with the pools split "
+                f"between the workers ({q['cpu_s']:.0f} vs {split['median_run']['cpu_s']:.0f} CPU s): "
+                + ("within this run's noise, so the plugin leaves TensorFlow's defaults alone. A split also costs "
+                   "where one worker is left alone with a big model at the end and could use every core."
+                   if abs(parallel["wall_s"] - split["wall_s"]) < 0.1 * parallel["wall_s"] else
+                   "a difference beyond 10%, worth acting on."))
+    disturbed = [f"{label} ({100 * r['median_run']['disturbance']:.0f}%)" for label, r in pytest_runs.items()
+                 if r["median_run"]["disturbance"] > DISTURBED]
+    if disturbed:
+        lines.append(f"- Other processes took more than {100 * DISTURBED:.0f}% of the machine during: "
+                     f"{', '.join(disturbed)}; those timings are noisy.")
+    return lines
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside the target and rename over it: readers see the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="fresh-subprocess loads per loader (median)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="fresh-process loads per loader, and VGG-19 checks (median)")
     parser.add_argument("--forward-repeat", type=int, default=7, help="timed forward passes per model (median)")
     parser.add_argument("--every", type=int, default=5, help="per-layer truncation: measure every Nth output")
-    parser.add_argument("--json", type=Path, help="also write all measurements here")
+    parser.add_argument("--pytest-repeat", type=int, default=3, help="pytest runs per configuration (median)")
+    parser.add_argument("--workers", type=int, default=2, help="xdist workers to compare with -n 0")
+    parser.add_argument("--markdown", type=Path, default=BENCH / "RESULTS.md", help="the report (replaced atomically)")
+    parser.add_argument("--json", type=Path, default=BENCH / "RESULTS.json", help="every measurement (replaced atomically)")
     args = parser.parse_args()
 
-    from parity.fixtures import load_fixture
+    facts = machine_facts()
+    say(f"parity benchmarks on {facts['cpu']}, {facts['usable_cores']} cores, load average "
+        f"{facts['load_average_at_start'][0]:.2f}")
+    say("warm-up: building every fixture's weights and reading every file once (not timed)")
+    warm, _ = probe("warm")
+    fixtures, caffemodel = warm["fixtures"], warm["vgg19_caffemodel"]
+    facts["caffemodel_bytes"] = Path(caffemodel).stat().st_size
+    prototxt = warm["vgg19_prototxt"]
 
-    fixture = load_fixture("vgg19")
-    caffemodel = fixture.weights_path()
-    facts = machine_facts(caffemodel)
-    print("parity benchmarks")
-    for key, value in facts.items():
-        print(f"  {key:<17} {value}")
-
-    loads, why_not = bench_loads(fixture.prototxt, caffemodel, args.repeat)
-    load_verdict = report_loads(loads, why_not, facts["caffemodel_bytes"])
+    loads, why_not = bench_loads(prototxt, caffemodel, args.repeat)
     forward = bench_forward(args.forward_repeat, args.every)
-    forward_verdict = report_forward(forward)
+    checks = bench_checks(fixtures, {"vgg19": args.repeat})
+    pytest_runs = bench_pytest(args.pytest_repeat, args.workers)
 
-    if args.json:
-        args.json.write_text(json.dumps({"machine": facts, "loads": loads, "pycaffe_skipped": why_not or None,
-                                         "load_verdict": load_verdict, "forward": forward,
-                                         "forward_verdict": forward_verdict}, indent=2))
-        print(f"\nwrote {args.json}")
+    facts["load_average_at_end"] = os.getloadavg()
+    facts["run_s"] = time.perf_counter() - _START
+    rows = verdicts(loads, facts["caffemodel_bytes"], forward, checks, pytest_runs, args.workers)
+    write_atomically(args.json, json.dumps({"machine": facts, "targets": rows, "loads": loads,
+                                            "pycaffe_skipped": why_not or None, "forward": forward, "checks": checks,
+                                            "pytest": pytest_runs}, indent=2, default=str) + "\n")
+    write_atomically(args.markdown, render_markdown(facts, rows, loads, why_not, forward, checks, pytest_runs,
+                                                    args.workers, args))
+    width = max(len(r["measure"]) for r in rows)
+    print(f"\n{'measure':<{width}}  {'value':<48} {'target':<8} met")
+    for r in rows:
+        print(f"{r['measure']:<{width}}  {r['value']:<48} {r['target']:<8} {'yes' if r['met'] else 'NO'}")
+    print(f"\nwrote {args.markdown} and {args.json}")
     return 0
 
 
