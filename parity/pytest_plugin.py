@@ -8,7 +8,9 @@ controller as user_properties, which builds the summary and `--parity-json`.
 """
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -46,6 +48,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "caffe: needs real pycaffe (tools/build_caffe.sh)")
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # keep each (model, sample) on one worker
+    if getattr(config.option, "dist", "no") == "loadgroup" and hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # hand groups out in collection order: costliest first
     if getattr(config, "workerinput", {}).get("parity_loadgroup"):
         config.option.loadgroup = True  # the worker tags node ids with their group for the scheduler
     config.pluginmanager.register(_Collector(config), "parity-collector")
@@ -71,6 +75,41 @@ def pytest_generate_tests(metafunc):
         indirect=True)
 
 
+def _grouped(config) -> bool:
+    """Whether pytest-xdist hands out whole groups: in the controller, or told so in a worker."""
+    return (getattr(config.option, "dist", "no") == "loadgroup"
+            or bool(getattr(config, "workerinput", {}).get("parity_loadgroup")))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, run the parity groups first, costliest first (longest-processing-time-first
+    scheduling): a worker that starts VGG-19 last would finish long after the other went idle."""
+    if not _grouped(config):
+        return
+    cases = [getattr(getattr(item, "callspec", None), "params", {}).get("parity_case") for item in items]
+    costs = {c.model: c.cost for c in cases if c is not None}
+    order = sorted(range(len(items)), key=lambda i: (0, -costs[cases[i].model], cases[i].model, i)
+                   if cases[i] is not None else (1, 0, "", i))
+    items[:] = [items[i] for i in order]
+
+
+def estimated_cost(target) -> float:
+    """Rough seconds to check `target` here: weights copied, values compared, layers built.
+
+    Only an ordering key: it must be the same in every xdist worker, so it reads nothing that a
+    running check writes (weights are built on first use).
+    """
+    from .recipes import learned_blobs
+
+    net = target.net()
+    try:
+        params = sum(math.prod(p.shape) for blobs in learned_blobs(net).values() for p in blobs)
+    except ParityError:  # the check itself will say what is wrong with the net
+        params = 0
+    values = sum(math.prod(e.shape) for ref in target.references for e in ref.entries)
+    return 1e-8 * params + 2e-8 * values + 1e-2 * len(net.layers)
+
+
 def _cases(config):
     from .check import target_from_fixture, up_to
     from .fixtures import list_fixtures
@@ -79,13 +118,14 @@ def _cases(config):
     for model in models:
         target = up_to(target_from_fixture(model), config.getoption("--until"))
         net_layers = [(layer.name, layer.tops) for layer in target.net().layers]
+        cost = estimated_cost(target) if _grouped(config) else 0.0
         for ref in target.references:
             by_layer: dict[str, list[str]] = {}
             for entry in ref.entries:
                 by_layer.setdefault(entry.layer, []).append(entry.top)
             for name, tops in net_layers:
                 yield Case(model, ref.name, name, tuple(by_layer.get(name, ())), ref.granularity,
-                           _overwritten_by(name, tops, by_layer, net_layers))
+                           _overwritten_by(name, tops, by_layer, net_layers), cost)
 
 
 def _overwritten_by(name, tops, by_layer, net_layers) -> str | None:
@@ -105,11 +145,27 @@ def _overwritten_by(name, tops, by_layer, net_layers) -> str | None:
 class _Session:
     """Per-process cache: converted models by name, reports by (model, sample), errors too."""
 
-    def __init__(self, config):
+    def __init__(self, config, items):
         self.config = config
         self.prepared: dict[str, object] = {}
         self.reports: dict[tuple[str, str], object] = {}
         self.articles_sent: set[tuple[str, str]] = set()
+        self.pending: Counter[tuple[str, str]] = Counter(
+            (c.model, c.image) for item in items
+            if (c := getattr(getattr(item, "callspec", None), "params", {}).get("parity_case")) is not None)
+
+    def finished(self, case) -> None:
+        """After each item: once no item of a (model, sample) is left here, let go of its arrays, and
+        of the converted model once its last sample is done. Why: the whole zoo held at once peaked
+        at 4.4 GB, and every garbage collection and the interpreter's exit walked all of it."""
+        key = (case.model, case.image)
+        self.pending[key] -= 1
+        if self.pending[key] > 0:
+            return
+        self.reports.pop(key, None)
+        if not any(n > 0 for (model, _), n in self.pending.items() if model == case.model):
+            if self.prepared.pop(case.model, None) is not None:
+                _trace("release", case.model)
 
     def gate(self, target):
         """The tolerance policy and baseline for `target`: options, then pyproject.toml, then the fixture."""
@@ -184,15 +240,28 @@ def _trace(*what: str) -> None:
 _SESSION_KEY = pytest.StashKey[_Session]()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """Where models ran: collect garbage once, then freeze what is left (TensorFlow's and Keras' own
+    objects, some 400,000). Why: pytest's clean-up then collects five times more, and each full
+    pass over that heap cost 0.24 s, 1.2 s in all, before every run could end."""
+    if _SESSION_KEY in session.config.stash:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+
+
 @pytest.fixture
 def parity_case(request):
     case = request.param
     config = request.config
     if _SESSION_KEY not in config.stash:
-        config.stash[_SESSION_KEY] = _Session(config)
+        config.stash[_SESSION_KEY] = _Session(config, request.session.items)
     case.session = config.stash[_SESSION_KEY]
     case.item = request.node
-    return case
+    yield case
+    case.session.finished(case)
 
 
 @dataclass
@@ -203,6 +272,7 @@ class Case:
     tops: tuple[str, ...]
     granularity: str
     overwritten_by: str | None
+    cost: float = 0.0  # estimated_cost of the model, under xdist
     session: object = field(default=None, repr=False)
     item: object = field(default=None, repr=False)
 

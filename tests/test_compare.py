@@ -88,3 +88,30 @@ def test_an_independent_branch_failing_is_its_own_failure():
 def test_a_failing_input_makes_everything_downstream():
     first, s = statuses({"data", "a", "d"})
     assert first == "data" and s["a"] == (DOWNSTREAM, "data") and s["d"] == (DOWNSTREAM, "data")
+
+
+def test_metrics_do_not_depend_on_the_block_size(monkeypatch):
+    """measure() walks large outputs in cache-sized blocks; block boundaries must not change any metric,
+    the worst element (the first NaN wins, as np.argmax picks it) or the verdict."""
+    import parity.compare as compare
+
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(1, 5, 7, 9)).astype(np.float32)
+    got = ref.transpose(0, 2, 3, 1) + rng.normal(scale=1e-3, size=(1, 7, 9, 5)).astype(np.float32)
+    got[0, 6, 8, 4] += 0.5  # the worst, in the last block
+    cases = {"plain": got, "nan": got.copy(), "zeros": np.zeros_like(got)}
+    cases["nan"][0, 1, 2, 3] = cases["nan"][0, 5, 1, 0] = np.nan
+    fields = ("status", "max_abs", "max_rel", "rel_l2", "cosine", "outside", "worst", "worst_ref", "worst_got")
+    worst = {}
+    for name, array in cases.items():
+        results = []
+        for block in (1 << 16, 7, 1):
+            monkeypatch.setattr(compare, "CHUNK", block)
+            r = compare.measure(LayerResult("l", "t", "l", 0, ref.shape), ref, array, Tolerance(1e-2, 1e-4))
+            results.append(tuple(getattr(r, f) for f in fields))
+        for other in results[1:]:
+            for f, a, b in zip(fields, results[0], other):
+                assert a == b or (isinstance(a, float) and (np.isnan(a) and np.isnan(b) or np.isclose(a, b, rtol=1e-12))), (name, f)
+        worst[name] = results[0][6]
+    assert worst["plain"] == (0, 4, 6, 8)
+    assert worst["nan"] == (0, 3, 1, 2)  # the first NaN in channels-last order, in Caffe coordinates

@@ -90,3 +90,27 @@ def test_local_mode_and_one_html_page_across_xdist_workers(tmp_path):
     assert "Conversion bug (fails on Caffe's own inputs): conv2" in text
     tiny = next(r for r in json.loads(summary.read_text()) if r["model"] == "tiny")
     assert tiny["conversion_bugs"][0] == "conv2" and tiny["local"] is True
+
+
+def test_xdist_runs_costliest_models_first_and_lets_each_go_when_done(tmp_path):
+    """Longest-processing-time-first: one worker takes the groups in descending estimated cost (given
+    here in ascending order, so collection order alone would fail), releasing each model after its
+    last item instead of holding the whole zoo."""
+    from parity.check import target_from_fixture
+    from parity.pytest_plugin import estimated_cost
+
+    models = sorted(["tiny", "tiny_v1", "layers/conv_variants"], key=lambda m: estimated_cost(target_from_fixture(m)))
+    trace = tmp_path / "trace.txt"
+    proc = run_suite("-n", "1", *(f"--model={m}" for m in models), env_extra={"PARITY_TRACE": str(trace)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    steps = [(step, model) for _, step, model, *_ in (l.split() for l in trace.read_text().splitlines())]
+    assert [m for step, m in steps if step == "prepare"] == models[::-1]
+    assert steps == [(step, m) for m in models[::-1] for step in ("prepare", "capture", "release")]
+
+
+def test_without_xdist_models_run_in_the_order_given_and_are_released(tmp_path):
+    trace = tmp_path / "trace.txt"
+    proc = run_suite("--model=tiny_v1", "--model=tiny", env_extra={"PARITY_TRACE": str(trace)})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    steps = [(step, model) for _, step, model, *_ in (l.split() for l in trace.read_text().splitlines())]
+    assert steps == [(step, m) for m in ("tiny_v1", "tiny") for step in ("prepare", "capture", "release")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..shapes import conv_geometry, conv_output_shape
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
+from .preset import call_with_weights
 from .registry import register
 
 
@@ -55,9 +56,7 @@ class ConvolutionHandler(LayerHandler):
         conv = keras.layers.Conv2D(int(p.num_output), kernel, strides=stride, padding="same" if same else "valid",
                                    dilation_rate=dilation, groups=int(p.group), use_bias=bool(p.bias_term),
                                    name=ctx.name(layer))
-        y = conv(tensor)
-        conv.set_weights([blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
-        return [y]
+        return [call_with_weights(conv, tensor, [blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])]
 
 
 @register("Deconvolution")
@@ -94,8 +93,7 @@ class DeconvolutionHandler(LayerHandler):
         kernel, stride, pad, dilation = conv_geometry(p)
         deconv = transposed_convolution(int(p.num_output), kernel, stride, dilation, int(p.group), bool(p.bias_term),
                                         ctx.name(layer))
-        y = deconv(bottoms[0].tensor)
-        deconv.set_weights([blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
+        y = call_with_weights(deconv, bottoms[0].tensor, [blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
         if any(pad):
             y = keras.layers.Cropping2D(cropping=pad, name=ctx.name(layer, "crop"))(y)
         return [y]

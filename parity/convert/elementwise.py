@@ -6,6 +6,7 @@ import numpy as np
 
 from .context import keras_axis, keras_shape
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
+from .preset import call_with_weights
 from .registry import register
 
 
@@ -109,11 +110,10 @@ class PReLUHandler(SameShape):
         channel = keras_axis(1, rank)
         shared = [a for a in range(1, rank) if self.param(layer).channel_shared or a != channel]
         prelu = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(layer))
-        y = prelu(bottoms[0].tensor)
         alpha_shape = tuple(1 if axis in shared else d
                              for axis, d in enumerate(keras_shape(bottoms[0].caffe_shape)[1:], start=1))
-        prelu.set_weights([np.broadcast_to(blobs[0].reshape(-1), alpha_shape).astype(np.float32)])
-        return [y]
+        return [call_with_weights(prelu, bottoms[0].tensor,
+                                  [np.broadcast_to(blobs[0].reshape(-1), alpha_shape).astype(np.float32)])]
 
 
 class UnaryHandler(SameShape):

@@ -10,17 +10,19 @@ import math
 
 import numpy as np
 
+from ..layout import copy_blocked
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
+from .preset import call_with_weights
 from .registry import register
 
 
 def dense_kernel(weight: np.ndarray, transpose: bool, bottom_shape: tuple[int, ...]) -> np.ndarray:
     """Caffe InnerProduct weight -> Keras Dense kernel (K, O) for a bottom of `bottom_shape` (Caffe layout)."""
-    kernel = weight if transpose else weight.T  # (K, O)
+    kernel = weight if transpose else weight.T  # (K, O), a view
     if len(bottom_shape) == 4:
         _, c, h, w = bottom_shape
-        kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
-    return np.ascontiguousarray(kernel)
+        kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3)  # rows to (h, w, c) order, still a view
+    return copy_blocked(kernel, (math.prod(kernel.shape[:-1]), kernel.shape[-1]))
 
 
 @register("InnerProduct")
@@ -52,12 +54,9 @@ class InnerProductHandler(LayerHandler):
         dense = keras.layers.Dense(int(p.num_output), use_bias=bool(p.bias_term), name=ctx.name(layer))
         if axis == 1:  # the common case: flatten channels-last and reorder the kernel rows instead
             tensor = keras.layers.Flatten(name=ctx.name(layer, "flatten"))(x.tensor) if x.rank > 2 else x.tensor
-            y = dense(tensor)
-            dense.set_weights([dense_kernel(blobs[0], p.transpose, x.caffe_shape)] + blobs[1:])
-            return [y]
+            return [call_with_weights(dense, tensor, [dense_kernel(blobs[0], p.transpose, x.caffe_shape)] + blobs[1:])]
         # axis > 1: leading axes stay; flatten the rest in Caffe's order, then Dense on the last axis
         flat = keras.layers.Reshape(x.caffe_shape[1:axis] + (math.prod(x.caffe_shape[axis:]),),
                                     name=ctx.name(layer, "flatten"))(in_caffe_order(layer, x.tensor, x.rank, ctx))
-        y = dense(flat)
-        dense.set_weights([dense_kernel(blobs[0], p.transpose, ())] + blobs[1:])
+        y = call_with_weights(dense, flat, [dense_kernel(blobs[0], p.transpose, ())] + blobs[1:])
         return [in_parity_order(layer, y, len(top), ctx)]

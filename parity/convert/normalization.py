@@ -11,6 +11,7 @@ import numpy as np
 from ..layout import to_keras_layout
 from .context import keras_axis
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
+from .preset import call_with_weights
 from .registry import register
 
 
@@ -38,9 +39,7 @@ class BatchNormHandler(LayerHandler):
         inverse = np.float32(0) if s == 0 else np.float32(1) / s  # Caffe's own float arithmetic
         bn = keras.layers.BatchNormalization(axis=keras_axis(1, bottoms[0].rank), epsilon=float(self.param(layer).eps),
                                              center=False, scale=False, name=ctx.name(layer))
-        y = bn(bottoms[0].tensor)
-        bn.set_weights([mean * inverse, variance * inverse])
-        return [y]
+        return [call_with_weights(bn, bottoms[0].tensor, [mean * inverse, variance * inverse])]
 
 
 def broadcast_shape(bottom: tuple[int, ...], axis: int, count: int) -> tuple[int, ...]:
@@ -108,9 +107,7 @@ class AffineHandler(LayerHandler):
             use_scale = self.operation == "mul"
         affine = CaffeScale(weights[0].shape, use_bias=self.operation == "add" or self.has_bias(layer),
                             use_scale=use_scale, name=ctx.name(layer))
-        y = affine(tensor)
-        affine.set_weights(weights)
-        return [y]
+        return [call_with_weights(affine, tensor, weights)]
 
 
 @register("Scale")
@@ -171,6 +168,4 @@ class NormalizeHandler(LayerHandler):
         p = self.param(layer)
         scale = blobs[0].reshape(-1).astype(np.float32)
         norm = CaffeNormalize(p.across_spatial, p.eps, scale.shape, name=ctx.name(layer))
-        y = norm(bottoms[0].tensor)
-        norm.set_weights([scale])
-        return [y]
+        return [call_with_weights(norm, bottoms[0].tensor, [scale])]

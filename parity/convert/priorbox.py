@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .handler import LayerError, LayerHandler, Shapes
+from .preset import call_with_weights
 from .registry import register
 
 
@@ -81,6 +82,4 @@ class PriorBoxHandler(LayerHandler):
         feature, image = (b.caffe_shape for b in bottoms)
         value = prior_boxes(self.param(layer), feature[2:], image[2:])
         constant = CaffeConstant(value.shape[1:], name=ctx.name(layer))
-        y = constant(bottoms[0].tensor)
-        constant.set_weights([value[0]])
-        return [y]
+        return [call_with_weights(constant, bottoms[0].tensor, [value[0]])]
