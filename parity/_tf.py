@@ -72,6 +72,8 @@ class _OnKerasImport(importlib.abc.MetaPathFinder):
         def exec_module(module):
             with quiet_native_stderr():
                 run(module)
+                if name == "tensorflow":
+                    module.config.list_physical_devices()  # the CUDA probe happens here, still silenced
             if name == "keras":
                 import_keras_quietly()  # also silences TensorFlow's CUDA probe
                 importlib.import_module("parity.keras_layers")

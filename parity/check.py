@@ -33,16 +33,32 @@ class Target:
     until: str | None = None  # check only up to this layer
     tolerances: dict | None = None  # the fixture's own tolerance settings (parity.gate)
 
+    partial_match = False  # True where only some reference entries have a counterpart (parity.tfgraph)
+
     def net(self) -> Net:
         net = Net.from_prototxt(self.prototxt)
         return net.until(self.until) if self.until else net
+
+    def sources(self) -> dict[str, Path]:
+        """The files whose sha256 each reference manifest records, by manifest key."""
+        return {"prototxt": self.prototxt, "caffemodel": self.caffemodel}
+
+    def read_weights(self):
+        from .reading.caffemodel import read_caffemodel
+
+        return read_caffemodel(self.caffemodel)
+
+    def default_converter(self) -> Callable:
+        from .convert import convert_net
+
+        return convert_net
 
 
 def up_to(target: Target, until: str | None) -> Target:
     """`target` restricted to the layers up to `until` (references too)."""
     if not until:
         return target
-    kept = {layer.name for layer in Net.from_prototxt(target.prototxt).until(until).layers}
+    kept = {layer.name for layer in replace(target, until=None).net().until(until).layers}
     refs = [replace(r, entries=[e for e in r.entries if e.layer in kept]) for r in target.references]
     return replace(target, references=refs, until=until)
 
@@ -56,6 +72,10 @@ def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
     from .fixtures import load_fixture
 
     fixture = load_fixture(name)
+    if fixture.source == "tensorflow-graph":
+        from .tfgraph.target import graph_target_from_fixture
+
+        return graph_target_from_fixture(fixture, images)
     if not fixture.references.is_dir():
         raise ParityError(f"fixture {name!r} has no references yet (make them with `parity dump --fixture {name}`)",
                           fixture.references)
@@ -67,10 +87,10 @@ def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
     return Target(name, fixture.prototxt, fixture.weights_path(), refs, tolerances=fixture.description.get("tolerances"))
 
 
-def source_mismatches(ref: Reference, prototxt: Path, caffemodel: Path, hashes: dict[Path, str]) -> list[str]:
-    """Which of the manifest's sha256s the given files fail to match (hashes cached per file)."""
+def source_mismatches(ref: Reference, sources: dict[str, Path], hashes: dict[Path, str]) -> list[str]:
+    """Which of the manifest's sha256s the given files ({manifest key: path}) fail to match (hashes cached)."""
     problems = []
-    for key, path in (("prototxt", prototxt), ("caffemodel", caffemodel)):
+    for key, path in sources.items():
         if path not in hashes:
             hashes[path] = sha256_file(path)
         expected = ref.manifest["model"][key]["sha256"]
@@ -118,9 +138,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     `numerics`: parity.numerics.configure's keywords (deterministic, allow_tf32); TF32 is off by default.
     """
     from .capture import Capture
-    from .convert import convert_net
     from .numerics import configure, environment
-    from .reading.caffemodel import read_caffemodel
 
     configure(**(numerics or {}))
     say = progress or (lambda _msg: None)
@@ -128,19 +146,25 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     hashes: dict[Path, str] = {}
     notes = {}
     for ref in target.references:
-        problems = source_mismatches(ref, target.prototxt, target.caffemodel, hashes)
+        problems = source_mismatches(ref, target.sources(), hashes)
         if problems and not allow_mismatch:
             raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)", ref.dir / "manifest.json")
         notes[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
-    say(f"converting {target.prototxt.name} ...")
-    build = convert or convert_net
-    weights = read_caffemodel(target.caffemodel)
+    say(f"converting {target.name} ...")
+    build = convert or target.default_converter()
+    weights = target.read_weights()
     try:
         converted = build(net, weights)
     except ShapeDivergence:
         raise
     except ParityError as exc:
+        if target.partial_match:
+            raise
         raise explain_shape_conflict(exc, net, target, build) from None
+    if target.partial_match:
+        from .tfgraph.target import restricted
+
+        target = restricted(target, converted.tensors)
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
     return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, convert)
 
@@ -273,7 +297,7 @@ def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
     """Check every reference sample of `target` (with `local`, each layer on Caffe's own inputs too)."""
     prepared = prepare(target, allow_mismatch, convert, progress, numerics)
     reports = []
-    for ref in target.references:
+    for ref in prepared.target.references:
         if progress:
             progress(f"running {target.name} on {ref.name} and comparing {len(ref.entries)} outputs"
                      f"{', each layer also on Caffe inputs' if local else ''} ...")

@@ -1,4 +1,4 @@
-"""The `parity` command: convert, export-weights, dump, check, baseline update.
+"""The `parity` command: convert, export-weights, dump, dump-tf, tf-import, check, baseline update.
 
 Exit codes: 0 every layer within tolerance (or the command succeeded); 1 a layer diverges, or its
 error grew past the baseline's limit; 2 bad usage or bad input (one line on stderr naming the file,
@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="parity", description="Check a Caffe -> Keras conversion layer by layer against real Caffe.")
     parser.add_argument("--version", action="version", version=f"parity {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    from .commands import baseline, check, convert, dump
+    from .commands import baseline, check, convert, dump, tf
 
-    for add in (convert.add, convert.add_export, dump.add, check.add, baseline.add):
+    for add in (convert.add, convert.add_export, dump.add, tf.add, check.add, baseline.add):
         add(sub)
     return parser
 

@@ -48,6 +48,42 @@ class Fixture:
     description: dict
 
     @property
+    def source(self) -> str:
+        """'caffe' (a prototxt and a weights recipe) or 'tensorflow-graph' (a graph builder and a Keras model)."""
+        return self.description.get("source", "caffe")
+
+    @property
+    def keras_model(self) -> str:
+        """The hand-written Keras model's 'file.py:function', as a path load_builder accepts."""
+        file, _, function = self.description["keras_model"].partition(":")
+        return f"{self.dir / file}:{function}"
+
+    def graph_path(self, quiet: bool = False) -> Path:
+        """The fixture's frozen graph in the cache, built by its builder on first use (one builder at a time)."""
+        import tensorflow as tf
+
+        from .atomic import atomic_path
+        from .handwritten import load_builder
+
+        spec = self.description["graph"]
+        file, _, function = spec["builder"].partition(":")
+        source = (self.dir / file).read_bytes()
+        key = hashlib.sha256(source + json.dumps([spec, tf.__version__]).encode()).hexdigest()[:16]
+        path = cache_dir() / "graphs" / f"{self.name.replace('/', '_')}-{key}.pb"
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                if not quiet:
+                    print(f"parity: building {self.name}'s graph into {path} ...", file=sys.stderr, flush=True)
+                graph_def = load_builder(f"{self.dir / file}:{function}")(int(spec.get("seed", 0)))
+                with atomic_path(path) as stage:
+                    stage.write_bytes(graph_def.SerializeToString(deterministic=True))
+        return path
+
+    @property
     def prototxt(self) -> Path:
         spec = self.description["prototxt"]
         return self._remote(spec) if isinstance(spec, dict) else self.dir / spec
@@ -133,7 +169,8 @@ def load_fixture(name: str) -> Fixture:
         description = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ParityError(f"invalid JSON: {exc.msg}", path, exc.lineno) from None
-    for key in ("prototxt", "weights"):
+    needed = ("graph", "keras_model", "input") if description.get("source") == "tensorflow-graph" else ("prototxt", "weights")
+    for key in needed:
         if key not in description:
             raise ParityError(f"missing key {key!r}", path)
     return Fixture(name, path.parent, description)

@@ -25,17 +25,35 @@ def keras_arrays(model) -> dict[str, np.ndarray]:
 
 
 def load_builder(spec: str) -> Callable:
-    """'package.module:function' -> the function (which returns a keras.Model)."""
-    module_name, _, attr = spec.partition(":")
+    """'package.module:function' or 'path/to/file.py:function' -> the function (which returns a keras.Model)."""
+    module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
-        raise ParityError(f"--keras-model wants 'package.module:build_fn', got {spec!r}")
+        raise ParityError(f"--keras-model wants 'package.module:build_fn' or 'file.py:build_fn', got {spec!r}")
     try:
-        module = importlib.import_module(module_name)
+        module = _module_from_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
     except ImportError as exc:
         raise ParityError(f"cannot import {module_name!r} ({exc})") from None
     if not callable(getattr(module, attr, None)):
         raise ParityError(f"{module_name!r} has no function {attr!r}")
     return getattr(module, attr)
+
+
+def _module_from_file(path: str):
+    """Import a Python file by path (a fixture's model.py), once per path."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    p = Path(path).resolve()
+    if not p.is_file():
+        raise ImportError(f"no such file {p}")
+    name = f"parity_user_{p.stem}_{hashlib.sha256(str(p).encode()).hexdigest()[:8]}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, p)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def read_mapping(path: str | Path | None) -> dict[str, str]:

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ParityError
+from .layout import caffe_shape, keras_shape, to_caffe_layout
 
 FORMAT = "parity-reference"
 FORMAT_VERSION = 1
 ENTRY_KEYS = ("order", "layer", "type", "top", "file", "shape", "dtype")
+MODEL_FILES = {"caffe": ("prototxt", "caffemodel"), "tensorflow-graph": ("graph",)}  # sha256s by source
 
 
 def safe_filename(text: str) -> str:
@@ -32,8 +34,13 @@ class Entry:
     type: str
     top: str
     file: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # in Caffe's order (N, C, H, W) whatever the file's layout
     dtype: str
+    layout: str = "NCHW"  # how the .npy holds a 4-D blob; NHWC ones (TensorFlow graphs) turn NCHW on load
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        return keras_shape(self.shape) if self.layout == "NHWC" else self.shape
 
 
 @dataclass
@@ -51,13 +58,22 @@ class Reference:
     def granularity(self) -> str:
         return self.manifest.get("granularity", "layer")
 
+    @property
+    def source(self) -> str:
+        return self.manifest["source"]
+
     def load(self, entry: Entry) -> np.ndarray:
-        return load_npy(self.dir / entry.file, entry.shape)
+        """The entry's array in Caffe's layout (NCHW for 4-D), as every comparison expects it."""
+        array = load_npy(self.dir / entry.file, entry.stored_shape)
+        return to_caffe_layout(array) if entry.layout == "NHWC" else array
 
     def inputs(self) -> dict[str, np.ndarray]:
-        """The preprocessed input blobs Caffe was fed, by blob name (NCHW)."""
-        return {blob: load_npy(self.dir / spec["file"], tuple(spec["shape"]))
-                for blob, spec in self.manifest["input"]["blobs"].items()}
+        """The preprocessed input blobs the source was fed, by blob name (NCHW)."""
+        out = {}
+        for blob, spec in self.manifest["input"]["blobs"].items():
+            array = load_npy(self.dir / spec["file"], tuple(spec["shape"]))
+            out[blob] = to_caffe_layout(array) if spec.get("layout") == "NHWC" else array
+        return out
 
 
 def load_npy(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -94,8 +110,8 @@ def load_reference(directory: str | Path) -> Reference:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ParityError(f"manifest format_version {manifest.get('format_version')!r}; this parity reads "
                           f"{FORMAT_VERSION}", path)
-    for keys in (("source",), ("model", "prototxt", "sha256"), ("model", "caffemodel", "sha256"),
-                 ("input", "blobs"), ("entries",)):
+    files = MODEL_FILES.get(manifest.get("source"), MODEL_FILES["caffe"])
+    for keys in (("source",), *(("model", f, "sha256") for f in files), ("input", "blobs"), ("entries",)):
         node = manifest
         for key in keys:
             if not isinstance(node, dict) or key not in node:
@@ -109,8 +125,12 @@ def load_reference(directory: str | Path) -> Reference:
         missing = [k for k in ENTRY_KEYS if k not in raw]
         if missing:
             raise ParityError(f"entry {i} misses {', '.join(missing)}", path)
+        shape, layout = tuple(int(s) for s in raw["shape"]), raw.get("layout", "NCHW")
+        if layout not in ("NCHW", "NHWC") or (layout == "NHWC" and len(shape) != 4):
+            raise ParityError(f"entry {i} ({raw['layer']}): layout must be NCHW or NHWC (NHWC only for 4-D), "
+                              f"got {layout!r} for shape {list(shape)}", path)
         entries.append(Entry(int(raw["order"]), raw["layer"], raw["type"], raw["top"], raw["file"],
-                             tuple(int(s) for s in raw["shape"]), raw["dtype"]))
+                             caffe_shape(shape) if layout == "NHWC" else shape, raw["dtype"], layout))
     return Reference(d, manifest, entries)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError, ShapeDivergence
+from ..errors import ParityError, ShapeDivergence, require_file
 
-HELP = """Check a conversion layer by layer against real Caffe's blobs.
+HELP = """Check a conversion layer by layer against real Caffe's blobs (or a frozen TensorFlow graph's).
   parity check --model vgg19                      (a fixture by name)
   parity check deploy.prototxt w.caffemodel --blobs DIR
+  parity check --keras-model mypkg.model:build --weights model.keras --blobs DIR   (a `parity dump-tf` folder)
 Exit code: 0 all layers within tolerance, 1 a layer diverges, 2 bad usage or input."""
 
 
@@ -33,7 +34,12 @@ def add(sub) -> None:
     p.add_argument("--until", metavar="LAYER", help="convert and check only up to this layer (inclusive)")
     p.add_argument("--keras-model", metavar="MODULE:FN", help="check your own Keras model (FN() returns it) instead of "
                    "parity's conversion; Caffe's weights are loaded into it by layer name")
-    p.add_argument("--mapping", type=Path, help='with --keras-model: JSON {"keras layer": "caffe layer"} where names differ')
+    p.add_argument("--mapping", type=Path, help='with --keras-model: JSON {"keras layer": "caffe layer"} (or graph op '
+                   'or scope) where names differ')
+    p.add_argument("--weights", type=Path, help="with --keras-model and a TensorFlow-graph reference: the model's "
+                   "weights (a `parity tf-import` output, .keras or .weights.h5)")
+    p.add_argument("--graph", type=Path, help="with a TensorFlow-graph reference: the frozen graph (.pb); its sha256 "
+                   "is verified, and its weights are used when --weights is not given")
     p.add_argument("--local", action="store_true",
                    help="also run every layer on Caffe's own inputs (its bottoms from the dump): tells a layer's own "
                         "conversion bug from error inherited from upstream")
@@ -46,18 +52,39 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _graph_references(args) -> list:
+    """The references of --blobs when a frozen TensorFlow graph made them (`parity dump-tf`), else []."""
+    if args.model or args.prototxt or not args.blobs:
+        if args.weights or args.graph:
+            raise ParityError("--weights and --graph go with a TensorFlow-graph reference: --keras-model ... --blobs DIR")
+        return []
+    from ..reference import find_references
+
+    refs = find_references(args.blobs)
+    if refs[0].source != "tensorflow-graph":
+        return []
+    return refs
+
+
 def run(args) -> int:
     from ..check import gate_settings, run_target, target_from_files, target_from_fixture, up_to
     from ..report import render, write_json
 
+    graph_refs = _graph_references(args)
     if args.model:
         if args.prototxt or args.caffemodel or args.blobs:
             raise ParityError("give either --model NAME or PROTOTXT CAFFEMODEL --blobs DIR, not both")
         target = target_from_fixture(args.model, args.image)
+    elif graph_refs:
+        from ..handwritten import read_mapping
+        from ..tfgraph.target import GraphTarget
+
+        graph = require_file(args.graph, "graph") if args.graph else None
+        target = GraphTarget(args.blobs.name, graph, graph, graph_refs, keras_model=args.keras_model or "",
+                             weights=args.weights, mapping=read_mapping(args.mapping))
     else:
         if not (args.prototxt and args.caffemodel and args.blobs):
             raise ParityError("give PROTOTXT CAFFEMODEL --blobs DIR, or --model NAME")
-        from ..errors import require_file
 
         target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
                                    args.blobs)
@@ -67,7 +94,7 @@ def run(args) -> int:
     policy, baseline = gate_settings(target, args.atol, args.rtol, args.baseline, args.growth)
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
     convert = None
-    if args.keras_model:
+    if args.keras_model and not target.partial_match:
         from ..handwritten import handwritten_converter, load_builder, read_mapping
 
         convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping))

@@ -1,0 +1,104 @@
+"""`parity dump-tf`: run a frozen TensorFlow graph and save every op's float output as the reference.
+
+The graph itself is the truth here (no Caffe involved): TensorFlow runs it, single-threaded, on the
+preprocessed input, and every op that yields a float tensor is fetched in that one run. The folder
+has the same manifest + .npy layout as a Caffe dump. 4-D outputs are saved as the graph holds them,
+and each entry records its layout: NCHW ones are compared like Caffe's blobs (transposed to
+channels-last), NHWC ones as they are.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..atomic import atomic_directory, sha256_file
+from ..errors import ParityError
+from ..layout import to_keras_layout
+from ..reference import FORMAT, FORMAT_VERSION, safe_filename
+from .graph import load_graph, output_layouts, constants, placeholders
+
+SOURCE = "tensorflow-graph"
+
+
+def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str]) -> dict[str, np.ndarray]:
+    """Values of `fetches` (tensor names) with `feeds` (placeholder name -> array), in one Session run."""
+    import tensorflow as tf
+
+    from .._tf import quiet_native_stderr
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    try:
+        with quiet_native_stderr(), tf.compat.v1.Session(graph=graph, config=config) as session:
+            values = session.run([graph.get_tensor_by_name(t) for t in fetches],
+                                 {graph.get_tensor_by_name(f"{name}:0"): array for name, array in feeds.items()})
+    except tf.errors.OpError as exc:
+        message = exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
+        raise ParityError(f"TensorFlow could not run the graph: {message}") from None
+    return dict(zip(fetches, values))
+
+
+def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layout: str,
+               log=print) -> list[Path]:
+    """Run the graph on each sample (parity.dump.Sample, arrays in NCHW) and write one reference folder each."""
+    import tensorflow as tf
+
+    graph_def, net = load_graph(path)
+    names = [p.name for p in placeholders(net)]
+    if input_name not in names:
+        raise ParityError(f"the graph has no placeholder {input_name!r} (placeholders: {', '.join(names) or 'none'})",
+                          path)
+    layouts = output_layouts(net, input_layout, constants(graph_def))
+    float_ops = [(layer, top) for layer in net.layers if layer.type != "Placeholder"
+                 for top in layer.tops[:1] if _is_float(layer.param)]
+    model = {"graph": {"file": path.name, "sha256": sha256_file(path)}}
+    written = []
+    for sample in samples:
+        feed = sample.arrays[input_name]
+        fed = to_keras_layout(feed) if input_layout == "NHWC" else feed
+        log(f"parity dump-tf: {sample.name}: running the graph ({len(float_ops)} float outputs) ...")
+        values = run_graph(graph_def, {input_name: fed}, [top for _, top in float_ops])
+        target = out / safe_filename(sample.name)
+        with atomic_directory(target) as stage:
+            entries = []
+            for layer, top in float_ops:
+                array = np.ascontiguousarray(values[top], np.float32)
+                file = f"{len(entries):03d}_{safe_filename(layer.name)}.npy"
+                np.save(stage / file, array, allow_pickle=False)
+                entry = {"order": layer.index, "layer": layer.name, "type": layer.type, "top": top, "file": file,
+                         "shape": list(array.shape), "dtype": "float32", "bottoms": list(layer.bottoms)}
+                if array.ndim == 4 and top in layouts:
+                    entry["layout"] = layouts[top]
+                entries.append(entry)
+            np.save(stage / "input.npy", np.ascontiguousarray(fed, np.float32), allow_pickle=False)
+            blob = {"file": "input.npy", "shape": list(fed.shape), "sha256": sha256_file(stage / "input.npy")}
+            if fed.ndim == 4:
+                blob["layout"] = input_layout
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "source": SOURCE,
+                "tensorflow": {"version": tf.__version__, "threads": 1},
+                "created_by": f"parity {__version__} dump-tf", "created": datetime.date.today().isoformat(),
+                "model": model, "data_format": input_layout,
+                "input": {"name": sample.name, **sample.source, "blobs": {input_name: blob}},
+                "granularity": "layer", "entries": entries}
+            (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        log(f"parity dump-tf: {sample.name}: {len(entries)} entries -> {target}")
+        written.append(target)
+    return written
+
+
+def _is_float(node) -> bool:
+    """Whether the op's first output is a float tensor (its T or dtype attribute, when it has one)."""
+    from tensorflow.core.framework import types_pb2
+
+    floats = {types_pb2.DT_FLOAT, types_pb2.DT_HALF, types_pb2.DT_DOUBLE, types_pb2.DT_BFLOAT16}
+    for key in ("T", "dtype", "out_type"):
+        if key in node.attr and node.attr[key].type:
+            return node.attr[key].type in floats
+    return False

@@ -1,0 +1,153 @@
+"""Checking a hand-written Keras model against a frozen graph's dump, through parity's usual check.
+
+The net comes from the dump's manifest (each entry records its op's inputs), so a check needs no
+.pb; where the graph is at hand its sha256 is verified against the manifest. Each Keras layer is
+paired with one graph op: the op named like the layer, or the last op (in execution order) of the
+scope named like it (Keras `conv1_conv1_1` against `conv1/conv1_1/Relu`), or what a mapping file
+{"keras layer": "graph op or scope"} says. Only paired ops are compared; the others' items say so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from ..check import Target
+from ..errors import ParityError
+from ..graph import Layer, Net
+from ..layout import caffe_shape
+from ..reference import Reference
+from .weights import normalized
+
+
+@dataclass
+class GraphTarget(Target):
+    """`prototxt` and `caffemodel` hold the graph (.pb) when there is one; `weights` a file made by tf-import."""
+
+    keras_model: str = ""
+    weights: Path | None = None
+    mapping: dict | None = None
+    partial_match = True  # only the ops a Keras layer pairs with are compared
+
+    def net(self) -> Net:
+        net = manifest_net(self.references[0], self.name)
+        return net.until(self.until) if self.until else net
+
+    def sources(self) -> dict[str, Path]:
+        return {"graph": self.prototxt} if self.prototxt else {}
+
+    def read_weights(self):
+        """The graph's Consts (None: the weights come from `weights`, a tf-import output)."""
+        if self.weights is not None or self.prototxt is None:
+            return None
+        from .graph import constants, read_graph_def
+
+        return constants(read_graph_def(self.prototxt))
+
+    def default_converter(self) -> Callable:
+        from ..handwritten import load_builder
+
+        if not self.keras_model:
+            raise ParityError("a TensorFlow-graph reference is checked against a hand-written Keras model: "
+                              "give --keras-model MODULE:FN")
+        if self.weights is None and self.prototxt is None:
+            raise ParityError("give the Keras weights (--weights, a tf-import output) or the graph (--graph)")
+        return graph_converter(load_builder(self.keras_model), self.weights, self.mapping or {}, self.prototxt)
+
+
+def manifest_net(ref: Reference, name: str) -> Net:
+    """The dumped ops as a Net: placeholders first, then every entry in execution order with its inputs."""
+    produced: set[str] = set(f"{blob}:0" for blob in ref.manifest["input"]["blobs"])
+    layers = [Layer(i, blob, "Placeholder", (), (f"{blob}:0",), None)
+              for i, blob in enumerate(ref.manifest["input"]["blobs"])]
+    for raw in sorted(ref.manifest["entries"], key=lambda e: e["order"]):
+        bottoms = tuple(b for b in raw.get("bottoms", []) if b in produced)
+        layers.append(Layer(len(layers), raw["layer"], raw["type"], bottoms, (raw["top"],), None))
+        produced.add(raw["top"])
+    net = Net(name, layers, ref.dir / "manifest.json")
+    net._ancestors = net._compute_ancestors()
+    return net
+
+
+def pair_layers(model, net: Net, mapping: dict[str, str]) -> dict[str, Layer]:
+    """Keras layer name -> the graph op it is compared with (see the module's docstring)."""
+    by_name = {normalized(layer.name): layer for layer in net.layers}
+    last_in_scope: dict[str, Layer] = {}
+    for layer in net.layers:
+        last_in_scope[normalized(layer.name.rpartition("/")[0])] = layer
+    pairs = {}
+    for keras_layer in model.layers:
+        wanted = normalized(mapping.get(keras_layer.name, keras_layer.name))
+        op = by_name.get(wanted) or last_in_scope.get(wanted)
+        if op is not None:
+            pairs[keras_layer.name] = op
+        elif keras_layer.name in mapping:
+            raise ParityError(f"the mapping pairs Keras layer {keras_layer.name!r} with {mapping[keras_layer.name]!r}, "
+                              "which is no op or scope of the graph")
+    return pairs
+
+
+def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str, str], graph: Path | None) -> Callable:
+    """A `convert(net, consts)` for check.prepare: the user's model, weights in, layers paired with ops."""
+    from ..convert import ConvertedModel
+
+    def convert(net: Net, consts) -> ConvertedModel:
+        model = build_fn()
+        if weights is not None:
+            _load_weights_file(model, weights)
+        else:
+            from .weights import load_graph_weights
+
+            load_graph_weights(model, consts, mapping, graph)
+        pairs = pair_layers(model, net, mapping)
+        tensors, shapes, inputs = {}, {}, []
+        for keras_layer in model.layers:
+            op = pairs.get(keras_layer.name)
+            if op is None:
+                continue
+            key = (op.name, op.tops[0])
+            if op.type == "Placeholder":
+                inputs.append(op.name)
+                tensors[key] = keras_layer.output
+            else:
+                tensors[key] = keras_layer.output
+            shapes[key] = caffe_shape((1, *tuple(keras_layer.output.shape)[1:]))
+        if len(inputs) != len(model.inputs):
+            raise ParityError(f"the Keras model's inputs ({', '.join(t.name for t in model.inputs)}) must be named "
+                              f"like the graph's placeholders ({', '.join(l.name for l in net.layers if l.type == 'Placeholder')})")
+        return ConvertedModel(model, net, tensors, shapes, {}, inputs)
+
+    convert.supports_local = False
+    return convert
+
+
+def _load_weights_file(model, path: Path) -> None:
+    from ..errors import require_file
+
+    try:
+        model.load_weights(str(require_file(path, "weights")))
+    except (ValueError, OSError, KeyError) as exc:
+        raise ParityError(f"cannot load these weights into the Keras model ({str(exc).splitlines()[0]})", path) from None
+
+
+def restricted(target: Target, tensors: dict) -> Target:
+    """`target` with each reference's entries cut to the ops a Keras layer was paired with."""
+    refs = [replace(r, entries=[e for e in r.entries if (e.layer, e.top) in tensors]) for r in target.references]
+    return replace(target, references=refs)
+
+
+def graph_target_from_fixture(fixture, images: list[str] | None = None) -> GraphTarget:
+    """A tensorflow-graph fixture: its graph (built into the cache), references, hand-written Keras model."""
+    from ..reference import find_references
+
+    if not fixture.references.is_dir():
+        raise ParityError(f"fixture {fixture.name!r} has no references yet (make them with "
+                          f"`parity dump-tf --fixture {fixture.name}`)", fixture.references)
+    refs = find_references(fixture.references)
+    if images:
+        refs = [r for r in refs if r.name in images]
+        if not refs:
+            raise ParityError(f"no reference for image(s) {', '.join(images)}", fixture.references)
+    graph = fixture.graph_path()
+    return GraphTarget(fixture.name, graph, graph, refs, tolerances=fixture.description.get("tolerances"),
+                       keras_model=fixture.keras_model, mapping=fixture.description.get("mapping"))
