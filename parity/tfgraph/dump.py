@@ -39,8 +39,7 @@ def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str]) -> di
             values = session.run([graph.get_tensor_by_name(t) for t in fetches],
                                  {graph.get_tensor_by_name(f"{name}:0"): array for name, array in feeds.items()})
     except tf.errors.OpError as exc:
-        message = exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
-        raise ParityError(f"TensorFlow could not run the graph: {message}") from None
+        raise ParityError(f"TensorFlow could not run the graph: {_reason(exc)}") from None
     return dict(zip(fetches, values))
 
 
@@ -91,6 +90,18 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
         log(f"parity dump-tf: {sample.name}: {len(entries)} entries -> {target}")
         written.append(target)
     return written
+
+
+def _reason(exc) -> str:
+    """The line of a TensorFlow run error that says what went wrong, with the op it happened at.
+
+    TensorFlow's message is "Graph execution error:", where it was defined, then the reason; an NCHW
+    pooling or convolution on a CPU without oneDNN ends up here, for one."""
+    lines = [line.strip() for line in (exc.message or "").splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "Node:", "[["))]
+    node = getattr(exc, "op", None)
+    where = f" (at op {node.name})" if node is not None else ""
+    return (reasons[-1] if reasons else type(exc).__name__) + where
 
 
 def _is_float(node) -> bool:

@@ -1,0 +1,142 @@
+"""The TensorFlow-graph source: dump-tf, tf-import and the check of a hand-written Keras model (tf_saliency)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.check import run_target, target_from_fixture
+from parity.cli import main
+from parity.compare import Tolerance
+from parity.fixtures import load_fixture
+from parity.reference import find_references
+
+FIXTURE = load_fixture("tf_saliency")
+MODEL = FIXTURE.dir / "model.py"
+TOL = Tolerance(1e-2, 1e-4)
+
+
+def _check(keras_model: str):
+    from dataclasses import replace
+
+    target = replace(target_from_fixture("tf_saliency"), keras_model=keras_model)
+    (report,) = run_target(target, TOL)
+    return report
+
+
+def _planted(tmp_path: Path, old: str, new: str) -> str:
+    """The fixture's hand-written model with one line changed, as a 'file.py:build' spec."""
+    text = MODEL.read_text()
+    assert old in text
+    path = tmp_path / "model_with_bug.py"
+    path.write_text(text.replace(old, new))
+    return f"{path}:build"
+
+
+def test_the_hand_written_model_matches_the_graph_layer_by_layer():
+    report = _check(FIXTURE.keras_model)
+    assert report.status == "pass" and report.first_divergence is None
+    compared = [r.layer for r in report.layers]
+    assert compared[0] == "conv1/conv1_1/Relu" and compared[-1] == "saliency"  # last op of a scope, or the op itself
+    assert "aspp/pool_up/to_nchw" in compared and "aspp/concat" in compared
+
+
+@pytest.mark.parametrize("old, new, layer", [
+    # a wrong data_format: the resize reads the channels-last tensor as channels-first
+    ('layers.Resizing(SIZE, SIZE, interpolation="bilinear", name="head_up")',
+     'layers.Resizing(SIZE, SIZE, interpolation="bilinear", data_format="channels_first", name="head_up")',
+     "head/up/to_nchw"),
+    # a missing resize: the head's upsampling forgotten; the sigmoid after it is the first op compared
+    ('    x = layers.Resizing(SIZE, SIZE, interpolation="bilinear", name="head_up")(x)\n', "", "saliency"),
+])
+def test_planted_model_bugs_fail_at_the_right_layer(tmp_path, old, new, layer):
+    report = _check(_planted(tmp_path, old, new))
+    assert report.status == "fail" and report.first_divergence == layer
+
+
+def test_a_kernel_moved_without_its_transpose_fails_at_its_layer(monkeypatch):
+    """Square kernels (32 in, 32 out) fit either way round: only the numbers can tell."""
+    import parity.tfgraph.weights as weights
+
+    original = weights.load_graph_weights
+
+    def swapped(model, consts, mapping, where=None):
+        consts = dict(consts)
+        consts["conv2/conv2_2/kernel"] = np.ascontiguousarray(consts["conv2/conv2_2/kernel"].transpose(0, 1, 3, 2))
+        return original(model, consts, mapping, where)
+
+    monkeypatch.setattr(weights, "load_graph_weights", swapped)
+    report = _check(FIXTURE.keras_model)
+    assert report.first_divergence == "conv2/conv2_2/Relu"
+
+
+def test_a_fresh_dump_reproduces_the_committed_references(tmp_path):
+    assert main(["dump-tf", "--fixture", "tf_saliency", "--out", str(tmp_path)]) == 0
+    (fresh,) = find_references(tmp_path)
+    (committed,) = find_references(FIXTURE.references)
+    assert fresh.manifest["source"] == "tensorflow-graph"
+    assert fresh.manifest["model"] == committed.manifest["model"]  # the same graph, by sha256
+    assert [(e.layer, e.layout) for e in fresh.entries] == [(e.layer, e.layout) for e in committed.entries]
+    layouts = {e.layer: e.layout for e in fresh.entries}
+    assert layouts["aspp/pool_up/resize/ResizeBilinear"] == "NHWC" and layouts["aspp/concat"] == "NCHW"
+    for a, b in zip(fresh.entries, committed.entries):
+        np.testing.assert_allclose(fresh.load(a), committed.load(b), rtol=1e-5, atol=1e-6)
+
+
+def test_tf_import_writes_a_model_the_cli_check_passes_and_a_fresh_process_loads(tmp_path):
+    graph = FIXTURE.graph_path()
+    out = tmp_path / "saliency.keras"
+    assert main(["tf-import", str(graph), "--keras-model", FIXTURE.keras_model, "-o", str(out)]) == 0
+    assert main(["check", "--keras-model", FIXTURE.keras_model, "--weights", str(out), "--blobs",
+                 str(FIXTURE.references), "--graph", str(graph), "-q"]) == 0
+    script = f"import keras\nm = keras.saving.load_model({str(out)!r})\nprint(len(m.layers))\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # plain Keras layers: no custom_objects, not even parity
+
+
+def test_tf_import_refuses_to_write_when_a_variable_is_unmatched(tmp_path, capsys):
+    spec = _planted(tmp_path, '"aspp_project", 16, 1)', '"aspp_projection", 16, 1)')
+    out = tmp_path / "saliency.keras"
+    assert main(["tf-import", str(FIXTURE.graph_path()), "--keras-model", spec, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Keras aspp_projection/kernel (1, 1, 48, 16): no graph Const" in err
+    assert "graph Const aspp/project/kernel (1, 1, 48, 16): no Keras variable takes it" in err
+    assert not out.exists() and not list(tmp_path.glob("*.keras*"))
+
+
+def test_a_mapping_file_pairs_renamed_layers(tmp_path):
+    spec = _planted(tmp_path, '"aspp_project", 16, 1)', '"aspp_projection", 16, 1)')
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"aspp_projection": "aspp/project"}))
+    out = tmp_path / "saliency.keras"
+    assert main(["tf-import", str(FIXTURE.graph_path()), "--keras-model", spec, "--mapping", str(mapping),
+                 "-o", str(out)]) == 0
+    assert main(["check", "--keras-model", spec, "--mapping", str(mapping), "--weights", str(out), "--blobs",
+                 str(FIXTURE.references), "-q"]) == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01 not a graph", b"\x0a\xff\xff\xff"])
+def test_a_bad_graph_file_is_one_clear_line(tmp_path, capsys, content):
+    bad = tmp_path / "graph.pb"
+    bad.write_bytes(content)
+    assert main(["dump-tf", str(bad), "--image", str(FIXTURE.image_path("chelsea")), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("parity: error:") and str(bad) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_graph_tensorflow_cannot_run_is_one_line_naming_the_op(tmp_path):
+    """Without oneDNN, TensorFlow's CPU kernels refuse NCHW pooling: say that, and where, in one line."""
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "parity", "dump-tf", "--fixture", "tf_saliency", "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert proc.returncode == 2
+    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("parity: error:")]
+    assert "only supports NHWC" in line and line.endswith("(at op pool1)")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
