@@ -34,7 +34,7 @@ def warm() -> dict:
     names, total = list_fixtures(), 0
     for name in names:
         fixture = load_fixture(name)
-        files = [fixture.prototxt, fixture.weights_path()]
+        files = [fixture.graph_path()] if fixture.kind == "tensorflow-graph" else [fixture.prototxt, fixture.weights_path()]
         if fixture.references.is_dir():
             files += sorted(p for p in fixture.references.rglob("*") if p.is_file())
         for path in files:

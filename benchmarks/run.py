@@ -518,10 +518,11 @@ def findings(rows: list[dict], checks: dict, forward: dict, pytest_runs: dict, w
         busy_parallel = sum(p["busy_s"] for p in runners)
         lines.append(
             f"- **pytest -n {workers} vs -n 0: {speedup:.2f}x, {verdict}.** Under -n 0: start-up {s['startup_s']:.1f} s, "
-            f"tests {s['tests_s']:.1f} s (TensorFlow's import, about 3 s, falls in the first test), shut-down "
+            f"tests {s['tests_s']:.1f} s, shut-down "
             f"{s['shutdown_s']:.1f} s. Under -n {workers}: {q['startup_s']:.1f} s, {q['tests_s']:.1f} s, "
-            f"{q['shutdown_s']:.1f} s. Each worker imports TensorFlow itself, in parallel, so that import does not "
-            f"shrink. Split perfectly with nothing else changed, the run would take {ideal:.1f} s, "
+            f"{q['shutdown_s']:.1f} s. Every process that runs tests imports TensorFlow once (about 3 s, while "
+            "collecting the TensorFlow-graph fixture, or else in its first test); the workers do it side by side, "
+            f"so it does not shrink. Split perfectly with nothing else changed, the run would take {ideal:.1f} s, "
             f"{serial['wall_s'] / ideal:.2f}x.")
         lines.append(
             f"- **Two processes on {CORES} cores.** The workers were busy {busy} s, {busy_parallel:.1f} s in all "

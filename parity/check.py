@@ -72,7 +72,7 @@ def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
     from .fixtures import load_fixture
 
     fixture = load_fixture(name)
-    if fixture.source == "tensorflow-graph":
+    if fixture.kind == "tensorflow-graph":
         from .tfgraph.target import graph_target_from_fixture
 
         return graph_target_from_fixture(fixture, images)

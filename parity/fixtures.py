@@ -48,9 +48,9 @@ class Fixture:
     description: dict
 
     @property
-    def source(self) -> str:
+    def kind(self) -> str:
         """'caffe' (a prototxt and a weights recipe) or 'tensorflow-graph' (a graph builder and a Keras model)."""
-        return self.description.get("source", "caffe")
+        return self.description.get("kind", "caffe")
 
     @property
     def keras_model(self) -> str:
@@ -83,8 +83,14 @@ class Fixture:
                     stage.write_bytes(graph_def.SerializeToString(deterministic=True))
         return path
 
+    def _caffe_only(self, what: str) -> None:
+        if self.kind != "caffe":
+            raise ParityError(f"fixture {self.name!r} is a {self.kind} fixture: it has no {what} "
+                              "(its commands are dump-tf and tf-import)", self.dir / "fixture.json")
+
     @property
     def prototxt(self) -> Path:
+        self._caffe_only("prototxt")
         spec = self.description["prototxt"]
         return self._remote(spec) if isinstance(spec, dict) else self.dir / spec
 
@@ -118,6 +124,7 @@ class Fixture:
 
     def weights_path(self, quiet: bool = False) -> Path:
         """The fixture's caffemodel in the cache: fetched (real weights) or built from its recipe."""
+        self._caffe_only("caffemodel")
         if "from_source" in self.description["weights"]:
             return self._remote(self.description["weights"])
         from .graph import Net
@@ -169,7 +176,7 @@ def load_fixture(name: str) -> Fixture:
         description = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ParityError(f"invalid JSON: {exc.msg}", path, exc.lineno) from None
-    needed = ("graph", "keras_model", "input") if description.get("source") == "tensorflow-graph" else ("prototxt", "weights")
+    needed = ("graph", "keras_model", "input") if description.get("kind") == "tensorflow-graph" else ("prototxt", "weights")
     for key in needed:
         if key not in description:
             raise ParityError(f"missing key {key!r}", path)

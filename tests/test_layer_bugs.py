@@ -18,7 +18,7 @@ from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Net
 
 TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
-LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).source == "caffe"]
+LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).kind == "caffe"]
 CASES = [(f, layer.name) for f in LAYERWISE for layer in Net.from_prototxt(load_fixture(f).prototxt).layers
          if layer.type != "Input" and layer.tops]  # Silence has no output to break
 

@@ -17,7 +17,7 @@ from parity.reference import find_references
 
 BUDGET_BYTES = 150 * 1024 * 1024
 SDIST_SHA256 = re.search(r"SDIST_SHA256=(\w+)", (REPO / "tools" / "build_caffe.sh").read_text()).group(1)
-FIXTURES = [f for f in list_fixtures() if load_fixture(f).source == "caffe"]  # tf_saliency: tests/test_tfgraph.py
+FIXTURES = [f for f in list_fixtures() if load_fixture(f).kind == "caffe"]  # tf_saliency: tests/test_tfgraph.py
 
 
 def references(name):

@@ -57,7 +57,7 @@ def run_dump(args) -> int:
     fixture = load_fixture(args.fixture) if args.fixture else None
     if fixture is None and args.graph is None:
         raise ParityError("give GRAPH.pb, or --fixture NAME")
-    if fixture is not None and fixture.source != "tensorflow-graph":
+    if fixture is not None and fixture.kind != "tensorflow-graph":
         raise ParityError(f"fixture {fixture.name!r} is a Caffe fixture: use `parity dump`")
     graph = require_file(args.graph, "graph") if args.graph else fixture.graph_path()
     _, net = load_graph(graph)
