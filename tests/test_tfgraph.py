@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,11 @@ def test_a_kernel_moved_without_its_transpose_fails_at_its_layer(monkeypatch):
     assert report.first_divergence == "conv2/conv2_2/Relu"
 
 
+NO_ONEDNN = pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0",
+                               reason="TensorFlow's CPU kernels run the graph's NCHW ops only with oneDNN")
+
+
+@NO_ONEDNN
 def test_a_fresh_dump_reproduces_the_committed_references(tmp_path):
     assert main(["dump-tf", "--fixture", "tf_saliency", "--out", str(tmp_path)]) == 0
     (fresh,) = find_references(tmp_path)
@@ -131,8 +137,6 @@ def test_a_bad_graph_file_is_one_clear_line(tmp_path, capsys, content):
 
 def test_a_graph_tensorflow_cannot_run_is_one_line_naming_the_op(tmp_path):
     """Without oneDNN, TensorFlow's CPU kernels refuse NCHW pooling: say that, and where, in one line."""
-    import os
-
     proc = subprocess.run([sys.executable, "-m", "parity", "dump-tf", "--fixture", "tf_saliency", "--out",
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
