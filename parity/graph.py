@@ -43,7 +43,12 @@ class Net:
     @classmethod
     def from_proto(cls, proto, path: Path | None = None, text: str = "") -> "Net":
         layers = [Layer(i, lp.name, lp.type, tuple(lp.bottom), tuple(lp.top), lp) for i, lp in enumerate(proto.layer)]
-        net = cls(proto.name, layers, path, text)
+        return cls.from_layers(proto.name, layers, path, text)
+
+    @classmethod
+    def from_layers(cls, name: str, layers: list[Layer], path: Path | None = None, text: str = "") -> "Net":
+        """A net of any source's layers (Caffe's, a TensorFlow graph's ops), in execution order."""
+        net = cls(name, layers, path, text)
         net._check_names()
         net._ancestors = net._compute_ancestors()
         return net

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ParityError, require_file
-from . import floats, ints
+from . import add_preprocessing, preprocessing
 
 HELP = """Run real Caffe on images (or raw .npy inputs) and save every layer's output as reference blobs.
 Run it with the pycaffe environment's parity: .cache/caffe/venv/bin/parity dump ...
@@ -27,11 +26,7 @@ def add(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default for a fixture: reference_blobs/<fixture>)")
     p.add_argument("--granularity", choices=("layer", "blob"),
                    help="layer: every layer's tops right after it ran (default); blob: final value of each blob")
-    p.add_argument("--mean", type=floats, help="per-channel mean in the net's channel order, e.g. 104,117,123")
-    p.add_argument("--scale", type=float, help="multiply after mean subtraction (default 1)")
-    p.add_argument("--raw-scale", type=float, help="scale pixels to [0, RAW_SCALE] first (default 255)")
-    p.add_argument("--channel-order", choices=("BGR", "RGB"), help="the net's input channel order (default BGR)")
-    p.add_argument("--resize", type=ints, metavar="H,W", help="resize images to H,W first")
+    add_preprocessing(p, "net")
     p.set_defaults(run=run)
 
 
@@ -49,9 +44,7 @@ def run(args) -> int:
     prototxt = require_file(args.prototxt or fixture.prototxt, "prototxt")
     caffemodel = require_file(args.caffemodel, "caffemodel") if args.caffemodel else fixture.weights_path()
     prep = fixture.preprocessing if fixture else Preprocessing()
-    overrides = {k: v for k, v in (("mean", args.mean), ("scale", args.scale), ("raw_scale", args.raw_scale),
-                                   ("channel_order", args.channel_order), ("resize", args.resize)) if v is not None}
-    prep = replace(prep, **overrides)
+    prep = preprocessing(args, prep)
     images = args.image or ([] if args.npy or fixture is None else [fixture.image_path(i) for i in fixture.images])
     if not images and not args.npy:
         raise ParityError("nothing to run: give --image IMG or --input FILE.npy")

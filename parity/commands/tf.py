@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ParityError, require_file
-from . import floats, ints
+from . import add_preprocessing, preprocessing
 
 DUMP_HELP = """Run a frozen TensorFlow graph (.pb) on images and save every op's float output as reference blobs.
   parity dump-tf graph.pb --input input --image cat.png --out refs/ [--channel-order RGB --raw-scale 1 ...]
@@ -30,11 +29,7 @@ def add(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default for a fixture: reference_blobs/<fixture>)")
     p.add_argument("--data-format", choices=("NCHW", "NHWC"),
                    help="the input's layout (default: its first consumer's data_format, else where its 3 channels are)")
-    p.add_argument("--mean", type=floats, help="per-channel mean in the graph's channel order")
-    p.add_argument("--scale", type=float, help="multiply after mean subtraction (default 1)")
-    p.add_argument("--raw-scale", type=float, help="scale pixels to [0, RAW_SCALE] first (default 255)")
-    p.add_argument("--channel-order", choices=("BGR", "RGB"), help="the graph's input channel order (default BGR)")
-    p.add_argument("--resize", type=ints, metavar="H,W", help="resize images to H,W first")
+    add_preprocessing(p, "graph")
     p.set_defaults(run=run_dump)
     q = sub.add_parser("tf-import", help="move a frozen graph's weights into a hand-written Keras model by name",
                        description=IMPORT_HELP)
@@ -70,9 +65,7 @@ def run_dump(args) -> int:
     shape = placeholder_shape(layer)
     nchw = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
     prep = fixture.preprocessing if fixture else Preprocessing()
-    overrides = {k: v for k, v in (("mean", args.mean), ("scale", args.scale), ("raw_scale", args.raw_scale),
-                                   ("channel_order", args.channel_order), ("resize", args.resize)) if v is not None}
-    prep = replace(prep, **overrides)
+    prep = preprocessing(args, prep)
     images = args.image or ([fixture.image_path(i) for i in fixture.images] if fixture else [])
     if not images:
         raise ParityError("nothing to run: give --image IMG")

@@ -87,9 +87,7 @@ def graph_net(graph_def, path: Path | None = None) -> Net:
         bottoms = tuple(t for t in data_inputs(node) if producer(t)[0] not in skip)
         tops = tuple(f"{node.name}:{i}" for i in sorted(read.get(node.name, set()) | {0}))
         layers.append(Layer(len(layers), node.name, node.op, bottoms, tops, node))
-    net = Net(path.stem if path else "graph", layers, path)
-    net._ancestors = net._compute_ancestors()
-    return net
+    return Net.from_layers(path.stem if path else "graph", layers, path)
 
 
 def output_layouts(net: Net, input_layout: str, consts: dict[str, np.ndarray]) -> dict[str, str]:

@@ -64,9 +64,7 @@ def manifest_net(ref: Reference, name: str) -> Net:
         bottoms = tuple(b for b in raw.get("bottoms", []) if b in produced)
         layers.append(Layer(len(layers), raw["layer"], raw["type"], bottoms, (raw["top"],), None))
         produced.add(raw["top"])
-    net = Net(name, layers, ref.dir / "manifest.json")
-    net._ancestors = net._compute_ancestors()
-    return net
+    return Net.from_layers(name, layers, ref.dir / "manifest.json")
 
 
 def pair_layers(model, net: Net, mapping: dict[str, str]) -> dict[str, Layer]:
