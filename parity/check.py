@@ -166,7 +166,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
 
         target = restricted(target, converted.tensors)
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
-    return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, convert)
+    return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, build)
 
 
 def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Callable) -> ParityError:

@@ -119,4 +119,4 @@ def require_local_support(build: Callable | None) -> None:
     """A hand-written model cannot be cut into single layers by parity: say so instead of guessing."""
     if build is not None and not getattr(build, "supports_local", True):
         raise ParityError("--local checks parity's own conversion layer by layer; it is not available with "
-                          "--keras-model")
+                          "--keras-model (nor for a TensorFlow-graph reference, always checked against one)")

@@ -144,3 +144,8 @@ def test_a_graph_tensorflow_cannot_run_is_one_line_naming_the_op(tmp_path):
     (line,) = [l for l in proc.stderr.splitlines() if l.startswith("parity: error:")]
     assert "only supports NHWC" in line and line.endswith("(at op pool1)")
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_local_mode_is_refused_for_a_graph_reference(capsys):
+    assert main(["check", "--model", "tf_saliency", "--local", "-q"]) == 2
+    assert "not available" in capsys.readouterr().err
