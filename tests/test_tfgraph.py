@@ -149,3 +149,47 @@ def test_a_graph_tensorflow_cannot_run_is_one_line_naming_the_op(tmp_path):
 def test_local_mode_is_refused_for_a_graph_reference(capsys):
     assert main(["check", "--model", "tf_saliency", "--local", "-q"]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def _damage(data: bytes, kind: str, at: int, run: bytes) -> bytes:
+    """A truncation, bit flip or overwritten run of `data` at `at`."""
+    at %= len(data)
+    if kind == "truncate":
+        return data[:at]
+    if kind == "flip":
+        return data[:at] + bytes([data[at] ^ (1 << (run[0] % 8))]) + data[at + 1:]
+    return data[:at] + run + data[at + len(run):]
+
+
+def test_damaged_graphs_give_a_result_or_one_clear_line(tmp_path_factory):
+    """dump-tf and tf-import on a damaged .pb: exit 0 or 2 with one `parity: error:` line naming the file."""
+    import contextlib
+    import io
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    image = str(FIXTURE.image_path("chelsea"))
+    data = FIXTURE.graph_path().read_bytes()
+
+    @settings(derandomize=True, deadline=None, database=None, max_examples=40,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from(["truncate", "flip", "overwrite"]), st.integers(0, len(data) - 1),
+           st.binary(min_size=1, max_size=16))
+    def check(kind, at, run):
+        folder = tmp_path_factory.mktemp("g")
+        graph = folder / "graph.pb"
+        graph.write_bytes(_damage(data, kind, at, run))
+        for argv in (["dump-tf", str(graph), "--input", "input", "--image", image, "--resize", "64,64",
+                      "--out", str(folder / "out")],
+                     ["tf-import", str(graph), "--keras-model", FIXTURE.keras_model, "-o", str(folder / "m.keras")]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(argv)
+            lines = [l for l in err.getvalue().splitlines() if l.startswith("parity: error:")]
+            assert rc in (0, 2), (argv[0], err.getvalue()[-500:])
+            if rc == 2:
+                assert len(lines) == 1 and str(graph) in lines[0], err.getvalue()[-500:]
+                assert not (folder / "out").exists() and not (folder / "m.keras").exists()
+
+    check()

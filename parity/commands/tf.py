@@ -62,7 +62,7 @@ def run_dump(args) -> int:
     if layer is None:
         raise ParityError(f"the graph has no placeholder {name!r}", graph)
     layout = args.data_format or spec.get("layout") or guess_input_layout(net, layer)
-    shape = placeholder_shape(layer)
+    shape = placeholder_shape(layer, graph)
     nchw = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
     prep = fixture.preprocessing if fixture else Preprocessing()
     prep = preprocessing(args, prep)
@@ -98,7 +98,7 @@ def run_import(args) -> int:
         raise ParityError("nothing to write: give -o MODEL.keras or --weights-h5 PATH")
     _check_suffix(args.output, ".keras")
     _check_suffix(args.weights_h5, ".weights.h5")
-    consts = constants(read_graph_def(args.graph))
+    consts = constants(read_graph_def(args.graph), args.graph)
     model = load_builder(args.keras_model)()
     count = load_graph_weights(model, consts, read_mapping(args.mapping), args.graph)
     print(f"parity: matched {count} weights", file=sys.stderr)

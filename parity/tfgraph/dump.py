@@ -19,27 +19,31 @@ from ..atomic import atomic_directory, sha256_file
 from ..errors import ParityError
 from ..layout import to_keras_layout
 from ..reference import FORMAT, FORMAT_VERSION, safe_filename
-from .graph import load_graph, output_layouts, constants, placeholders
+from .graph import constants, damaged_graph, load_graph, output_layouts, placeholders
 
 SOURCE = "tensorflow-graph"
 
 
-def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str]) -> dict[str, np.ndarray]:
+def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], where=None) -> dict[str, np.ndarray]:
     """Values of `fetches` (tensor names) with `feeds` (placeholder name -> array), in one Session run."""
     import tensorflow as tf
 
     from .._tf import quiet_native_stderr
 
     graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
+    try:
+        with damaged_graph(where), graph.as_default(), quiet_native_stderr():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+            fetched = [graph.get_tensor_by_name(t) for t in fetches]
+            fed = {graph.get_tensor_by_name(f"{name}:0"): array for name, array in feeds.items()}
+    except tf.errors.OpError as exc:  # e.g. an op type TensorFlow does not know
+        raise ParityError(f"not a usable TensorFlow graph: {_reason(exc)}", where) from None
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
     try:
         with quiet_native_stderr(), tf.compat.v1.Session(graph=graph, config=config) as session:
-            values = session.run([graph.get_tensor_by_name(t) for t in fetches],
-                                 {graph.get_tensor_by_name(f"{name}:0"): array for name, array in feeds.items()})
+            values = session.run(fetched, fed)
     except tf.errors.OpError as exc:
-        raise ParityError(f"TensorFlow could not run the graph: {_reason(exc)}") from None
+        raise ParityError(f"TensorFlow could not run the graph: {_reason(exc)}", where) from None
     return dict(zip(fetches, values))
 
 
@@ -53,7 +57,7 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
     if input_name not in names:
         raise ParityError(f"the graph has no placeholder {input_name!r} (placeholders: {', '.join(names) or 'none'})",
                           path)
-    layouts = output_layouts(net, input_layout, constants(graph_def))
+    layouts = output_layouts(net, input_layout, constants(graph_def, path))
     float_ops = [(layer, top) for layer in net.layers if layer.type != "Placeholder"
                  for top in layer.tops[:1] if _is_float(layer.param)]
     model = {"graph": {"file": path.name, "sha256": sha256_file(path)}}
@@ -62,7 +66,7 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
         feed = sample.arrays[input_name]
         fed = to_keras_layout(feed) if input_layout == "NHWC" else feed
         log(f"parity dump-tf: {sample.name}: running the graph ({len(float_ops)} float outputs) ...")
-        values = run_graph(graph_def, {input_name: fed}, [top for _, top in float_ops])
+        values = run_graph(graph_def, {input_name: fed}, [top for _, top in float_ops], path)
         target = out / safe_filename(sample.name)
         with atomic_directory(target) as stage:
             entries = []

@@ -7,6 +7,7 @@ nodes, their Identity readers and NoOps are weights or plumbing, not computation
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -125,28 +126,44 @@ def _transpose_layout(node, consts: dict[str, np.ndarray]) -> str | None:
     return {TO_NHWC: "NHWC", TO_NCHW: "NCHW"}.get(perm)
 
 
-def constants(graph_def) -> dict[str, np.ndarray]:
+def constants(graph_def, path: str | Path | None = None) -> dict[str, np.ndarray]:
     """Every Const node's value, by node name."""
     from tensorflow.python.framework import tensor_util
 
-    return {n.name: tensor_util.MakeNdarray(n.attr["value"].tensor) for n in graph_def.node if n.op == "Const"}
+    with damaged_graph(path):
+        return {n.name: tensor_util.MakeNdarray(n.attr["value"].tensor) for n in graph_def.node if n.op == "Const"}
 
 
 def load_graph(path: str | Path) -> tuple[object, Net]:
     """(GraphDef, Net) for a frozen .pb."""
     graph_def = read_graph_def(path)
-    return graph_def, graph_net(graph_def, Path(path))
+    with damaged_graph(path):
+        return graph_def, graph_net(graph_def, Path(path))
+
+
+@contextlib.contextmanager
+def damaged_graph(path: str | Path):
+    """A GraphDef that parses may still be nonsense (a bit flip in a dtype, a tensor's byte count);
+    TensorFlow and protobuf then raise ValueError, TypeError and friends: one clear error instead."""
+    try:
+        yield
+    except ParityError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ParityError(f"not a usable TensorFlow graph: {reason}", path) from None
 
 
 def placeholders(net: Net) -> list[Layer]:
     return [layer for layer in net.layers if layer.type == "Placeholder"]
 
 
-def placeholder_shape(layer: Layer) -> tuple[int, ...]:
+def placeholder_shape(layer: Layer, path: Path | None = None) -> tuple[int, ...]:
     """The Placeholder's declared shape, an unknown batch as 1."""
     dims = [d.size for d in layer.param.attr["shape"].shape.dim]
     if not dims or any(d < 0 for d in dims[1:]):
-        raise ParityError(f"placeholder {layer.name!r} needs a fully known shape (besides the batch), has {dims}")
+        raise ParityError(f"placeholder {layer.name!r} needs a fully known shape (besides the batch), has {dims}",
+                          path)
     return (1, *dims[1:]) if dims[0] < 0 else tuple(dims)
 
 
@@ -156,5 +173,5 @@ def guess_input_layout(net: Net, layer: Layer) -> str:
         node = other.param
         if f"{layer.name}:0" in other.bottoms and "data_format" in node.attr and node.attr["data_format"].s:
             return node.attr["data_format"].s.decode()
-    shape = placeholder_shape(layer)
+    shape = placeholder_shape(layer, net.path)
     return "NCHW" if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3) else "NHWC"

@@ -42,7 +42,7 @@ class GraphTarget(Target):
             return None
         from .graph import constants, read_graph_def
 
-        return constants(read_graph_def(self.prototxt))
+        return constants(read_graph_def(self.prototxt), self.prototxt)
 
     def default_converter(self) -> Callable:
         from ..handwritten import load_builder
