@@ -193,3 +193,21 @@ def test_damaged_graphs_give_a_result_or_one_clear_line(tmp_path_factory):
                 assert not (folder / "out").exists() and not (folder / "m.keras").exists()
 
     check()
+
+
+@NO_ONEDNN
+def test_a_chosen_set_of_ops_is_dumped_with_its_ancestry_and_checks(tmp_path, capsys):
+    assert main(["dump-tf", "--fixture", "tf_saliency", "--op", "aspp/*", "--op", "saliency", "--out", str(tmp_path)]) == 0
+    (ref,) = find_references(tmp_path)
+    dumped = {e.top for e in ref.entries}
+    assert {e.layer.split("/")[0] for e in ref.entries} == {"aspp", "saliency"}
+    for raw in ref.manifest["entries"]:  # each names the nearest dumped tensors (or the input) it is computed from
+        assert raw["bottoms"] and set(raw["bottoms"]) <= dumped | {"input:0"}
+    saliency = next(r for r in ref.manifest["entries"] if r["layer"] == "saliency")
+    assert saliency["bottoms"] == ["aspp/project/Relu:0"]  # through head/*, which was not dumped
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"saliency": "saliency:0"}))  # a tensor name works as well as an op name
+    capsys.readouterr()
+    assert main(["check", "--keras-model", FIXTURE.keras_model, "--graph", str(FIXTURE.graph_path()),
+                 "--mapping", str(mapping), "--blobs", str(tmp_path), "-q"]) == 0
+    assert "PASS: all 8 outputs" in capsys.readouterr().out

@@ -27,6 +27,9 @@ def add(sub) -> None:
     p.add_argument("--input", dest="input_name", help="the placeholder to feed (default: the only one)")
     p.add_argument("--image", action="append", type=Path, default=[], help="an image to preprocess (repeatable)")
     p.add_argument("--out", type=Path, help="output folder (default for a fixture: reference_blobs/<fixture>)")
+    p.add_argument("--op", action="append", default=[], dest="ops", metavar="PATTERN",
+                   help="dump only ops whose name matches this glob, e.g. 'aspp/*' (repeatable; default: every op "
+                        "with a float output)")
     p.add_argument("--data-format", choices=("NCHW", "NHWC"),
                    help="the input's layout (default: its first consumer's data_format, else where its 3 channels are)")
     add_preprocessing(p, "graph")
@@ -75,7 +78,7 @@ def run_dump(args) -> int:
     samples = [Sample(image.stem, {name: preprocess_image(image, prep, nchw)},
                       {"kind": "image", "file": image.name, "sha256": sha256_file(image), "preprocessing": prep.to_dict()})
                for image in images]
-    dump_graph(graph, name, samples, out, layout, log=lambda m: print(m, file=sys.stderr, flush=True))
+    dump_graph(graph, name, samples, out, layout, args.ops, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
 

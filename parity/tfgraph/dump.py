@@ -9,6 +9,7 @@ channels-last), NHWC ones as they are.
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import json
 from pathlib import Path
 
@@ -48,8 +49,11 @@ def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], where
 
 
 def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layout: str,
-               log=print) -> list[Path]:
-    """Run the graph on each sample (parity.dump.Sample, arrays in NCHW) and write one reference folder each."""
+               patterns: list[str] | None = None, log=print) -> list[Path]:
+    """Run the graph on each sample (parity.dump.Sample, arrays in NCHW) and write one reference folder each.
+
+    `patterns`: globs on op names; only matching ops are saved (default: every op with a float output).
+    """
     import tensorflow as tf
 
     graph_def, net = load_graph(path)
@@ -59,7 +63,11 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
                           path)
     layouts = output_layouts(net, input_layout, constants(graph_def, path))
     float_ops = [(layer, top) for layer in net.layers if layer.type != "Placeholder"
-                 for top in layer.tops[:1] if _is_float(layer.param)]
+                 for top in layer.tops[:1] if _is_float(layer.param)
+                 and (not patterns or any(fnmatch.fnmatchcase(layer.name, p) for p in patterns))]
+    if not float_ops:
+        raise ParityError(f"no op with a float output matches {', '.join(patterns or [])}", path)
+    inputs = dumped_inputs(net, {top for _, top in float_ops})
     model = {"graph": {"file": path.name, "sha256": sha256_file(path)}}
     written = []
     for sample in samples:
@@ -75,7 +83,7 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
                 file = f"{len(entries):03d}_{safe_filename(layer.name)}.npy"
                 np.save(stage / file, array, allow_pickle=False)
                 entry = {"order": layer.index, "layer": layer.name, "type": layer.type, "top": top, "file": file,
-                         "shape": list(array.shape), "dtype": "float32", "bottoms": list(layer.bottoms)}
+                         "shape": list(array.shape), "dtype": "float32", "bottoms": inputs[layer.name]}
                 if array.ndim == 4 and top in layouts:
                     entry["layout"] = layouts[top]
                 entries.append(entry)
@@ -94,6 +102,22 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
         log(f"parity dump-tf: {sample.name}: {len(entries)} entries -> {target}")
         written.append(target)
     return written
+
+
+def dumped_inputs(net, dumped: set[str]) -> dict[str, list[str]]:
+    """For each op, the nearest tensors upstream of it that the dump holds (or the placeholders).
+
+    Recorded as each entry's "bottoms", they let `check` rebuild the ancestry ("downstream of the
+    first divergence") from the manifest alone, even when only some ops were dumped.
+    """
+    reach: dict[str, set[str]] = {}  # tensor -> the dumped tensors (or placeholders) it is computed from
+    result = {}
+    for layer in net.layers:
+        sources = set().union(*(reach.get(b, set()) for b in layer.bottoms)) if layer.bottoms else set()
+        result[layer.name] = sorted(sources)
+        for top in layer.tops:
+            reach[top] = {top} if top in dumped or layer.type == "Placeholder" else sources
+    return result
 
 
 def _reason(exc) -> str:

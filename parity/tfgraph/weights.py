@@ -14,13 +14,16 @@ guess that; put a Permute((3, 1, 2)) before the Flatten in the Keras model.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..errors import ParityError
 
 
-def normalized(scope: str) -> str:
-    return scope.replace("/", "_")
+def normalized(name: str) -> str:
+    """A graph name as Keras can spell it: '/' read as '_', a tensor's ':0' dropped."""
+    return re.sub(r":\d+$", "", name).replace("/", "_")
 
 
 def weight_constants(consts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
