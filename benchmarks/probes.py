@@ -100,9 +100,9 @@ def check(model: str) -> dict:
     """What `parity check --model MODEL -q` does after its imports, timed in phases.
 
     The same calls as parity.commands.check (fixture target, tolerance settings, run_target, render);
-    run_target's progress messages mark the phase boundaries: provenance (sha256 of the prototxt and
-    caffemodel against each manifest), conversion (read + convert + capture model), then per sample
-    the capture forward and the comparison of every entry.
+    run_target's progress messages mark the phase boundaries: provenance (until conversion starts; the
+    sha256 checks run beside the conversion), conversion (read + convert + capture model), then per
+    sample the capture forward and the comparison of every entry.
     """
     from parity._tf import import_keras_quietly
     from parity.check import gate_settings, run_target, target_from_fixture

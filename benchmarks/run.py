@@ -412,9 +412,10 @@ def render_markdown(facts: dict, rows: list[dict], loads: dict, why_not: str, fo
 
     out += ["", "## 3. End-to-end `parity check --model NAME -q`, every fixture", "",
             "Weights were built (and every file read once) before any timing. `check` is everything after the "
-            "imports, as `parity check` runs it: setup (fixture, references, tolerances), provenance (sha256 of the "
-            "prototxt and caffemodel against each manifest), conversion (read, convert, capture model), forward + "
-            "compare (per sample: the capture pass, including its first-call tracing, and every entry compared), "
+            "imports, as `parity check` runs it: setup (fixture, references, tolerances), provenance (what is left "
+            "before conversion starts; the sha256 of the prototxt and caffemodel against each manifest runs beside the "
+            "conversion), conversion (read, convert, capture model), forward + compare (per sample: the eager capture "
+            "pass and every entry compared), "
             "report. `process` adds Python start-up and importing TensorFlow "
             f"(about {statistics.median(c['import_s'] for c in checks.values()):.1f} s). "
             + (f"VGG-19: median of {len(checks['vgg19']['runs'])} runs." if "vgg19" in checks else ""), "",
@@ -497,8 +498,8 @@ def findings(rows: list[dict], checks: dict, forward: dict, pytest_runs: dict, w
             f"- **VGG-19 check vs load + forward.** \"Caffemodel load\" here is what pycaffe's `caffe.Net(prototxt, "
             "caffemodel)` does, the baseline of section 1: a network holding the weights, ready to run. For parity "
             f"that is reading the caffemodel and converting it ({forward['read_caffemodel_s'] + forward['convert_s']:.2f} s "
-            f"in section 2). The check takes {total:.2f} s: conversion {p['convert_s']:.2f} s, provenance hashes "
-            f"{p['provenance_s']:.2f} s, the eager capture pass plus comparing every entry "
+            f"in section 2). The check takes {total:.2f} s: conversion {p['convert_s']:.2f} s (the provenance "
+            f"hashes run beside it; {p['provenance_s']:.2f} s before it), the eager capture pass plus comparing every entry "
             f"{p['forward_compare_s']:.2f} s. Against the bare memory map plus the forward, which no check can match, "
             f"it is {total / (views + forward['plain_s']):.0f}x; against the load that reads every value ({every:.2f} s) "
             f"plus the forward, {total / (every + forward['plain_s']):.1f}x. Most of conversion is copying 575 MB into "

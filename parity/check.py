@@ -4,6 +4,7 @@ Shared by the CLI (`parity check`) and the pytest plugin, so both give the same 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -143,6 +144,36 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     configure(**(numerics or {}))
     say = progress or (lambda _msg: None)
     net = target.net()
+    build = convert or target.default_converter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parity-sha256") as pool:
+        # The sha256 of a 575 MB caffemodel takes 0.4 s; hashlib lets go of the GIL, so it runs beside
+        # the conversion. Its verdict still comes first: wrong files explain a failed conversion.
+        provenance = pool.submit(provenance_notes, target, allow_mismatch)
+        say(f"converting {target.name} ...")
+        try:
+            weights = target.read_weights()
+        except ParityError:
+            provenance.result()
+            raise
+        try:
+            converted = build(net, weights)
+        except ParityError as exc:
+            provenance.result()
+            if isinstance(exc, ShapeDivergence) or target.partial_match:
+                raise
+            raise explain_shape_conflict(exc, net, target, build) from None
+        notes = provenance.result()
+    if target.partial_match:
+        from .tfgraph.target import restricted
+
+        target = restricted(target, converted.tensors)
+    keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
+    return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, build)
+
+
+def provenance_notes(target: Target, allow_mismatch: bool) -> dict[Path, list[str]]:
+    """Each reference's notes on files whose sha256 differs from its manifest's; without
+    `allow_mismatch`, the first such difference is an error."""
     hashes: dict[Path, str] = {}
     notes = {}
     for ref in target.references:
@@ -150,23 +181,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
         if problems and not allow_mismatch:
             raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)", ref.dir / "manifest.json")
         notes[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
-    say(f"converting {target.name} ...")
-    build = convert or target.default_converter()
-    weights = target.read_weights()
-    try:
-        converted = build(net, weights)
-    except ShapeDivergence:
-        raise
-    except ParityError as exc:
-        if target.partial_match:
-            raise
-        raise explain_shape_conflict(exc, net, target, build) from None
-    if target.partial_match:
-        from .tfgraph.target import restricted
-
-        target = restricted(target, converted.tensors)
-    keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
-    return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, build)
+    return notes
 
 
 def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Callable) -> ParityError:

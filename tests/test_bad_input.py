@@ -181,3 +181,9 @@ def test_damaged_manifest_is_one_clear_error(capsys, tmp_path, weights, damage):
         manifest["format"] = "something-else"
     path.write_text("{ not json" if damage == "not json" else json.dumps(manifest))
     fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], path)
+
+
+def test_wrong_weights_that_also_fail_to_convert_are_named_as_wrong_weights(capsys, tmp_path):
+    """The sha256 check runs beside the conversion; when both fail, the provenance error is the one said."""
+    other = load_fixture("tiny_v1").weights_path()  # another net's weights: they neither match nor fit
+    fails_with(capsys, ["check", TINY.prototxt, other, "--blobs", TINY.references / "chelsea"], "caffemodel", "sha256")
