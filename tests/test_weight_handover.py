@@ -81,3 +81,11 @@ def test_import_parity_leaves_tensorflow_unimported():
 def test_parity_layers_are_registered_whichever_is_imported_first(order):
     code = f"{order}\nprint(keras.saving.get_registered_object('parity>CaffePooling2D').__name__)"
     assert _fresh(code) == "CaffePooling2D"
+
+
+def test_a_weight_parity_built_is_handed_over_through_call_with_weights_without_a_copy():
+    kernel = copy_blocked(np.ones((3, 4), np.float32))  # what dense_kernel and copy_blocked return
+    dense = keras.layers.Dense(4, use_bias=False)
+    call_with_weights(dense, keras.Input((3,)), [kernel])
+    kernel[:] = 5  # shared with the variable: no second copy of a 411 MB fc6 kernel was made
+    assert float(np.asarray(dense.kernel.numpy()).max()) == 5.0

@@ -52,7 +52,7 @@ def call_with_weights(layer, inputs, weights: Sequence[np.ndarray]):
     The layer must be unbuilt, and must create exactly as many variables as there are arrays: a
     variable left to its initializer would be a silent random weight, so that is a ValueError.
     """
-    pending = [_Given(layer.name, i, np.asarray(w)) for i, w in enumerate(weights)]
+    pending = [_Given(layer.name, i, np.asanyarray(w)) for i, w in enumerate(weights)]  # keeps layout.Owned
     create = layer.add_weight
     made = []
 
