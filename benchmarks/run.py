@@ -578,12 +578,18 @@ def write_atomically(path: Path, text: str) -> None:
 def render_again(args) -> int:
     """The report of the run recorded in --json, rendered by this version of the code."""
     data = json.loads(args.json.read_text())
-    rows = verdicts(data["loads"], data["machine"]["caffemodel_bytes"], data["forward"], data["checks"], data["pytest"],
-                    args.workers)
-    write_atomically(args.markdown, render_markdown(data["machine"], rows, data["loads"], data["pycaffe_skipped"],
-                                                    data["forward"], data["checks"], data["pytest"], args.workers, args))
+    write_report(args, data["machine"], data["loads"], data["pycaffe_skipped"], data["forward"], data["checks"],
+                 data["pytest"])
     print(f"rewrote {args.markdown} from {args.json}")
     return 0
+
+
+def write_report(args, facts: dict, loads: dict, why_not, forward: dict, checks: dict, pytest_runs: dict) -> list[dict]:
+    """The verdicts, and RESULTS.md rendered from the measurements (replaced atomically)."""
+    rows = verdicts(loads, facts["caffemodel_bytes"], forward, checks, pytest_runs, args.workers)
+    write_atomically(args.markdown, render_markdown(facts, rows, loads, why_not, forward, checks, pytest_runs,
+                                                    args.workers, args))
+    return rows
 
 
 def main() -> int:
@@ -618,12 +624,10 @@ def main() -> int:
 
     facts["load_average_at_end"] = os.getloadavg()
     facts["run_s"] = time.perf_counter() - _START
-    rows = verdicts(loads, facts["caffemodel_bytes"], forward, checks, pytest_runs, args.workers)
+    rows = write_report(args, facts, loads, why_not, forward, checks, pytest_runs)
     write_atomically(args.json, json.dumps({"machine": facts, "targets": rows, "loads": loads,
                                             "pycaffe_skipped": why_not or None, "forward": forward, "checks": checks,
                                             "pytest": pytest_runs}, indent=2, default=str) + "\n")
-    write_atomically(args.markdown, render_markdown(facts, rows, loads, why_not, forward, checks, pytest_runs,
-                                                    args.workers, args))
     width = max(len(r["measure"]) for r in rows)
     print(f"\n{'measure':<{width}}  {'value':<48} {'target':<8} met")
     for r in rows:

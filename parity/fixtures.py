@@ -52,36 +52,36 @@ class Fixture:
         """'caffe' (a prototxt and a weights recipe) or 'tensorflow-graph' (a graph builder and a Keras model)."""
         return self.description.get("kind", "caffe")
 
-    @property
-    def keras_model(self) -> str:
-        """The hand-written Keras model's 'file.py:function', as a path load_builder accepts."""
-        file, _, function = self.description["keras_model"].partition(":")
+    def _in_fixture(self, spec: str) -> str:
+        """A fixture's 'file.py:function' as the path spec load_builder accepts."""
+        file, _, function = spec.partition(":")
         return f"{self.dir / file}:{function}"
 
+    @property
+    def keras_model(self) -> str:
+        """The hand-written Keras model's builder, for --keras-model."""
+        return self._in_fixture(self.description["keras_model"])
+
     def graph_path(self, quiet: bool = False) -> Path:
-        """The fixture's frozen graph in the cache, built by its builder on first use (one builder at a time)."""
+        """The fixture's frozen graph in the cache, built by its builder on first use."""
         import tensorflow as tf
 
+        spec = self.description["graph"]
+        builder = self._in_fixture(spec["builder"])
+        source = Path(builder.rpartition(":")[0]).read_bytes()
+        key = hashlib.sha256(source + json.dumps([spec, tf.__version__]).encode()).hexdigest()[:16]
+        path = cache_dir() / "graphs" / f"{self.name.replace('/', '_')}-{key}.pb"
+        return built_once(path, lambda p: self._build_graph(p, builder, int(spec.get("seed", 0)), quiet))
+
+    def _build_graph(self, path: Path, builder: str, seed: int, quiet: bool) -> None:
         from .atomic import atomic_path
         from .handwritten import load_builder
 
-        spec = self.description["graph"]
-        file, _, function = spec["builder"].partition(":")
-        source = (self.dir / file).read_bytes()
-        key = hashlib.sha256(source + json.dumps([spec, tf.__version__]).encode()).hexdigest()[:16]
-        path = cache_dir() / "graphs" / f"{self.name.replace('/', '_')}-{key}.pb"
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not path.exists():
-                if not quiet:
-                    print(f"parity: building {self.name}'s graph into {path} ...", file=sys.stderr, flush=True)
-                graph_def = load_builder(f"{self.dir / file}:{function}")(int(spec.get("seed", 0)))
-                with atomic_path(path) as stage:
-                    stage.write_bytes(graph_def.SerializeToString(deterministic=True))
-        return path
+        if not quiet:
+            print(f"parity: building {self.name}'s graph into {path} ...", file=sys.stderr, flush=True)
+        graph_def = load_builder(builder)(seed)
+        with atomic_path(path) as stage:
+            stage.write_bytes(graph_def.SerializeToString(deterministic=True))
 
     def _caffe_only(self, what: str) -> None:
         if self.kind != "caffe":
@@ -136,14 +136,7 @@ class Fixture:
         key = hashlib.sha256(self.prototxt.read_bytes() + json.dumps([recipe, RECIPE_FORMAT, repr(shapes)],
                                                                      sort_keys=True).encode()).hexdigest()[:16]
         path = cache_dir() / "weights" / f"{self.name}-{key}.caffemodel"
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time (pytest -n workers)
-            if not path.exists():
-                self._build_weights(path, recipe, quiet)
-        return path
+        return built_once(path, lambda p: self._build_weights(p, recipe, quiet))
 
     def _build_weights(self, path: Path, recipe: dict, quiet: bool) -> None:
         from .graph import Net
@@ -165,6 +158,19 @@ class Fixture:
             mb = path.stat().st_size / 1e6
             print(f"parity: built {path.name} ({mb:.0f} MB) in {time.perf_counter() - start:.1f} s",
                   file=sys.stderr, flush=True)
+
+
+def built_once(path: Path, build) -> Path:
+    """`path` in the cache, made by `build(path)` unless it exists: one builder at a time, across
+    processes too (pytest -n workers wait for the first to finish instead of building again)."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            build(path)
+    return path
 
 
 def load_fixture(name: str) -> Fixture:

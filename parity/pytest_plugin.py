@@ -81,12 +81,17 @@ def _grouped(config) -> bool:
             or bool(getattr(config, "workerinput", {}).get("parity_loadgroup")))
 
 
+def case_of(item) -> "Case | None":
+    """The parity Case a collected item checks (None for items that are not parity's)."""
+    return getattr(getattr(item, "callspec", None), "params", {}).get("parity_case")
+
+
 def pytest_collection_modifyitems(config, items):
     """Under xdist, run the parity groups first, costliest first (longest-processing-time-first
     scheduling): a worker that starts VGG-19 last would finish long after the other went idle."""
     if not _grouped(config):
         return
-    cases = [getattr(getattr(item, "callspec", None), "params", {}).get("parity_case") for item in items]
+    cases = [case_of(item) for item in items]
     costs = {c.model: c.cost for c in cases if c is not None}
     order = sorted(range(len(items)), key=lambda i: (0, -costs[cases[i].model], cases[i].model, i)
                    if cases[i] is not None else (1, 0, "", i))
@@ -151,8 +156,7 @@ class _Session:
         self.reports: dict[tuple[str, str], object] = {}
         self.articles_sent: set[tuple[str, str]] = set()
         self.pending: Counter[tuple[str, str]] = Counter(
-            (c.model, c.image) for item in items
-            if (c := getattr(getattr(item, "callspec", None), "params", {}).get("parity_case")) is not None)
+            (c.model, c.image) for c in map(case_of, items) if c is not None)
 
     def finished(self, case) -> None:
         """After each item: once no item of a (model, sample) is left here, let go of its arrays, and

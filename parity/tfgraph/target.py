@@ -106,9 +106,7 @@ def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str,
             key = (op.name, op.tops[0])
             if op.type == "Placeholder":
                 inputs.append(op.name)
-                tensors[key] = keras_layer.output
-            else:
-                tensors[key] = keras_layer.output
+            tensors[key] = keras_layer.output
             shapes[key] = caffe_shape((1, *tuple(keras_layer.output.shape)[1:]))
         if len(inputs) != len(model.inputs):
             raise ParityError(f"the Keras model's inputs ({', '.join(t.name for t in model.inputs)}) must be named "
