@@ -2,7 +2,7 @@
 
 Loaded with `-p pytest_timeline` (benchmarks/ on PYTHONPATH), so xdist workers load it too. Each
 process (the controller, each worker, or the single process under -n 0) writes one JSON file into
-$PARITY_BENCH_TIMELINE at exit: wall-clock times of its start-up steps, the time each xdist group
+$PARITY_BENCH_TIMELINE at exit: wall-clock times and CPU seconds of its start-up steps, the time each xdist group
 (one model and sample) spent running its tests, and its peak RSS. It changes nothing it observes.
 """
 from __future__ import annotations
@@ -16,11 +16,14 @@ import time
 import pytest
 
 IMPORTED = time.time()  # -p plugins are imported before conftest.py (which imports TensorFlow)
-_STATE: dict = {"role": "single", "marks": {"plugin_imported": IMPORTED}, "groups": {}}
+_STATE: dict = {"role": "single", "marks": {"plugin_imported": IMPORTED}, "cpu": {"plugin_imported": time.process_time()},
+                "groups": {}}
 
 
 def _mark(name: str) -> None:
+    """Wall clock and this process's CPU seconds (all threads, since it started) at a step."""
     _STATE["marks"][name] = time.time()
+    _STATE["cpu"][name] = time.process_time()
 
 
 def pytest_configure(config):

@@ -171,6 +171,18 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, build)
 
 
+def shape_divergence_reports(target: Target, tol, divergence: ShapeDivergence) -> list[Report]:
+    """One failing report per sample when the conversion departs from Caffe's shapes before any numbers
+    exist: the same verdict, JSON and HTML as any other failure, with no layer rows."""
+    from .numerics import environment
+
+    tolerances = tol.describe() if hasattr(tol, "describe") else {"atol": tol.atol, "rtol": tol.rtol}
+    return [Report(target.name, ref.name, tol.atol, tol.rtol, [], divergence.layer,
+                   {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
+                    "environment": environment(), "tolerances": tolerances}, error=divergence.message)
+            for ref in target.references]
+
+
 def provenance_notes(target: Target, allow_mismatch: bool) -> dict[Path, list[str]]:
     """Each reference's notes on files whose sha256 differs from its manifest's; without
     `allow_mismatch`, the first such difference is an error."""

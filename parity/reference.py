@@ -1,6 +1,7 @@
 """Reference blob folders: a manifest.json plus one float32 NCHW .npy per entry.
 
-Written by `parity dump` (real Caffe) or, later, other dumpers using the same layout. Reading is
+Written by `parity dump` (real Caffe) or `parity dump-tf` (a frozen TensorFlow graph; its NHWC entries
+say so with "layout" and are read back as NCHW). Reading is
 strict: a folder without manifest, a manifest missing keys, a .npy that would need pickle or whose
 shape disagrees with the manifest are each one clear ParityError naming the file.
 """

@@ -22,9 +22,14 @@ class Report:
     # layer -> (Caffe's output, the converted output), both channels-last; kept for failing layers only,
     # for pictures (never serialized: the JSON carries metrics, not arrays)
     arrays: dict[str, tuple] = field(default_factory=dict, repr=False)
+    # set when the check stopped before any numbers: the converted net departs from Caffe's shapes at
+    # first_divergence (parity.errors.ShapeDivergence), so there are no layer rows to show
+    error: str | None = None
 
     @property
     def status(self) -> str:
+        if self.error:
+            return FAIL
         return PASS if all(r.status == PASS for r in self.layers) and not self.conversion_bugs else FAIL
 
     @property
@@ -41,12 +46,14 @@ class Report:
     def first_divergence_covers(self) -> list[str] | None:
         """The layers the first divergent reference reflects (more than one for an in-place chain)."""
         first = next((r for r in self.layers if r.layer == self.first_divergence and r.status == FAIL), None)
-        return (first.covers or [first.layer]) if first else None
+        if first is None:
+            return [self.first_divergence] if self.error and self.first_divergence else None
+        return first.covers or [first.layer]
 
     def to_dict(self) -> dict:
         return {"model": self.model, "image": self.image, "atol": self.atol, "rtol": self.rtol,
                 "status": self.status, "first_divergence": self.first_divergence,
-                "first_divergence_covers": self.first_divergence_covers, **self.header,
+                "first_divergence_covers": self.first_divergence_covers, "error": self.error, **self.header,
                 "conversion_bugs": self.conversion_bugs,
                 "hints": {layer: [h.to_dict() for h in hs] for layer, hs in self.hints.items()},
                 "layers": [r.to_dict() for r in self.layers]}
@@ -129,6 +136,8 @@ def environment_line(env: dict) -> str:
 
 def verdict_lines(report: Report) -> list[str]:
     """The verdict last, as people read it: where the bug is, what it looks like, what followed from it."""
+    if report.error:
+        return [f"FAIL: {report.error}"]
     by_name = {r.layer: r for r in report.layers}
     bugs = report.conversion_bugs
     if bugs:

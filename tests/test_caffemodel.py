@@ -357,13 +357,16 @@ def test_unpacked_floats(tmp_path):
     np.testing.assert_array_equal(got, values)
 
 
-def test_blob_without_shape_is_one_dimensional(tmp_path):
-    payload = wire.len_field(5, 12) + np.array([1, 2, 3], "<f4").tobytes()
+def test_blob_without_shape_is_zero_dimensional_as_in_caffe(tmp_path):
+    """Blob::FromProto reads no shape and no legacy dims as shape (): that is how Caffe saves the
+    scalar of PReLU/Normalize channel_shared and Scale/Bias num_axes 0 (their BlobShape is cleared)."""
     path = tmp_path / "m.caffemodel"
-    path.write_bytes(_hand_layer("l", payload))
+    path.write_bytes(_hand_layer("l", wire.len_field(5, 4) + np.array([0.25], "<f4").tobytes()))
     got = read_caffemodel(path).blobs["l"][0]
-    assert got.shape == (3,)
-    np.testing.assert_array_equal(got, [1, 2, 3])
+    assert got.shape == () and got == np.float32(0.25)
+    path.write_bytes(_hand_layer("l", wire.len_field(5, 12) + np.array([1, 2, 3], "<f4").tobytes()))
+    with pytest.raises(ParityError, match=r"shape \(\) but 3 values"):
+        read_caffemodel(path)
 
 
 def test_unknown_fields_are_skipped(tmp_path):

@@ -86,6 +86,24 @@ def test_a_failing_check_is_never_recorded_as_a_baseline(tmp_path):
         Baseline(tmp_path / "b.json").record(bad)
 
 
+def test_cli_baseline_update_refuses_failing_models_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import parity.check
+
+    real = parity.check.run_target
+
+    def failing_tiny(target, policy, **kwargs):
+        convert = nudged("conv1", 1.0) if target.name == "tiny" else None
+        return real(target, policy, **({"convert": convert} if convert else {}), **kwargs)
+
+    monkeypatch.setattr(parity.check, "run_target", failing_tiny)
+    path = tmp_path / "b.json"
+    path.write_text('{"models": {}}')
+    assert main(["baseline", "update", "--model", "tiny_v1", "--model", "tiny", "--baseline", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "left unchanged" in err and "tiny/chelsea (first divergence at conv1)" in err and "tiny_v1/" not in err
+    assert path.read_text() == '{"models": {}}'
+
+
 def test_cli_baseline_update_then_gate(tmp_path, capsys):
     path = tmp_path / "b.json"
     assert main(["baseline", "update", "--model", "tiny", "--baseline", str(path)]) == 0

@@ -175,8 +175,12 @@ def test_cli_reports_a_shape_divergence_as_a_divergence(monkeypatch, capsys, tmp
     with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
         edited(layer, lambda p: (setattr(p.pooling_param, "kernel_size", 3), setattr(p.pooling_param, "ceil_mode", False))),
         bottoms, ctx))
-    out = tmp_path / "r.json"
-    assert main(["check", "--model", "vgg19", "-q", "--json", str(out)]) == 1
+    out, page = tmp_path / "r.json", tmp_path / "r.html"
+    assert main(["check", "--model", "vgg19", "-q", "--json", str(out), "--html", str(page)]) == 1
     assert "FAIL: first divergence at pool1" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["status"] == "fail" and report["first_divergence"] == "pool1"
+    # the same fields as any other report (README: "--json PATH writes at least ..."), and the page too
+    assert report["first_divergence_covers"] == ["pool1"] and report["image"] == "chelsea"
+    assert report["atol"] > 0 and "differs from Caffe's" in report["error"] and report["layers"] == []
+    assert "first divergence at pool1" in page.read_text()

@@ -62,3 +62,39 @@ def test_the_readme_worked_example(monkeypatch):
     assert registry.shapes_for("Swish").shapes(net.layer("twice"), [(1, 2, 3, 4)]).tops == [(1, 2, 3, 4)]
     x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(1, 3, 4, 2)
     np.testing.assert_allclose(convert_net(net, None).model.predict_on_batch(x), x / (1 + np.exp(-x)), rtol=1e-6)
+
+
+PLUGIN = '''
+import keras
+from parity.convert import Blob, register
+
+
+@register("MyDouble")
+def convert_double(layer, bottoms, ctx):
+    (x,) = bottoms
+    return [Blob(keras.layers.Rescaling(2.0, name=ctx.name(layer))(x.tensor), x.caffe_shape)]
+'''
+
+
+def test_cli_plugin_registers_a_users_converter_before_the_command(tmp_path, monkeypatch, capsys):
+    from parity.cli import main
+    from parity.reading.caffemodel_writer import write_caffemodel
+
+    monkeypatch.setattr(registry, "_CONVERTERS", dict(registry._CONVERTERS))
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(NET)
+    caffemodel = write_caffemodel(tmp_path / "net.caffemodel", parse_prototxt(NET), {})
+    out = tmp_path / "net.keras"
+    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(out)]) == 2
+    assert "MyDouble" in capsys.readouterr().err and not out.exists()
+
+    plugin = tmp_path / "my_layers.py"
+    plugin.write_text(PLUGIN)
+    assert main(["--plugin", str(plugin), "convert", str(prototxt), str(caffemodel), "-o", str(out)]) == 0
+    assert out.exists()
+
+    assert main(["--plugin", str(tmp_path / "other.py"), "convert", str(prototxt), str(caffemodel)]) == 2
+    assert "cannot import" in capsys.readouterr().err
+    (tmp_path / "bad.py").write_text("x = 1\ndef broken(:\n")
+    assert main(["--plugin", str(tmp_path / "bad.py"), "convert", str(prototxt), str(caffemodel)]) == 2
+    assert f"{tmp_path / 'bad.py'}:2: cannot import" in capsys.readouterr().err

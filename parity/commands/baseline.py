@@ -9,7 +9,8 @@ from ..errors import ParityError
 HELP = """Record the accepted per-layer errors of fixtures (all by default) for the CI gate.
   parity baseline update                          (every fixture, into [tool.parity] baseline)
   parity baseline update --model vgg19 --baseline parity-baseline.json
-Only passing checks are recorded; other models' entries in the file are kept."""
+Every model checked must pass: a failure is not a baseline. If any fails, they are all listed, the
+file is left as it was, and the exit code is 1. Other models' entries in the file are kept."""
 
 
 def add(sub) -> None:
@@ -31,12 +32,21 @@ def run(args) -> int:
         raise ParityError("no baseline file: pass --baseline PATH or set baseline in [tool.parity] of pyproject.toml")
     baseline = Baseline.load(path) if Path(path).exists() else Baseline(Path(path))
     models = args.model or list_fixtures()
+    failing = []
     for i, model in enumerate(models, 1):
         print(f"parity: [{i}/{len(models)}] checking {model} ...", file=sys.stderr, flush=True)
         target = target_from_fixture(model)
         policy, _ = gate_settings(target, None, None, None, None)
         for report in run_target(target, policy):
-            baseline.record(report)
+            if report.status == "pass":
+                baseline.record(report)
+            else:
+                where = f" (first divergence at {report.first_divergence})" if report.first_divergence else ""
+                failing.append(f"{report.model}/{report.image}{where}")
+    if failing:
+        print(f"parity: {path} left unchanged; these checks fail, and a failure is not a baseline: "
+              + ", ".join(failing), file=sys.stderr)
+        return 1
     baseline.write()
     print(f"parity: recorded {len(models)} model(s) in {path}")
     return 0

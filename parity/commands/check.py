@@ -67,7 +67,7 @@ def _graph_references(args) -> list:
 
 
 def run(args) -> int:
-    from ..check import gate_settings, run_target, target_from_files, target_from_fixture, up_to
+    from ..check import gate_settings, run_target, shape_divergence_reports, target_from_files, target_from_fixture, up_to
     from ..report import render, write_json
 
     graph_refs = _graph_references(args)
@@ -103,11 +103,7 @@ def run(args) -> int:
                              numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
                              baseline=baseline)
     except ShapeDivergence as exc:  # a divergence (exit 1), found before any numbers could be compared
-        print(f"FAIL: {exc.message}")
-        if args.json:
-            write_json(args.json, {"model": target.name, "status": "fail", "first_divergence": exc.layer,
-                                   "error": exc.message, "layers": []})
-        return 1
+        reports = shape_divergence_reports(target, policy, exc)
     for report in reports:
         text = render(report)
         print(text.splitlines()[-1] if args.quiet else text)

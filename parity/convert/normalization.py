@@ -1,4 +1,4 @@
-"""BatchNorm and Scale (the pair every Caffe ResNet uses for batch normalization), and LRN.
+"""BatchNorm and Scale (the pair every Caffe ResNet uses for batch normalization), Bias, LRN and Normalize.
 
 BatchNorm (batch_norm_layer.cpp) stores mean, variance and a scale_factor; at inference it uses
 mean / s and variance / s (s == 0 means 0), then (x - mean) / sqrt(variance + eps). Ignoring s is a

@@ -123,8 +123,8 @@ def _read_blob(buf, start: int, end: int) -> np.ndarray:
     data = _choose_data(floats, doubles)
     if any(d is not None for d in legacy):  # Caffe's Blob::FromProto: legacy dims win when any is set
         shape = [d or 0 for d in legacy]
-    elif shape is None:
-        shape = [data.size]
+    elif shape is None:  # no shape at all is a 0-D blob: Caffe writes a scalar (PReLU channel_shared) that way
+        shape = []
     if any(d < 0 for d in shape):
         raise _BlobError(f"blob at byte {start} has a negative dimension {tuple(shape)}")
     if len(shape) > MAX_BLOB_AXES:  # numpy would refuse it with a bare ValueError
