@@ -198,10 +198,21 @@ def rounding(case: Case) -> Hint | None:
     evidence = {"ref_shape": list(caffe_shape(ref.shape)), "got_shape": list(caffe_shape(got.shape)),
                 "rows": dh, "cols": dw, "overlap_rel_l2": _num(rel), "overlap_matches": agrees}
     what = " and ".join(f"one {axis} {'more' if d > 0 else 'fewer'}" for axis, d in (("row", dh), ("column", dw)) if d)
+    why = ROUNDING_CAUSES.get(case.layer_type, ROUNDING_CAUSES[""])
     return Hint("rounding", f"the output has {what} than Caffe's ({tuple(evidence['got_shape'])} vs "
-                f"{tuple(evidence['ref_shape'])}): ceil versus floor rounding of the output size (Caffe's Pooling "
-                f"rounds up and drops a last window starting in the padding, Convolution rounds down)"
-                + ("; the overlapping part agrees" if agrees else ""), evidence)
+                f"{tuple(evidence['ref_shape'])}): {why}" + ("; the overlapping part agrees" if agrees else ""), evidence)
+
+
+# What an output size off by one means, by Caffe layer type (the arrays alone say only "off by one").
+ROUNDING_CAUSES = {
+    "": "ceil versus floor rounding of the output size (Caffe's Pooling rounds up and drops a last window "
+        "starting in the padding, Convolution rounds down)",
+    "Pooling": "ceil versus floor rounding of the output size (Caffe's Pooling rounds up unless ceil_mode is "
+               "false, and drops a last window starting in the padding on both axes if either axis is padded)",
+    "Deconvolution": "the transposed convolution's output size (Caffe's is s(i-1) + d(k-1) + 1 - 2p; a 'valid' "
+                     "Keras Conv2DTranspose gives s*i where the dilated kernel is shorter than the stride, and "
+                     "'same' padding or an output_padding shift it too)",
+}
 
 
 def padding_size(case: Case) -> Hint | None:

@@ -14,13 +14,25 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True) -> int:
-    """Pooling rounds up by default, and drops a last window that would start in the padding."""
+def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True, clip: bool | None = None) -> int:
+    """Pooling rounds up by default, and drops a last window that would start in the padding.
+
+    Caffe (pooling_layer.cpp) applies that drop rule to both axes as soon as either axis is padded
+    (`if (pad_h_ || pad_w_)`), so `clip` says whether the layer is padded at all; it defaults to this
+    axis's own pad, which is the same thing for square padding.
+    """
     span = (size + 2 * pad - kernel) / stride
     out = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
-    if pad and (out - 1) * stride >= size + pad:
+    if (bool(pad) if clip is None else clip) and (out - 1) * stride >= size + pad:
         out -= 1
     return out
+
+
+def pooled_hw(hw: Sequence[int], kernel: Sequence[int], stride: Sequence[int], pad: Sequence[int],
+              ceil_mode: bool = True) -> tuple[int, int]:
+    """Pooled (height, width): each axis by pooled_size, the drop rule on both if either is padded."""
+    clip = any(pad)
+    return tuple(pooled_size(n, k, s, p, ceil_mode, clip) for n, k, s, p in zip(hw, kernel, stride, pad))
 
 
 def hw_pair(message, single: str, h: str, w: str, default: int) -> tuple[int, int]:
@@ -46,6 +58,8 @@ def conv_geometry(param) -> tuple[tuple[int, int], tuple[int, int], tuple[int, i
     if min(kernel) <= 0:
         raise ValueError("kernel size must be given and positive")
     stride = hw_pair(param, "stride", "stride_h", "stride_w", 1)
+    if min(stride) <= 0:
+        raise ValueError(f"stride {stride} must be positive")
     pad = hw_pair(param, "pad", "pad_h", "pad_w", 0)
     dil = list(param.dilation) or [1]
     if len(dil) > 2:
@@ -54,8 +68,16 @@ def conv_geometry(param) -> tuple[tuple[int, int], tuple[int, int], tuple[int, i
 
 
 def pool_geometry(param, height: int, width: int):
-    """(kernel, stride, pad) of a PoolingParameter as (h, w) pairs; global pooling takes the input size."""
+    """(kernel, stride, pad) of a PoolingParameter as (h, w) pairs; global pooling takes the input size.
+
+    Pooling, unlike Convolution, wants pad_h with pad_w and stride_h with stride_w (pooling_layer.cpp
+    CHECKs it): one alone would leave the other axis 0, and a stride of 0 divides by zero."""
+    for h, w in (("pad_h", "pad_w"), ("stride_h", "stride_w"), ("kernel_h", "kernel_w")):
+        if param.HasField(h) != param.HasField(w):
+            raise ValueError(f"{h} and {w} go together (Caffe's Pooling refuses one without the other)")
     stride = hw_pair(param, "stride", "stride_h", "stride_w", 1)
+    if min(stride) <= 0:
+        raise ValueError(f"stride {stride} must be positive")
     pad = hw_pair(param, "pad", "pad_h", "pad_w", 0)
     if param.global_pooling:
         if any(param.HasField(f) for f in ("kernel_size", "kernel_h", "kernel_w")):
@@ -81,5 +103,5 @@ def conv_output_shape(bottom: Sequence[int], param) -> tuple[int, ...]:
 def pool_output_shape(bottom: Sequence[int], param) -> tuple[int, ...]:
     n, c, h, w = bottom
     kernel, stride, pad = pool_geometry(param, h, w)
-    oh, ow = (pooled_size(s, k, st, p, param.ceil_mode) for s, k, st, p in zip((h, w), kernel, stride, pad))
+    oh, ow = pooled_hw((h, w), kernel, stride, pad, param.ceil_mode)
     return (n, c, oh, ow)

@@ -187,3 +187,24 @@ def test_wrong_weights_that_also_fail_to_convert_are_named_as_wrong_weights(caps
     """The sha256 check runs beside the conversion; when both fail, the provenance error is the one said."""
     other = load_fixture("tiny_v1").weights_path()  # another net's weights: they neither match nor fit
     fails_with(capsys, ["check", TINY.prototxt, other, "--blobs", TINY.references / "chelsea"], "caffemodel", "sha256")
+
+
+@pytest.mark.parametrize("edit, expected", [
+    # Caffe's Pooling CHECKs these pairs: one alone would leave the other 0 (a stride of 0 divides by zero)
+    (lambda p: p.replace('top: "pool_global" pooling_param { pool: MAX global_pooling: true }',
+                         'top: "pool_global" pooling_param { pool: MAX kernel_size: 2 stride_h: 2 }'),
+     ("pool_global", "stride_h and stride_w go together")),
+    (lambda p: p.replace('top: "pool_global" pooling_param { pool: MAX global_pooling: true }',
+                         'top: "pool_global" pooling_param { pool: MAX kernel_size: 2 pad_w: 1 }'),
+     ("pool_global", "pad_h and pad_w go together")),
+    # MAX pooling's optional second top (the argmax mask) has no conversion
+    (lambda p: p.replace('top: "pool_global" pooling_param', 'top: "pool_global" top: "pool_mask" pooling_param'),
+     ("pool_global", "has 2 tops", "not supported")),
+], ids=["stride_h alone", "pad_w alone", "pooling mask top"])
+def test_pooling_parameters_caffe_refuses_or_parity_cannot_convert(capsys, tmp_path, weights, edit, expected):
+    bad = tmp_path / "pool.prototxt"
+    bad.write_text(edit(TINY.prototxt.read_text()))
+    assert bad.read_text() != TINY.prototxt.read_text()
+    line = next(i for i, l in enumerate(bad.read_text().splitlines(), 1) if '"pool_global"' in l)
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", *expected)
+    assert not (tmp_path / "m.keras").exists()

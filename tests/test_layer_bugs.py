@@ -115,3 +115,35 @@ def test_flatten_applied_to_channels_last_data_is_caught(monkeypatch):
     monkeypatch.setattr(reshaping, "in_caffe_order", lambda layer, tensor, rank, ctx, suffix="nchw": tensor)
     monkeypatch.setattr(reshaping, "in_parity_order", lambda layer, tensor, rank, ctx, suffix="nhwc": tensor)
     assert first_divergence("layers/reshaping") == "flat"
+
+
+def first_report(model: str):
+    target = target_from_fixture(model)
+    return check_reference(prepare(target), target.references[0], TOL)
+
+
+def test_pooling_drop_rule_applied_per_axis_is_caught(monkeypatch):
+    """Caffe drops a last window starting in the padding on both axes once either axis is padded."""
+    import parity.keras_layers.pooling as pooling
+    import parity.shapes as shapes
+
+    def per_axis(hw, kernel, stride, pad, ceil_mode=True):
+        return tuple(shapes.pooled_size(n, k, s, p, ceil_mode) for n, k, s, p in zip(hw, kernel, stride, pad))
+
+    monkeypatch.setattr(pooling, "pooled_hw", per_axis)
+    monkeypatch.setattr(shapes, "pooled_hw", per_axis)
+    report = first_report("layers/edge_cases")
+    assert report.first_divergence == "pool_padw"
+    (hint,) = report.hints["pool_padw"]
+    assert hint.cause == "rounding" and "on both axes if either axis is padded" in hint.message
+
+
+def test_deconvolution_kernel_shorter_than_stride_is_caught(monkeypatch):
+    """Keras' 'valid' transposed convolution gives s*i there; Caffe s(i-1) + k, one row and column fewer."""
+    from parity.convert import convolution
+
+    monkeypatch.setattr(convolution, "uncovered_tail", lambda kernel, stride, dilation: [0, 0])
+    report = first_report("layers/edge_cases")
+    assert report.first_divergence == "deconv_gap"
+    (hint,) = report.hints["deconv_gap"]
+    assert hint.cause == "rounding" and "transposed convolution's output size" in hint.message

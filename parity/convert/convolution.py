@@ -53,17 +53,25 @@ class ConvolutionHandler(LayerHandler):
         tensor = bottoms[0].tensor
         if not same and any(pad):
             tensor = keras.layers.ZeroPadding2D(padding=pad, name=ctx.name(layer, "pad"))(tensor)
-        conv = keras.layers.Conv2D(int(p.num_output), kernel, strides=stride, padding="same" if same else "valid",
-                                   dilation_rate=dilation, groups=int(p.group), use_bias=bool(p.bias_term),
-                                   name=ctx.name(layer))
-        return [call_with_weights(conv, tensor, [blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])]
+        # Keras (and TF) refuse dilation together with stride > 1. A stride-s convolution is the stride-1
+        # one sampled every s rows and columns, starting at 0: floor((H + 2p - d(k-1) - 1) / s) + 1 samples.
+        subsample = max(dilation) > 1 and max(stride) > 1
+        conv = keras.layers.Conv2D(int(p.num_output), kernel, strides=(1, 1) if subsample else stride,
+                                   padding="same" if same else "valid", dilation_rate=dilation, groups=int(p.group),
+                                   use_bias=bool(p.bias_term), name=ctx.name(layer))
+        y = call_with_weights(conv, tensor, [blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
+        if subsample:  # a 1x1 max pool with stride s takes exactly every s-th value
+            y = keras.layers.MaxPooling2D((1, 1), strides=stride, name=ctx.name(layer, "stride"))(y)
+        return [y]
 
 
 @register("Deconvolution")
 class DeconvolutionHandler(LayerHandler):
     """Caffe's Deconvolution is the transpose of its Convolution (no kernel flip): blob (I, O/g, kh, kw),
-    output s(i - 1) + d(k - 1) + 1 - 2p. Keras' Conv2DTranspose ('valid') gives s(i - 1) + d(k - 1) + 1,
-    so p rows and columns are cropped from each side. With group g, input block i makes output block i
+    output s(i - 1) + d(k - 1) + 1 - 2p. Keras' Conv2DTranspose ('valid') gives s(i - 1) + d(k - 1) + 1
+    when the dilated kernel is at least the stride, else s * i: then its last s - d(k - 1) - 1 rows and
+    columns are ones no kernel tap reaches (bias only), and Caffe has no such rows. So p rows and
+    columns are cropped from each side, plus that tail from the bottom and right. With group g, input block i makes output block i
     from weight rows [i*I/g, (i+1)*I/g) (base_conv_layer.cpp's loop over groups)."""
 
     param_field = "convolution_param"
@@ -94,9 +102,17 @@ class DeconvolutionHandler(LayerHandler):
         deconv = transposed_convolution(int(p.num_output), kernel, stride, dilation, int(p.group), bool(p.bias_term),
                                         ctx.name(layer))
         y = call_with_weights(deconv, bottoms[0].tensor, [blobs[0].transpose(2, 3, 1, 0)] + blobs[1:])
-        if any(pad):
-            y = keras.layers.Cropping2D(cropping=pad, name=ctx.name(layer, "crop"))(y)
+        tail = uncovered_tail(kernel, stride, dilation)
+        if any(pad) or any(tail):
+            crop = tuple((q, q + t) for q, t in zip(pad, tail))
+            y = keras.layers.Cropping2D(cropping=crop, name=ctx.name(layer, "crop"))(y)
         return [y]
+
+
+def uncovered_tail(kernel, stride, dilation) -> list[int]:
+    """Rows (columns) at the end of a 'valid' transposed convolution that no tap reaches: s - d(k-1) - 1
+    where the dilated kernel is shorter than the stride (Keras gives s*i there, Caffe s(i-1) + d(k-1) + 1)."""
+    return [max(0, s - (d * (k - 1) + 1)) for k, s, d in zip(kernel, stride, dilation)]
 
 
 def transposed_convolution(filters: int, kernel, stride, dilation, group: int, use_bias: bool, name: str):

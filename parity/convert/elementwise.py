@@ -111,9 +111,10 @@ class PReLUHandler(SameShape):
         shared = [a for a in range(1, rank) if self.param(layer).channel_shared or a != channel]
         prelu = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(layer))
         alpha_shape = tuple(1 if axis in shared else d
-                             for axis, d in enumerate(keras_shape(bottoms[0].caffe_shape)[1:], start=1))
-        return [call_with_weights(prelu, bottoms[0].tensor,
-                                  [np.broadcast_to(blobs[0].reshape(-1), alpha_shape).astype(np.float32)])]
+                            for axis, d in enumerate(keras_shape(bottoms[0].caffe_shape)[1:], start=1))
+        slopes = blobs[0].reshape([d if axis == channel else 1 for axis, d in enumerate(alpha_shape, start=1)]
+                                  if blobs[0].size > 1 else [1] * len(alpha_shape))  # channels where Keras keeps them
+        return [call_with_weights(prelu, bottoms[0].tensor, [np.broadcast_to(slopes, alpha_shape).astype(np.float32)])]
 
 
 class UnaryHandler(SameShape):

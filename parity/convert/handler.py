@@ -54,6 +54,9 @@ class LayerHandler:
         if self.param_field:
             ctx.params(layer, self.param_field, self.supported)
         shapes = located(ctx, layer, self.shapes, layer, [b.caffe_shape for b in bottoms])
+        if len(shapes.tops) != len(layer.tops):  # e.g. MAX pooling's optional second top, the argmax mask
+            raise ctx.error(layer, f"has {len(layer.tops)} tops, but parity's {layer.type} converter makes "
+                                   f"{len(shapes.tops)}: the extra tops are not supported")
         blobs = ctx.blobs(layer, [p.shape for p in shapes.params]) if shapes.params else []
         try:
             tensors = self.build(layer, bottoms, blobs, ctx)

@@ -51,21 +51,27 @@ class MVNHandler(LayerHandler):
     supported = frozenset({"normalize_variance", "across_channels", "eps"})
 
     def shapes(self, layer, bottoms):
+        """Caffe's MVN works on num/channels/height/width (missing axes count 1) and reshapes its top to
+        those four (mvn_layer.cpp), so a 2-D or 3-D bottom gives a 4-D top."""
         bottom = one_bottom(bottoms)
-        if len(bottom) < 2:
-            raise LayerError(f"needs at least 2 axes, got {bottom}")
-        return Shapes([bottom])
+        if not 2 <= len(bottom) <= 4:
+            raise LayerError(f"needs 2 to 4 axes (Caffe's num, channels, height, width), got {bottom}")
+        return Shapes([tuple(bottom) + (1,) * (4 - len(bottom))])
 
     def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
         from ..keras_layers import CaffeReduce
+        from .reshaping import in_parity_order
 
         p, x = self.param(layer), bottoms[0]
-        first = 1 if p.across_channels else 2
-        axes = sorted(keras_axis(a, x.rank) for a in range(first, x.rank))
-        if not axes:
-            raise LayerError("nothing to normalize over: per-channel MVN of a 2-D blob")
+        tensor = x.tensor
+        if x.rank < 4:  # (N, C[, H]) in Caffe's order -> (N, C, H, W) -> channels-last
+            nchw = keras.layers.Reshape(self.shapes(layer, [x.caffe_shape]).tops[0][1:], name=ctx.name(layer, "as4d"))
+            tensor = in_parity_order(layer, nchw(tensor), 4, ctx)
+        axes = [1, 2, 3] if p.across_channels else [1, 2]
         mvn = CaffeReduce("mvn", axes, eps=p.eps, normalize_variance=p.normalize_variance, name=ctx.name(layer))
-        return [mvn(x.tensor)]
+        return [mvn(tensor)]
 
 
 @register("ArgMax")

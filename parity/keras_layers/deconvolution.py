@@ -8,7 +8,8 @@ transposed convolution with a block-diagonal kernel.
 
 The kernel is Keras' transposed layout (kh, kw, C_out/g, C_in): Caffe's (C_in, C_out/g, kh, kw)
 transposed (2, 3, 1, 0), as for Conv2DTranspose, so group 1 would be the same numbers. Padding is
-'valid' (output s(i-1) + d(k-1) + 1); the converter crops Caffe's pad afterwards. Dilation is
+'valid' (output s(i-1) + d(k-1) + 1, or s*i where the dilated kernel is shorter than the stride); the
+converter crops Caffe's pad, and that uncovered tail, afterwards. Dilation is
 applied by spreading the kernel (dilated_kernel).
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..shapes import pooled_size
+from ..shapes import pooled_hw
 
 
 def _ave_divisors(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
@@ -43,8 +43,7 @@ class CaffePooling2D(keras.layers.Layer):
 
     def _geometry(self, height: int, width: int):
         kernel = (height, width) if self.global_pooling else self.kernel
-        out = tuple(pooled_size(n, k, s, p, self.ceil_mode)
-                    for n, k, s, p in zip((height, width), kernel, self.stride, self.pad))
+        out = pooled_hw((height, width), kernel, self.stride, self.pad, self.ceil_mode)
         return kernel, out
 
     def compute_output_shape(self, input_shape):
