@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except ParityError as exc:
         print(f"parity: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # the disk or the file system said no (full, read-only, vanished): not a bug in parity
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"parity: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)
         return 130

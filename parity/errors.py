@@ -48,3 +48,28 @@ def require_file(path: str | Path, what: str = "file") -> Path:
     if not p.is_file():
         raise ParityError(f"{what} is not a regular file", p)
     return p
+
+
+def require_writable(path: str | Path, what: str = "output", folder: bool = False) -> Path:
+    """Return `path`, or raise ParityError if it cannot be written: checked before the work that
+    produces it, so a long conversion or Caffe run does not end in a traceback about a bad path.
+
+    The nearest existing parent must take a new file (tried, not guessed from permission bits, which
+    root, read-only mounts and immutable folders all make misleading).
+    """
+    import tempfile
+
+    p = Path(path)
+    if p.exists() and p.is_dir() != folder:
+        raise ParityError(f"{what} {'is not a folder' if folder else 'is a folder'}", p)
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ParityError(f"cannot write the {what}: {parent} is not a folder", p)
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ParityError(f"cannot write the {what} in {parent} ({exc.strerror or exc})", p) from None
+    return p

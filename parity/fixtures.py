@@ -80,7 +80,7 @@ class Fixture:
 
         if not quiet:
             print(f"parity: building {self.name}'s graph into {path} ...", file=sys.stderr, flush=True)
-        graph_def = load_builder(builder)(seed)
+        graph_def = load_builder(builder, model=False)(seed)
         with atomic_path(path) as stage:
             stage.write_bytes(graph_def.SerializeToString(deterministic=True))
 

@@ -99,11 +99,22 @@ class Net:
         return chain
 
     def _check_names(self) -> None:
+        """What Caffe's Net refuses to build: repeated layer names, a layer without a type, and a top
+        blob written by a second layer other than in place (Net::AppendTop, "produced by multiple sources")."""
         seen: set[str] = set()
+        producer: dict[str, str] = {}
         for layer in self.layers:
             if layer.name in seen:
                 raise self.error(layer.name, "duplicate layer name", occurrence=2)
             seen.add(layer.name)
+            if not layer.type:
+                raise self.error(layer.name, "has no type")
+            for i, top in enumerate(layer.tops):
+                in_place = i < len(layer.bottoms) and layer.bottoms[i] == top
+                if top in producer and not in_place:
+                    raise self.error(layer.name, f"top blob {top!r} is already produced by layer {producer[top]!r}; "
+                                                 "Caffe refuses a second producer unless the layer works in place")
+                producer.setdefault(top, layer.name)
 
     def _compute_ancestors(self) -> dict[str, frozenset[str]]:
         sources: dict[str, frozenset[str]] = {}  # blob -> layers that contributed to its current value

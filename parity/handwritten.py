@@ -16,7 +16,7 @@ import numpy as np
 
 from .convert import ConvertedModel, convert_net, keras_name_for
 from .errors import ParityError
-from .user_modules import import_user_module
+from .user_modules import call_user_code, import_user_module
 
 
 def keras_arrays(model) -> dict[str, np.ndarray]:
@@ -24,15 +24,23 @@ def keras_arrays(model) -> dict[str, np.ndarray]:
     return {f"{layer.name}/{v.name}": np.asarray(v.numpy()) for layer in model.layers for v in layer.weights}
 
 
-def load_builder(spec: str) -> Callable:
-    """'package.module:function' or 'path/to/file.py:function' -> the function (which returns a keras.Model)."""
+def load_builder(spec: str, model: bool = True) -> Callable:
+    """'package.module:function' or 'path/to/file.py:function' -> that function, wrapped so that its
+    failure, or (with `model`) a result that is not a keras.Model, is one clear error in the user's file."""
     module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
         raise ParityError(f"--keras-model wants 'package.module:build_fn' or 'file.py:build_fn', got {spec!r}")
     module = import_user_module(module_name)
-    if not callable(getattr(module, attr, None)):
+    fn = getattr(module, attr, None)
+    if not callable(fn):
         raise ParityError(f"{module_name!r} has no function {attr!r}")
-    return getattr(module, attr)
+
+    def build(*args):
+        import keras
+
+        return call_user_code(f"{spec}()", fn, *args, returns=keras.Model if model else None)
+
+    return build
 
 
 def read_mapping(path: str | Path | None) -> dict[str, str]:

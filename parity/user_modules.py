@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 from .errors import ParityError
 
@@ -24,6 +27,45 @@ def import_user_module(spec: str) -> ModuleType:
         raise ParityError(f"cannot import {spec!r}: {exc.msg}", exc.filename, exc.lineno) from None
     except ImportError as exc:
         raise ParityError(f"cannot import {spec!r} ({exc})") from None
+    except Exception as exc:  # the module's own code failed while importing
+        raise user_code_error(f"importing {spec!r}", exc, _file_of(spec)) from None
+
+
+def call_user_code(what: str, fn: Callable, *args, returns: type | None = None):
+    """fn(*args), with its failure (or a result that is not a `returns`) as one ParityError located
+    in the user's file, not a traceback through parity."""
+    try:
+        result = fn(*args)
+    except Exception as exc:
+        raise user_code_error(what, exc, getattr(inspect.getmodule(fn), "__file__", None)) from None
+    if returns is not None and not isinstance(result, returns):
+        raise ParityError(f"{what} returned {type(result).__name__}, not a {returns.__module__.split('.')[0]}."
+                          f"{returns.__name__}", *_definition(fn))
+    return result
+
+
+def user_code_error(what: str, exc: BaseException, user_file: str | None) -> ParityError:
+    """`what` raised `exc`: the message, at the innermost line of the user's file in its traceback."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if user_file and f.filename == user_file]
+    path, line = (frames[-1].filename, frames[-1].lineno) if frames else (user_file, None)
+    return ParityError(f"{what} raised {type(exc).__name__}: {exc}", path, line)
+
+
+def _definition(fn: Callable) -> tuple[str | None, int | None]:
+    try:
+        return inspect.getsourcefile(fn), inspect.getsourcelines(fn)[1]
+    except (OSError, TypeError):
+        return None, None
+
+
+def _file_of(spec: str) -> str | None:
+    if spec.endswith(".py"):
+        return str(Path(spec).resolve())
+    try:
+        found = importlib.util.find_spec(spec)
+    except Exception:  # its parent package failed to import: no file to point at
+        return None
+    return found.origin if found else None
 
 
 def _module_from_file(path: str) -> ModuleType:

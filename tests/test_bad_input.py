@@ -208,3 +208,90 @@ def test_pooling_parameters_caffe_refuses_or_parity_cannot_convert(capsys, tmp_p
     line = next(i for i, l in enumerate(bad.read_text().splitlines(), 1) if '"pool_global"' in l)
     fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", *expected)
     assert not (tmp_path / "m.keras").exists()
+
+
+# -- outputs that cannot be written: refused before the work, nothing left behind ----------------
+def test_unwritable_outputs_are_refused_before_converting(capsys, tmp_path, weights):
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    folder = tmp_path / "taken.keras"
+    folder.mkdir()
+    fails_with(capsys, ["convert", TINY.prototxt, weights, "-o", a_file / "m.keras"], "plain.txt is not a folder")
+    fails_with(capsys, ["convert", TINY.prototxt, weights, "-o", folder], "taken.keras", "is a folder")
+    good = tmp_path / "good.keras"
+    fails_with(capsys, ["convert", TINY.prototxt, weights, "-o", good, "--weights-npz", a_file / "w.npz"], "plain.txt")
+    assert not good.exists()  # one bad output path: no output at all
+    fails_with(capsys, ["check", "--model", "tiny", "--json", tmp_path / "r.json", "--html", a_file / "r.html"],
+               "HTML report", "plain.txt")
+    assert not (tmp_path / "r.json").exists()
+    fails_with(capsys, ["export-weights", TINY.prototxt, weights, "-o", a_file / "w.h5"], "plain.txt")
+    fails_with(capsys, ["baseline", "update", "--model", "tiny", "--baseline", a_file / "b.json"], "plain.txt")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_output_where_the_file_system_refuses_a_file(capsys, weights):
+    fails_with(capsys, ["convert", TINY.prototxt, weights, "-o", "/proc/m.keras"], "/proc", "cannot write")
+
+
+def test_every_output_written_together(capsys, tmp_path, weights):
+    model, arrays = tmp_path / "m.keras", tmp_path / "w.npz"
+    assert main(["convert", str(TINY.prototxt), str(weights), "-o", str(model), "--weights-npz", str(arrays)]) == 0
+    err = capsys.readouterr().err
+    assert model.is_file() and arrays.is_file() and "converting" in err  # progress on stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "w.npz"]  # no temporary debris
+
+
+# -- the user's own code: its failure is one line in the user's file ----------------------------
+USER_MODULE = """import keras
+
+def returns_none():
+    return None
+
+def raises():
+    raise RuntimeError("my model is broken")
+"""
+
+
+@pytest.mark.parametrize("function, expected", [("returns_none", ("returned NoneType, not a keras.Model", ":3")),
+                                                ("raises", ("raised RuntimeError: my model is broken", ":7"))])
+def test_a_failing_keras_model_builder(capsys, tmp_path, function, expected):
+    user = tmp_path / "mine.py"
+    user.write_text(USER_MODULE)
+    fails_with(capsys, ["check", "--model", "tiny", "--keras-model", f"{user}:{function}", "-q"], str(user), *expected)
+
+
+def test_a_module_failing_at_import(capsys, tmp_path):
+    user = tmp_path / "fails.py"
+    user.write_text("x = 1\nraise ValueError('bad at import')\n")
+    fails_with(capsys, ["--plugin", user, "check", "--model", "tiny"], f"{user}:2", "raised ValueError: bad at import")
+
+
+# -- nets Caffe itself refuses to build ----------------------------------------------------------
+@pytest.mark.parametrize("old, new, expected", [
+    ('top: "pool_global" pooling_param', 'top: "pool1" pooling_param', ("pool_global", "already produced by layer 'pool1'")),
+    ('name: "pool_global" type: "Pooling"', 'name: "pool_global" type: ""', ("pool_global", "has no type")),
+    ("dim: 17", "dim: -17", ("data", "below 1")),
+], ids=["second producer", "no type", "negative input size"])
+def test_nets_caffe_refuses(capsys, tmp_path, weights, old, new, expected):
+    bad = tmp_path / "net.prototxt"
+    assert old in TINY.prototxt.read_text()
+    bad.write_text(TINY.prototxt.read_text().replace(old, new, 1))
+    fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], str(bad), *expected)
+    assert not (tmp_path / "m.keras").exists()
+
+
+# -- options that mean nothing alone are refused, not ignored ------------------------------------
+@pytest.mark.parametrize("argv, expected", [
+    (["--image", "chelsea"], "--image goes with --model"),
+    (["--mapping", "m.json"], "--mapping goes with --keras-model"),
+    (["--growth", "2"], "--growth goes with --baseline"),
+    (["--until", " "], "--until needs a layer name"),
+], ids=["image", "mapping", "growth", "until"])
+def test_options_that_need_another(capsys, weights, argv, expected):
+    fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", TINY.references / "chelsea", *argv], expected)
+
+
+def test_baseline_update_names_an_unknown_model_before_checking_any(capsys, tmp_path):
+    code = main(["baseline", "update", "--model", "tiny", "--model", "nosuch", "--baseline", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nosuch" in err and "checking tiny" not in err and "Traceback" not in err

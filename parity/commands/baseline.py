@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError
+from ..errors import ParityError, require_writable
 
 HELP = """Record the accepted per-layer errors of fixtures (all by default) for the CI gate.
   parity baseline update                          (every fixture, into [tool.parity] baseline)
@@ -30,12 +30,14 @@ def run(args) -> int:
     path = args.baseline or configured_baseline()
     if path is None:
         raise ParityError("no baseline file: pass --baseline PATH or set baseline in [tool.parity] of pyproject.toml")
-    baseline = Baseline.load(path) if Path(path).exists() else Baseline(Path(path))
+    path = require_writable(path, "baseline")
+    baseline = Baseline.load(path) if path.exists() else Baseline(path)
     models = args.model or list_fixtures()
+    targets = {model: target_from_fixture(model) for model in models}  # every name checked before any model runs
     failing = []
     for i, model in enumerate(models, 1):
         print(f"parity: [{i}/{len(models)}] checking {model} ...", file=sys.stderr, flush=True)
-        target = target_from_fixture(model)
+        target = targets[model]
         policy, _ = gate_settings(target, None, None, None, None)
         for report in run_target(target, policy):
             if report.status == "pass":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError, ShapeDivergence, require_file
+from ..errors import ParityError, ShapeDivergence, require_file, require_writable
 
 HELP = """Check a conversion layer by layer against real Caffe's blobs (or a frozen TensorFlow graph's).
   parity check --model vgg19                      (a fixture by name)
@@ -52,6 +52,20 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _check_options(args) -> None:
+    """Options that only mean something beside another are refused alone, not silently ignored; output
+    files are checked writable before the run, so a finished check never ends on a bad path."""
+    for option, needs, given in (("--image", "--model", args.model), ("--mapping", "--keras-model", args.keras_model),
+                                 ("--growth", "--baseline", args.baseline)):
+        if getattr(args, option[2:].replace("-", "_")) is not None and not given:
+            raise ParityError(f"{option} goes with {needs}")
+    if args.until is not None and not args.until.strip():
+        raise ParityError("--until needs a layer name")
+    for path, what in ((args.json, "JSON report"), (args.html, "HTML report")):
+        if path is not None:
+            require_writable(path, what)
+
+
 def _graph_references(args) -> list:
     """The references of --blobs when a frozen TensorFlow graph made them (`parity dump-tf`), else []."""
     if args.model or args.prototxt or not args.blobs:
@@ -70,6 +84,7 @@ def run(args) -> int:
     from ..check import gate_settings, run_target, shape_divergence_reports, target_from_files, target_from_fixture, up_to
     from ..report import render, write_json
 
+    _check_options(args)
     graph_refs = _graph_references(args)
     if args.model:
         if args.prototxt or args.caffemodel or args.blobs:

@@ -1,13 +1,14 @@
 """`parity convert`: deploy.prototxt + caffemodel -> .keras model and/or Keras-layout weights."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_path
-from ..errors import ParityError, require_file
+from ..errors import ParityError, require_file, require_writable
 from ..handwritten import keras_arrays
 
 HELP = """Convert a Caffe net to a Keras 3 model (channels-last, layers named like Caffe's).
@@ -31,6 +32,14 @@ def run(args) -> int:
     _check_suffix(args.output, ".keras")
     _check_suffix(args.weights_h5, ".weights.h5")
     _check_suffix(args.weights_npz, ".npz")
+    model = _converted(args).model
+    write_together({args.output: model.save, args.weights_h5: model.save_weights,
+                    args.weights_npz: lambda p: save_npz(keras_arrays(model), p)})
+    return 0
+
+
+def _converted(args):
+    """Read and convert, saying so on stderr: VGG-19's conversion takes seconds."""
     from ..convert import convert_net
     from ..graph import Net
     from ..reading.caffemodel import read_caffemodel
@@ -38,14 +47,20 @@ def run(args) -> int:
     net = Net.from_prototxt(require_file(args.prototxt, "prototxt"))
     if args.until:
         net = net.until(args.until)
-    converted = convert_net(net, read_caffemodel(args.caffemodel))
-    model = converted.model
-    for path, write in ((args.output, model.save), (args.weights_h5, model.save_weights),
-                        (args.weights_npz, lambda p: save_npz(keras_arrays(model), p))):
-        if path:
-            _atomic(path, write)
-            print(f"parity: wrote {path}", file=sys.stderr)
-    return 0
+    weights = read_caffemodel(args.caffemodel)
+    print(f"parity: converting {len(net.layers)} layers of {args.prototxt.name} ...", file=sys.stderr, flush=True)
+    return convert_net(net, weights)
+
+
+def write_together(writers: dict) -> None:
+    """Write every file (path -> write(path); None paths skipped) or none: each goes to a temporary
+    sibling, and only when all are written are they renamed into place."""
+    writers = {path: write for path, write in writers.items() if path}
+    with contextlib.ExitStack() as stack:
+        for path, write in writers.items():
+            _write_staged(stack, path, write)
+    for path in writers:
+        print(f"parity: wrote {path}", file=sys.stderr)
 
 
 def save_npz(arrays: dict[str, np.ndarray], path) -> None:
@@ -54,16 +69,19 @@ def save_npz(arrays: dict[str, np.ndarray], path) -> None:
 
 
 def _check_suffix(path: Path | None, suffix: str) -> None:
+    """Also checks, before any work, that the file can be written at all."""
     if path is not None and not path.name.endswith(suffix):
         raise ParityError(f"file name must end in {suffix}", path)
+    if path is not None:
+        require_writable(path)
 
 
-def _atomic(path: Path, write) -> None:
+def _write_staged(stack: contextlib.ExitStack, path: Path, write) -> None:
     """Keras picks the format from the suffix, so the temporary file keeps it."""
     suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    with atomic_path(path, suffix) as tmp:
-        tmp.unlink()  # Keras refuses to overwrite some files; let it create this one
-        write(str(tmp))
+    tmp = stack.enter_context(atomic_path(path, suffix))
+    tmp.unlink()  # Keras refuses to overwrite some files; let it create this one
+    write(str(tmp))
 
 
 def save_h5(arrays: dict[str, np.ndarray], path) -> None:
@@ -89,15 +107,9 @@ def add_export(sub) -> None:
 def run_export(args) -> int:
     if args.output.suffix not in (".h5", ".npz"):
         raise ParityError("file name must end in .h5 or .npz", args.output)
-    from ..convert import convert_net
-    from ..graph import Net
-    from ..reading.caffemodel import read_caffemodel
-
-    net = Net.from_prototxt(require_file(args.prototxt, "prototxt"))
-    if args.until:
-        net = net.until(args.until)
-    arrays = keras_arrays(convert_net(net, read_caffemodel(args.caffemodel)).model)
+    require_writable(args.output)
+    arrays = keras_arrays(_converted(args).model)
     write = (lambda p: save_h5(arrays, p)) if args.output.suffix == ".h5" else (lambda p: save_npz(arrays, p))
-    _atomic(args.output, write)
-    print(f"parity: wrote {len(arrays)} arrays to {args.output}", file=sys.stderr)
+    write_together({args.output: write})
+    print(f"parity: {len(arrays)} arrays in {args.output}", file=sys.stderr)
     return 0

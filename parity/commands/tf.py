@@ -95,7 +95,7 @@ def run_import(args) -> int:
     from ..handwritten import load_builder, read_mapping
     from ..tfgraph.graph import constants, read_graph_def
     from ..tfgraph.weights import load_graph_weights
-    from .convert import _atomic, _check_suffix
+    from .convert import _check_suffix, write_together
 
     if not (args.output or args.weights_h5):
         raise ParityError("nothing to write: give -o MODEL.keras or --weights-h5 PATH")
@@ -105,8 +105,5 @@ def run_import(args) -> int:
     model = load_builder(args.keras_model)()
     count = load_graph_weights(model, consts, read_mapping(args.mapping), args.graph)
     print(f"parity: matched {count} weights", file=sys.stderr)
-    for path, write in ((args.output, model.save), (args.weights_h5, model.save_weights)):
-        if path:
-            _atomic(path, write)
-            print(f"parity: wrote {path}", file=sys.stderr)
+    write_together({args.output: model.save, args.weights_h5: model.save_weights})
     return 0

@@ -19,6 +19,8 @@ class InputHandler(LayerHandler):
             raise LayerError(f"{len(layer.tops)} tops but {len(shapes)} input shapes")
         if any(not s for s in shapes):
             raise LayerError("an input has an empty shape")
+        if any(d <= 0 for s in shapes for d in s):  # Caffe's Blob refuses negative sizes; 0 leaves nothing to check
+            raise LayerError(f"input shape {next(s for s in shapes if min(s) <= 0)} has a dimension below 1")
         return Shapes(shapes)
 
     def build(self, layer, bottoms, blobs, ctx):
