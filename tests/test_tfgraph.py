@@ -211,3 +211,13 @@ def test_a_chosen_set_of_ops_is_dumped_with_its_ancestry_and_checks(tmp_path, ca
     assert main(["check", "--keras-model", FIXTURE.keras_model, "--graph", str(FIXTURE.graph_path()),
                  "--mapping", str(mapping), "--blobs", str(tmp_path), "-q"]) == 0
     assert "PASS: all 8 outputs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.weights.h5"])
+def test_damaged_weights_file_is_one_clear_line(tmp_path, capsys, name):
+    damaged = tmp_path / name
+    damaged.write_bytes(b"PK\x03\x04 not really a zip or an HDF5 file")
+    code = main(["check", "--keras-model", FIXTURE.keras_model, "--weights", str(damaged), "--blobs",
+                 str(FIXTURE.references / "chelsea"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and f"{damaged}: cannot load these weights" in err

@@ -120,9 +120,11 @@ def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str,
 def _load_weights_file(model, path: Path) -> None:
     from ..errors import require_file
 
+    import zipfile
+
     try:
         model.load_weights(str(require_file(path, "weights")))
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # a .keras is a zip: a damaged one says so
         raise ParityError(f"cannot load these weights into the Keras model ({str(exc).splitlines()[0]})", path) from None
 
 
