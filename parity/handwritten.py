@@ -56,6 +56,16 @@ def read_mapping(path: str | Path | None) -> dict[str, str]:
     return mapping
 
 
+def check_mapping(mapping: dict[str, str], model, sources: set[str], source: str) -> None:
+    """A mapping entry naming a Keras layer the model lacks, or a `source` layer (Caffe's, a graph op
+    or scope) that does not exist, would pair nothing and be silently ignored: refuse it, all at once."""
+    keras_names = {layer.name for layer in model.layers}
+    problems = [f"Keras layer {k!r} is not in the model" for k in mapping if k not in keras_names]
+    problems += [f"{source} {v!r} does not exist" for v in mapping.values() if v not in sources]
+    if problems:
+        raise ParityError("the layer mapping pairs nothing for: " + "; ".join(problems))
+
+
 def load_caffe_weights(model, arrays: dict[str, np.ndarray], mapping: dict[str, str]) -> None:
     """Assign Caffe's Keras-layout weights to `model` by name; every problem is named, all at once."""
     problems = []
@@ -83,6 +93,7 @@ def handwritten_converter(build_fn: Callable, mapping: dict[str, str]) -> Callab
     def convert(net, weights) -> ConvertedModel:
         reference = convert_net(net, weights)
         model = build_fn()
+        check_mapping(mapping, model, {layer.name for layer in net.layers}, "Caffe layer")
         load_caffe_weights(model, keras_arrays(reference.model), mapping)
         by_caffe = {keras_name_for(mapping.get(layer.name, layer.name)): layer for layer in model.layers}
         inputs = {layer.name for layer in net.layers if layer.type == "Input"}

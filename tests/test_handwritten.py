@@ -39,6 +39,14 @@ def test_weight_shape_mismatches_are_named(capsys, tmp_path):
     assert code == 2 and "fc7.kernel: shape (4096, 4096) but Caffe's fc6/kernel is (25088, 4096)" in out.err
 
 
+def test_a_mapping_that_pairs_nothing_is_refused(capsys, tmp_path):
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"fc_7": "fc7", "fc8": "fc_eight"}))  # typos on both sides: nothing paired
+    code, _, out = check(capsys, tmp_path, "build_vgg19", "--mapping", str(mapping))
+    assert code == 2 and "Keras layer 'fc_7' is not in the model" in out.err
+    assert "Caffe layer 'fc_eight' does not exist" in out.err and "Traceback" not in out.err
+
+
 def test_unimportable_builder_is_a_clear_error(capsys, tmp_path):
     code, _, out = check(capsys, tmp_path, "no_such_function")
     assert code == 2 and "no function 'no_such_function'" in out.err
