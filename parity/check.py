@@ -229,7 +229,13 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
     `tol`: a Tolerance or a parity.gate.TolerancePolicy (per layer pattern); `baseline`: a parity.gate.Baseline,
     whose limits fail a layer whose error grew even inside the tolerance.
     """
-    outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs)
+    if inputs is None:
+        inputs = ref.inputs()
+        missing = [b for b in prepared.converted.input_blobs if b not in inputs]
+        if missing:
+            raise ParityError(f"input.blobs has no array for the net's input blob(s) {', '.join(missing)} "
+                              f"(it has: {', '.join(inputs) or 'none'})", ref.dir / "manifest.json")
+    outputs = prepared.capture.run(inputs)
     local_outputs, skipped = {}, {}
     if local:
         runner = prepared.local_runner(ref)

@@ -146,9 +146,12 @@ def _fill_metrics(result: LayerResult, ref: np.ndarray, got: np.ndarray, tol: To
     flat_ref = np.ascontiguousarray(ref).reshape(-1)  # Caffe's blob lined up with `got`
     flat_got = np.ascontiguousarray(got).reshape(-1)
     totals = _Totals()
-    for start in range(0, flat_ref.size, CHUNK):
-        block = slice(start, start + CHUNK)
-        totals.add(start, flat_ref[block].astype(np.float64), flat_got[block].astype(np.float64), tol)
+    # 0/0 (atol 0 where Caffe's output is 0) and NaN or inf outputs make NaN/inf metrics by design ("NaN wins");
+    # numpy's RuntimeWarnings about them would only be noise on stderr
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for start in range(0, flat_ref.size, CHUNK):
+            block = slice(start, start + CHUNK)
+            totals.add(start, flat_ref[block].astype(np.float64), flat_got[block].astype(np.float64), tol)
     ref_norm, diff_norm, got_norm = (float(np.sqrt(v)) for v in totals.sums[:3])
     result.max_abs, result.max_rel = totals.max_abs, totals.max_rel
     result.rel_l2 = diff_norm / ref_norm if ref_norm > 0 else diff_norm  # inf where a NaN was

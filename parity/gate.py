@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .compare import FAIL, PASS, Tolerance
 from .errors import ParityError
+from .fixtures import fixtures_dir
+from .reference import shown
 
 GROWTH = 4.0
 FLOOR = 0.01  # of the layer's atol
+SETTINGS = ("atol", "rtol", "baseline", "growth", "models")  # [tool.parity]
+MODEL_SETTINGS = ("atol", "rtol", "layers")  # [tool.parity.models.NAME] and a fixture's `tolerances`
+BASELINE_LEVELS = ("model", "sample", "layer", "top")  # the baseline's tables, outermost first
+UNRESOLVED = Tolerance(0.0, 0.0)  # the base when settings are only checked: resolve_policy gives the real one
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ def find_pyproject(start: Path | None = None) -> Path | None:
 
 
 def project_settings(pyproject: Path | None = None) -> tuple[dict, Path | None]:
-    """`[tool.parity]` of the nearest pyproject.toml ({} when none), and the file it came from."""
+    """`[tool.parity]` of the nearest pyproject.toml ({} when none), checked whole, and the file it came from."""
     path = pyproject or find_pyproject()
     if path is None:
         return {}, None
@@ -67,7 +74,7 @@ def project_settings(pyproject: Path | None = None) -> tuple[dict, Path | None]:
     settings = data.get("tool", {}).get("parity", {})
     if not isinstance(settings, dict):
         raise ParityError("[tool.parity] must be a table", path)
-    return settings, path
+    return check_settings(settings, path), path
 
 
 def configured_baseline(pyproject: Path | None = None) -> Path | None:
@@ -76,49 +83,95 @@ def configured_baseline(pyproject: Path | None = None) -> Path | None:
     return where.parent / settings["baseline"] if where is not None and settings.get("baseline") else None
 
 
-def _tolerance(spec: dict, base: Tolerance, where: str) -> Tolerance:
-    unknown = set(spec) - {"atol", "rtol", "layers"}
+def check_settings(settings: dict, path: str | Path | None) -> dict:
+    """`settings` ([tool.parity] of the pyproject.toml at `path`), every key and value checked as it is read.
+
+    Why all at once: a value of the wrong type was found only where it was used, as a traceback (growth,
+    models), only by `baseline update` (baseline), or never (a NaN tolerance failed every layer).
+    """
+    where = _settings_label(path)
+    _tolerance(_table(settings, where, SETTINGS), UNRESOLVED, where)
+    if "growth" in settings:
+        growth_factor(settings["growth"], f"{where}: growth")
+    if "baseline" in settings and not (isinstance(settings["baseline"], str) and settings["baseline"].strip()):
+        raise ParityError(f"{where}: baseline must be a file name, got {shown(settings['baseline'])}")
+    models = settings.get("models", {})
+    if not isinstance(models, dict):
+        raise ParityError(f"{where}: models must be a table of [tool.parity.models.NAME] tables, got {shown(models)}")
+    for model, spec in models.items():
+        _scoped(spec, UNRESOLVED, _model_label(path, model))
+    return settings
+
+
+def _settings_label(path: str | Path | None) -> str:
+    return f"{path or 'pyproject.toml'} [tool.parity]"
+
+
+def _model_label(path: str | Path | None, model: str) -> str:
+    return f"{path or 'pyproject.toml'} [tool.parity.models.{model}]"
+
+
+def _number(value, what: str, least: float = 0.0, path: Path | None = None) -> float:
+    """`value` as a float of at least `least`, and finite: a NaN tolerance fails every layer, an infinite
+    one passes any, and a NaN growth factor turns the baseline gate off; none of them is meant."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < least:
+        raise ParityError(f"{what} must be a finite number >= {least:g}, got {shown(value)}", path)
+    return float(value)
+
+
+def growth_factor(value, what: str) -> float:
+    """A baseline growth factor: at least 1, as a factor below 1 would fail the very errors it accepted."""
+    return _number(value, what, least=1.0)
+
+
+def _table(value, where: str, known: tuple[str, ...]) -> dict:
+    """`value` as a table holding only `known` keys."""
+    if not isinstance(value, dict):
+        raise ParityError(f"{where}: must be a table of settings ({', '.join(known)}), got {shown(value)}")
+    unknown = sorted(set(value) - set(known))
     if unknown:
-        raise ParityError(f"{where}: unknown tolerance key(s) {', '.join(sorted(unknown))} (atol, rtol, layers)")
-    values = {}
-    for key in ("atol", "rtol"):
-        value = spec.get(key, getattr(base, key))
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ParityError(f"{where}: {key} must be a non-negative number, got {value!r}")
-        values[key] = float(value)
-    return Tolerance(**values)
+        raise ParityError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return value
 
 
-def _patterns(spec: dict, base: Tolerance, where: str) -> list[tuple[str, Tolerance]]:
+def _tolerance(spec: dict, base: Tolerance, where: str) -> Tolerance:
+    """`base` with the atol and rtol `spec` gives, each a finite non-negative number."""
+    return replace(base, **{key: _number(spec[key], f"{where}: {key}") for key in ("atol", "rtol") if key in spec})
+
+
+def _scoped(spec, base: Tolerance, where: str) -> tuple[Tolerance, list[tuple[str, Tolerance]]]:
+    """A fixture's `tolerances` or a [tool.parity.models.NAME] table: its tolerance over `base`, and the
+    tolerances of its layer patterns over that."""
+    tol = _tolerance(_table(spec, where, MODEL_SETTINGS), base, where)
     layers = spec.get("layers", {})
     if not isinstance(layers, dict):
         raise ParityError(f"{where}: layers must map name patterns to {{atol, rtol}}")
-    return [(pattern, _tolerance(value, base, f"{where} layers {pattern!r}")) for pattern, value in layers.items()]
+    label = f"{where} layers"
+    return tol, [(pattern, _tolerance(_table(value, f"{label} {pattern!r}", ("atol", "rtol")), tol,
+                                      f"{label} {pattern!r}")) for pattern, value in layers.items()]
 
 
 def resolve_policy(model: str, fixture_tolerances: dict | None, defaults: Tolerance,
                    atol: float | None = None, rtol: float | None = None,
                    settings: dict | None = None, settings_path: Path | None = None) -> TolerancePolicy:
-    """The tolerance policy for `model` from every source, in the order the module docstring gives."""
-    tol, sources, patterns = defaults, ["parity defaults"], []
-    where = str(settings_path or "pyproject.toml")
-    layers = [(settings or {}, f"{where} [tool.parity]", False), (fixture_tolerances or {}, f"fixture {model}", True),
-              ((settings or {}).get("models", {}).get(model, {}), f"{where} [tool.parity.models.{model}]", True)]
-    for spec, label, has_layers in layers:
-        if not spec:
+    """The tolerance policy for `model` from every source, in the order the module docstring gives.
+
+    `fixture_tolerances` is fixtures/<model>/fixture.json's `tolerances`; `atol`/`rtol`, the command line's.
+    """
+    settings = check_settings(settings or {}, settings_path)
+    tol, sources, patterns = _tolerance(settings, defaults, _settings_label(settings_path)), ["parity defaults"], []
+    if settings:
+        sources.append(_settings_label(settings_path))
+    for spec, label in ((fixture_tolerances, f"{fixtures_dir() / model / 'fixture.json'} tolerances"),
+                        (settings.get("models", {}).get(model), _model_label(settings_path, model))):
+        if spec is None or spec == {}:
             continue
-        allowed = {"atol", "rtol", "layers"} if has_layers else {"atol", "rtol", "baseline", "growth", "models"}
-        if not isinstance(spec, dict) or set(spec) - allowed:
-            raise ParityError(f"{label}: unknown setting(s) {', '.join(sorted(set(spec) - allowed))} "
-                              f"(known: {', '.join(sorted(allowed))})" if isinstance(spec, dict) else
-                              f"{label}: must be a table of settings")
-        scoped = {k: v for k, v in spec.items() if k in ("atol", "rtol") or (has_layers and k == "layers")}
-        tol = _tolerance(scoped, tol, label)
-        if has_layers:
-            patterns += _patterns(scoped, tol, label)
+        tol, scoped = _scoped(spec, tol, label)
+        patterns += scoped
         sources.append(label)
     if atol is not None or rtol is not None:  # the command line wins over everything
-        tol = Tolerance(tol.atol if atol is None else atol, tol.rtol if rtol is None else rtol)
+        given = {key: value for key, value in (("atol", atol), ("rtol", rtol)) if value is not None}
+        tol = _tolerance(given, tol, "command line")
         patterns, sources = [], [*sources, "command line"]
     return TolerancePolicy(tol.atol, tol.rtol, tuple(patterns), tuple(sources))
 
@@ -133,17 +186,23 @@ class Baseline:
     growth: float = GROWTH
     floor: float = FLOOR
 
+    def __post_init__(self) -> None:
+        self.growth = growth_factor(self.growth, "the baseline growth factor")
+
     @classmethod
     def load(cls, path: str | Path, growth: float = GROWTH, floor: float = FLOOR) -> "Baseline":
+        """The baseline at `path`, its structure checked now: a wrong type deep inside it otherwise
+        surfaced as a traceback only after every model had run."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ParityError("no such baseline (make one with `parity baseline update`)", path) from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ParityError(f"cannot read the baseline ({exc})", path) from None
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ParityError('not a parity baseline (expected {"models": {...}})', path)
+        _check_accepted(data["models"], path)
         return cls(path, data["models"], growth, floor)
 
     def accepted(self, model: str, image: str, layer: str, top: str) -> float | None:
@@ -177,3 +236,20 @@ class Baseline:
         return write_json(self.path, {"about": "parity's accepted per-layer errors (`parity baseline update`); "
                                                "the gate fails a layer whose max_abs grows past growth x this",
                                       "models": {m: self.models[m] for m in sorted(self.models)}})
+
+
+def _check_accepted(node, path: Path, keys: tuple[str, ...] = ()) -> None:
+    """The baseline's `models` below `keys`: tables by model, sample, layer and top, down to each top's
+    accepted max_abs (a finite number >= 0)."""
+    where = "models" + "".join(f"[{key!r}]" for key in keys)
+    if len(keys) < len(BASELINE_LEVELS):
+        if not isinstance(node, dict):
+            raise ParityError(f"{where} must be a table by {BASELINE_LEVELS[len(keys)]}, got {shown(node)}", path)
+        for key, value in node.items():
+            _check_accepted(value, path, (*keys, key))
+    elif not isinstance(node, dict):
+        raise ParityError(f'{where} must be {{"max_abs": ..., "rel_l2": ...}}, got {shown(node)}', path)
+    elif "max_abs" not in node:
+        raise ParityError(f"{where} misses max_abs", path)
+    else:
+        _number(node["max_abs"], f"{where}['max_abs']", path=path)

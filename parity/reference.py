@@ -2,8 +2,10 @@
 
 Written by `parity dump` (real Caffe) or `parity dump-tf` (a frozen TensorFlow graph; its NHWC entries
 say so with "layout" and are read back as NCHW). Reading is
-strict: a folder without manifest, a manifest missing keys, a .npy that would need pickle or whose
-shape disagrees with the manifest are each one clear ParityError naming the file.
+strict: a folder without manifest, a manifest missing keys or holding a value of the wrong type, an
+entry file outside the folder, a file that is not a .npy, a .npy that would need pickle or whose shape
+disagrees with the manifest are each one clear ParityError naming the file (and the manifest's key or
+entry), raised before any model runs where the manifest alone shows it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .layout import caffe_shape, keras_shape, to_caffe_layout
 FORMAT = "parity-reference"
 FORMAT_VERSION = 1
 ENTRY_KEYS = ("order", "layer", "type", "top", "file", "shape", "dtype")
+NPY_MAGIC = np.lib.format.MAGIC_PREFIX  # the first bytes of every .npy file
 MODEL_FILES = {"caffe": ("prototxt", "caffemodel"), "tensorflow-graph": ("graph",)}  # sha256s by source
 
 
@@ -78,18 +81,27 @@ class Reference:
 
 
 def load_npy(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The float array in the .npy file at `path`, read without ever unpickling.
+
+    Read with numpy.lib.format, not np.load: np.load also opens zip archives (.npz) and calls any other
+    file one that needs pickle; here a file without .npy's magic bytes is said to be not a .npy file.
+    """
     if not path.is_file():
         raise ParityError("reference array not found", path)
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise ParityError("not a .npy file (it does not start with numpy's magic bytes)", path)
+            fh.seek(0)
+            array = np.lib.format.read_array(fh, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise ParityError("this .npy holds Python objects and would need pickle to load; refusing", path) from None
         raise ParityError(f"not a valid .npy file ({exc})", path) from None
     except (OSError, EOFError) as exc:
         raise ParityError(f"cannot read .npy ({exc})", path) from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-        raise ParityError(f"expected a float array, found dtype {getattr(array, 'dtype', type(array))}", path)
+    if array.dtype.kind != "f":
+        raise ParityError(f"expected a float array, found dtype {array.dtype}", path)
     if shape is not None and tuple(array.shape) != tuple(shape):
         raise ParityError(f"array shape {array.shape} differs from the manifest's {tuple(shape)}", path)
     return array
@@ -118,21 +130,71 @@ def load_reference(directory: str | Path) -> Reference:
             if not isinstance(node, dict) or key not in node:
                 raise ParityError(f"manifest misses key {'.'.join(keys)!r}", path)
             node = node[key]
-    for blob, spec in manifest["input"]["blobs"].items():
+    _check_inputs(manifest["input"]["blobs"], d, path)
+    raw_entries = manifest["entries"]
+    if not isinstance(raw_entries, list) or not raw_entries:
+        raise ParityError(f"manifest entries must be a non-empty list of layer outputs, got {shown(raw_entries)}",
+                          path)
+    return Reference(d, manifest, [_entry(i, raw, d, path) for i, raw in enumerate(raw_entries)])
+
+
+def shown(value) -> str:
+    """A wrong value as a one-line error shows it: scalars as written, containers (maybe huge) by their type."""
+    if isinstance(value, (dict, list)):
+        return f"{'a' if value else 'an empty'} {type(value).__name__}"
+    return repr(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_inputs(blobs, folder: Path, manifest: Path) -> None:
+    """input.blobs: each input blob's name mapped to its array's file and shape (at least one blob)."""
+    if not isinstance(blobs, dict) or not blobs:
+        raise ParityError(f"manifest input.blobs must map each input blob to its file and shape, got {shown(blobs)}",
+                          manifest)
+    for blob, spec in blobs.items():
         if not isinstance(spec, dict) or not {"file", "shape"} <= set(spec):
-            raise ParityError(f"manifest input blob {blob!r} needs 'file' and 'shape'", path)
-    entries = []
-    for i, raw in enumerate(manifest["entries"]):
-        missing = [k for k in ENTRY_KEYS if k not in raw]
-        if missing:
-            raise ParityError(f"entry {i} misses {', '.join(missing)}", path)
-        shape, layout = tuple(int(s) for s in raw["shape"]), raw.get("layout", "NCHW")
-        if layout not in ("NCHW", "NHWC") or (layout == "NHWC" and len(shape) != 4):
-            raise ParityError(f"entry {i} ({raw['layer']}): layout must be NCHW or NHWC (NHWC only for 4-D), "
-                              f"got {layout!r} for shape {list(shape)}", path)
-        entries.append(Entry(int(raw["order"]), raw["layer"], raw["type"], raw["top"], raw["file"],
-                             caffe_shape(shape) if layout == "NHWC" else shape, raw["dtype"], layout))
-    return Reference(d, manifest, entries)
+            raise ParityError(f"manifest input blob {blob!r} needs 'file' and 'shape'", manifest)
+        _array_spec(spec, folder, manifest, f"input blob {blob!r}")
+
+
+def _entry(i: int, raw, folder: Path, manifest: Path) -> Entry:
+    """Entry `i`, every field's type checked here: a wrong one would otherwise end the check in a traceback."""
+    if not isinstance(raw, dict):
+        raise ParityError(f"entry {i} must be an object with {', '.join(ENTRY_KEYS)}, got {shown(raw)}", manifest)
+    missing = [k for k in ENTRY_KEYS if k not in raw]
+    if missing:
+        raise ParityError(f"entry {i} misses {', '.join(missing)}", manifest)
+    what = f"entry {i} ({raw['layer']})" if isinstance(raw["layer"], str) else f"entry {i}"
+    if not _is_int(raw["order"]):
+        raise ParityError(f"{what}: order must be an integer, got {shown(raw['order'])}", manifest)
+    for key in ("layer", "type", "top", "dtype"):
+        if not isinstance(raw[key], str):
+            raise ParityError(f"{what}: {key} must be a string, got {shown(raw[key])}", manifest)
+    shape, layout = _array_spec(raw, folder, manifest, what)
+    return Entry(raw["order"], raw["layer"], raw["type"], raw["top"], raw["file"],
+                 caffe_shape(shape) if layout == "NHWC" else shape, raw["dtype"], layout)
+
+
+def _inside(folder: Path, file) -> bool:
+    """Whether `file` names a path strictly inside `folder` (after '..' and symlinks)."""
+    return isinstance(file, str) and "\0" not in file and folder.resolve() in (folder / file).resolve().parents
+
+
+def _array_spec(spec: dict, folder: Path, manifest: Path, what: str) -> tuple[tuple[int, ...], str]:
+    """The shape and layout of an entry's or input blob's array, its file checked to lie inside `folder`
+    (a manifest is input too: an absolute or '..' path would read files from anywhere)."""
+    file, shape, layout = spec["file"], spec["shape"], spec.get("layout", "NCHW")
+    if not _inside(folder, file):
+        raise ParityError(f"{what}: file {shown(file)} is not a file inside the reference folder", manifest)
+    if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+        raise ParityError(f"{what}: shape must be a list of non-negative integers, got {shown(shape)}", manifest)
+    if layout not in ("NCHW", "NHWC") or (layout == "NHWC" and len(shape) != 4):
+        raise ParityError(f"{what}: layout must be NCHW or NHWC (NHWC only for 4-D), got {shown(layout)} for "
+                          f"shape {shape}", manifest)
+    return tuple(shape), layout
 
 
 def find_references(directory: str | Path) -> list[Reference]:
