@@ -5,6 +5,11 @@ granularity "layer" runs the net one layer at a time (Net::ForwardFromTo(i, i)) 
 layer's tops right away, so in-place chains (conv -> ReLU on one blob) keep a reference per layer;
 "blob" runs once and saves each blob's final value, labelled with the layer that wrote it last.
 Each sample is written to a temporary folder and renamed into place: never half a reference.
+
+Caffe answers bad input by aborting the whole process (glog CHECK, SIGABRT), and silently fills a
+layer missing from the caffemodel with its random fillers. So before Caffe sees anything, `preflight`
+reads the net and the weights with parity's own readers and refuses, as one line, everything it
+would abort on or quietly make up.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from .atomic import atomic_directory, sha256_file
 from .errors import ParityError
 from .graph import Net
 from .reference import FORMAT, FORMAT_VERSION, safe_filename
+
+Shape = tuple[int, ...]
 
 
 @dataclass
@@ -54,15 +61,74 @@ def caffe_build_info(caffe) -> dict:
     return info
 
 
+def preflight(prototxt: Path, caffemodel: Path) -> Net:
+    """The net, once parity's readers have found nothing in it or in the caffemodel that Caffe would
+    abort on (or fill with random weights): types parity cannot convert (`parity convert`'s error),
+    shapes that do not work out, and learned blobs missing or of the wrong count or shape, checked by
+    the converter's own rules (`learned_blobs` sizes them, `Context.blobs` compares). A caffemodel
+    layer the prototxt does not have is fine: Caffe ignores it."""
+    from .convert import check_supported
+    from .convert.context import Context
+    from .reading.caffemodel import read_caffemodel
+    from .recipes import learned_blobs
+
+    net = Net.from_prototxt(prototxt)
+    check_supported(net)
+    expected = learned_blobs(net)
+    ctx = Context(net, read_caffemodel(caffemodel))
+    for layer in net.layers:
+        shapes = [param.shape for param in expected.get(layer.name, [])]
+        if shapes or ctx.weights.get(layer.name):  # blobs for a layer without any: Caffe aborts as well
+            ctx.blobs(layer, shapes)
+    return net
+
+
+def input_shapes(net: Net) -> dict[str, Shape]:
+    """Each input blob's shape, as the Input layer's converter reads it (legacy input fields included)."""
+    from .convert.registry import shapes_for
+
+    shapes: dict[str, Shape] = {}
+    for layer in net.layers:
+        if layer.type == "Input":
+            try:
+                shapes.update(zip(layer.tops, shapes_for("Input").shapes(layer, []).tops))
+            except ValueError as exc:
+                raise net.error(layer.name, str(exc)) from None
+    if not shapes:
+        raise ParityError("the net has no Input layer or input fields", net.path)
+    return shapes
+
+
+def check_fits(array: np.ndarray, blob: str, shape: Shape, where: Path) -> None:
+    """Caffe reshapes the input to any array and then aborts on the first layer it no longer fits:
+    only the batch size may differ from the net's input shape."""
+    if array.ndim != len(shape) or array.shape[1:] != tuple(shape[1:]) or array.shape[0] < 1:
+        raise ParityError(f"array of shape {array.shape} does not fit the net's input {blob!r} {tuple(shape)} "
+                          "(only the batch size may differ)", where)
+
+
+def check_sample_names(paths: list[Path]) -> None:
+    """Each input is written to OUT/<its file name's stem>/: two inputs of one name would overwrite each other."""
+    seen: dict[str, Path] = {}
+    for path in paths:
+        folder = safe_filename(path.stem)
+        if folder in seen:
+            raise ParityError(f"this input and {seen[folder]} would both be written to OUT/{folder}/; "
+                              "rename one", path)
+        seen[folder] = path
+
+
 def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, granularity: str = "layer",
          log=print) -> list[Path]:
+    if granularity not in ("layer", "blob"):
+        raise ParityError(f"granularity must be 'layer' or 'blob', got {granularity!r}")
+    own_layers = {layer.name for layer in preflight(prototxt, caffemodel).layers}
     caffe = import_caffe()
     caffe.set_mode_cpu()
     model = {"prototxt": {"file": prototxt.name, "sha256": sha256_file(prototxt)},
              "caffemodel": {"file": caffemodel.name, "sha256": sha256_file(caffemodel)}}
     net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
     build = caffe_build_info(caffe)
-    own_layers = {layer.name for layer in Net.from_prototxt(prototxt).layers}
     written = []
     for sample in samples:
         target = out / safe_filename(sample.name)

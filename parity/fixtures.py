@@ -183,8 +183,115 @@ def load_fixture(name: str) -> Fixture:
         description = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ParityError(f"invalid JSON: {exc.msg}", path, exc.lineno) from None
-    needed = ("graph", "keras_model", "input") if description.get("kind") == "tensorflow-graph" else ("prototxt", "weights")
+    validate(description, path)
+    return Fixture(name, path.parent, description)
+
+
+KINDS = ("caffe", "tensorflow-graph")
+
+
+def validate(description, path: Path) -> None:
+    """Check fixture.json's keys and value types up front, so a typo is one line naming the file and
+    the key, not a traceback deep inside a command (or a string taken as a list of image names)."""
+    if not isinstance(description, dict):
+        raise ParityError(f"must hold one JSON object {{...}}, got a {type(description).__name__}", path)
+    kind = description.get("kind", "caffe")
+    _expect(kind in KINDS, "kind", " or ".join(map(repr, KINDS)), kind, path)
+    needed = ("graph", "keras_model", "input") if kind == "tensorflow-graph" else ("prototxt", "weights")
     for key in needed:
         if key not in description:
             raise ParityError(f"missing key {key!r}", path)
-    return Fixture(name, path.parent, description)
+    for key, check in FIELDS.items():
+        if key in description:
+            check(description[key], key, path)
+
+
+def _expect(ok: bool, key: str, wanted: str, value, path: Path) -> None:
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ParityError(f"{key!r} must be {wanted}, got {shown}", path)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_str(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+# A JSON object's fields: name -> (test of the value, what the test wants).
+TEXT = (_is_str, "a non-empty string")
+INTEGER = (_is_int, "an integer")
+FROM_SOURCE = {"from_source": TEXT, "sha256": TEXT}
+RECIPE = {"recipe": TEXT, "seed": INTEGER,
+          "gains": (lambda g: isinstance(g, dict) and all(_is_number(v) for v in g.values()),
+                    "an object {LAYER PATTERN: NUMBER}")}
+
+
+def _text(value, key: str, path: Path) -> None:
+    _expect(_is_str(value), key, TEXT[1], value, path)
+
+
+def _object(value, key: str, path: Path, fields: dict, wanted: str, required: str | None = None) -> None:
+    """A JSON object holding `required` (if given) and only keys of `fields`, each value passing its test."""
+    _expect(isinstance(value, dict) and (required is None or required in value) and set(value) <= set(fields),
+            key, wanted, value, path)
+    for name, (test, field_wanted) in fields.items():
+        if name in value:
+            _expect(test(value[name]), f"{key}.{name}", field_wanted, value[name], path)
+
+
+def _prototxt(value, key: str, path: Path) -> None:
+    if isinstance(value, dict):
+        _object(value, key, path, FROM_SOURCE, '{"from_source": MEMBER, "sha256": HEX}', "sha256")
+    else:
+        _expect(_is_str(value), key, 'a file name or {"from_source": MEMBER, "sha256": HEX}', value, path)
+
+
+def _weights(value, key: str, path: Path) -> None:
+    wanted = '{"recipe": NAME, "seed": INTEGER} or {"from_source": MEMBER, "sha256": HEX}'
+    if isinstance(value, dict) and "from_source" in value:
+        _object(value, key, path, FROM_SOURCE, wanted, "sha256")
+    else:
+        _object(value, key, path, RECIPE, wanted, "recipe")
+
+
+def _images(value, key: str, path: Path) -> None:
+    _expect(isinstance(value, list) and all(_is_str(v) for v in value), key,
+            'a list of image names, e.g. ["chelsea"]', value, path)
+
+
+def _granularity(value, key: str, path: Path) -> None:
+    _expect(value in ("layer", "blob"), key, "'layer' or 'blob'", value, path)
+
+
+def _preprocessing(value, key: str, path: Path) -> None:
+    Preprocessing.from_dict(value, path)
+
+
+def _source(value, key: str, path: Path) -> None:
+    _object(value, key, path, {"pypi": TEXT, "file": TEXT, "sha256": TEXT},
+            '{"pypi": "NAME==VERSION", "file": SDIST, "sha256": HEX}', "pypi")
+
+
+def _graph(value, key: str, path: Path) -> None:
+    _object(value, key, path, {"builder": TEXT, "seed": INTEGER}, '{"builder": "FILE.py:FUNCTION", "seed": INTEGER}',
+            "builder")
+
+
+def _input(value, key: str, path: Path) -> None:
+    """Caffe fixtures describe their input ({"blob", "shape"}); graph fixtures name the placeholder to feed."""
+    wanted = '{"blob": NAME, "shape": [N, C, H, W]} or {"name": PLACEHOLDER, "layout": "NCHW" or "NHWC"}'
+    shape = (lambda s: isinstance(s, list) and all(map(_is_int, s)), "a list of integers")
+    layout = (lambda v: v in ("NCHW", "NHWC"), "'NCHW' or 'NHWC'")
+    _object(value, key, path, {"blob": TEXT, "shape": shape, "name": TEXT, "layout": layout}, wanted)
+
+
+FIELDS = {"description": _text, "prototxt": _prototxt, "weights": _weights, "source": _source, "images": _images,
+          "granularity": _granularity, "preprocessing": _preprocessing, "graph": _graph, "keras_model": _text,
+          "input": _input}

@@ -6,6 +6,7 @@ reference, so the Keras side is fed bit-identical input and never re-implements 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,21 +25,37 @@ class Preprocessing:
     resize: tuple[int, int] | None = None  # (height, width) to resize to; None = image must fit already
 
     def __post_init__(self):
+        """Refuse values that would run but feed the net garbage (NaN, a negative raw scale) or crash PIL."""
         if self.channel_order not in ("BGR", "RGB"):
-            raise ParityError(f"channel order must be BGR or RGB, got {self.channel_order!r}")
+            raise ParityError(f"channel_order must be BGR or RGB, got {self.channel_order!r}")
+        if not (math.isfinite(self.raw_scale) and self.raw_scale > 0):
+            raise ParityError(f"raw_scale must be a finite number above 0, got {self.raw_scale!r}")
+        if not math.isfinite(self.scale):
+            raise ParityError(f"scale must be a finite number, got {self.scale!r}")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ParityError(f"mean must hold finite numbers, got {list(self.mean)!r}")
+        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
+            raise ParityError(f"resize must be [height, width], two positive integers, got {list(self.resize)!r}")
 
     @classmethod
     def from_dict(cls, d: dict, where: str | Path | None = None) -> "Preprocessing":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
+        """From JSON (a fixture's "preprocessing"): every error names `where` and the key."""
+        if not isinstance(d, dict):
+            raise ParityError(f"preprocessing must be an object {{...}}, got {d!r}", where)
+        unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ParityError(f"unknown preprocessing keys: {', '.join(sorted(unknown))}", where)
-        values = dict(d)
-        if "mean" in values:
-            values["mean"] = tuple(float(m) for m in values["mean"])
-        if values.get("resize") is not None:
-            values["resize"] = tuple(int(v) for v in values["resize"])
-        return cls(**values)
+        try:
+            return cls(**{key: _from_json(key, value) for key, value in d.items()})
+        except ParityError as exc:
+            raise ParityError(f"preprocessing.{exc.message}", where) from None
+
+    def check_size(self, height: int, width: int, where: str | Path | None = None) -> None:
+        """A resize to anything but the net's input size can only fail, so refuse it before resizing
+        (a huge --resize would otherwise allocate the image first)."""
+        if self.resize is not None and tuple(self.resize) != (height, width):
+            raise ParityError(f"resize {self.resize[0]},{self.resize[1]} does not match the net's input "
+                              f"{height}x{width}; pass --resize {height},{width}", where)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -47,13 +64,41 @@ class Preprocessing:
         return d
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _from_json(key: str, value):
+    """One preprocessing value from JSON, type-checked (a string mean is not a list of characters);
+    the values themselves are checked by Preprocessing.__post_init__."""
+    if key in ("raw_scale", "scale") and not _number(value):
+        raise ParityError(f"{key} must be a number, got {value!r}")
+    if key == "mean" and not (isinstance(value, list) and all(_number(m) for m in value)):
+        raise ParityError(f"mean must be a list of numbers, got {value!r}")
+    if key == "resize" and value is not None and not (
+            isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise ParityError(f"resize must be [height, width], two positive integers, got {value!r}")
+    if key in ("mean", "resize") and value is not None:
+        return tuple(float(v) for v in value) if key == "mean" else tuple(value)
+    return float(value) if key in ("raw_scale", "scale") else value
+
+
+# PIL modes that convert("RGB") turns into the image's true 8-bit colours. 16-bit ("I;16"), 32-bit ("I")
+# and float ("F") images would be clipped to 255 instead, giving a reference of a different picture.
+EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """An image file as an RGB uint8 (H, W, 3) array; unreadable files are a ParityError."""
+    """An image file as an RGB uint8 (H, W, 3) array; unreadable files and images that are not
+    8 bits per channel are a ParityError."""
     from PIL import Image, UnidentifiedImageError
 
     p = require_file(path, "image")
     try:
         with Image.open(p) as im:
+            if im.mode not in EIGHT_BIT_MODES:
+                raise ParityError(f"image mode {im.mode} is not 8 bits per channel: its values would be clipped "
+                                  "to 0..255; convert it to 8-bit RGB or grayscale first", p)
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise ParityError(f"cannot read image ({exc})", p) from None
@@ -62,6 +107,7 @@ def load_image(path: str | Path) -> np.ndarray:
 def preprocess_image(path: str | Path, prep: Preprocessing, input_shape: Sequence[int]) -> np.ndarray:
     """Load and preprocess one image into a (1, C, H, W) float32 blob for an input of `input_shape`."""
     _, channels, height, width = input_shape
+    prep.check_size(height, width, path)
     rgb = load_image(path)
     if prep.resize and rgb.shape[:2] != tuple(prep.resize):
         from PIL import Image

@@ -15,21 +15,9 @@ from parity.fixtures import load_fixture
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
+from support import fails_with
 
 TINY = load_fixture("tiny")
-
-
-def fails_with(capsys, argv, *expected) -> str:
-    """Run the CLI; assert exit 2 and a single stderr line holding every `expected` text."""
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    message = [line for line in err if line.startswith("parity: error:")]
-    assert len(message) == 1, err
-    assert "Traceback" not in "\n".join(err)
-    for text in expected:
-        assert str(text) in message[0], message[0]
-    return message[0]
 
 
 @pytest.fixture

@@ -16,25 +16,12 @@ import numpy as np
 import pytest
 
 import parity.check
-from parity.cli import main
 from parity.compare import LayerResult, Tolerance, measure
 from parity.fixtures import REPO, load_fixture
+from support import fails_with
 
 TINY = load_fixture("tiny")
 COMMITTED_BASELINE = REPO / "parity-baseline.json"
-
-
-def fails_with(capsys, argv, *expected) -> str:
-    """Run the CLI; assert exit 2 and a single stderr line holding every `expected` text."""
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    message = [line for line in err if line.startswith("parity: error:")]
-    assert len(message) == 1, err
-    assert "Traceback" not in "\n".join(err)
-    for text in expected:
-        assert str(text) in message[0], message[0]
-    return message[0]
 
 
 def copied_reference(tmp_path: Path) -> Path:

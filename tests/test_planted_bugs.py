@@ -18,7 +18,7 @@ from parity.convert import Blob, convert_net, inner_product, registry
 from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from parity.schema import caffe_pb2
+from support import edited
 
 TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
 
@@ -56,14 +56,6 @@ def with_converter(monkeypatch, type_name: str, make):
     planted = make(original)
     planted.shapes = original.shapes  # the weight recipe still sizes blobs by the real rules
     monkeypatch.setitem(registry._CONVERTERS, type_name, planted)
-
-
-def edited(layer, edit):
-    """`layer` with a modified copy of its LayerParameter (the original stays untouched)."""
-    param = caffe_pb2.LayerParameter()
-    param.CopyFrom(layer.param)
-    edit(param)
-    return replace(layer, param=param)
 
 
 # -- controls: without a bug, nothing diverges (so the failures below are the bugs' doing) ----------

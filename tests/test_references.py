@@ -5,7 +5,6 @@ import filecmp
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from parity.fixtures import REPO, list_fixtures, load_fixture
 from parity.atomic import sha256_file
 from parity.reference import find_references
+from support import caffe_python
 
 BUDGET_BYTES = 150 * 1000 * 1000  # 150 MB; decimal, the stricter reading
 SDIST_SHA256 = re.search(r"SDIST_SHA256=(\w+)", (REPO / "tools" / "build_caffe.sh").read_text()).group(1)
@@ -54,17 +54,6 @@ def test_manifests_match_the_fixture_files(name):
 def test_reference_tree_stays_within_budget():
     total = sum(p.stat().st_size for p in (REPO / "reference_blobs").rglob("*") if p.is_file())
     assert total < BUDGET_BYTES, f"reference_blobs/ is {total / 1e6:.1f} MB"
-
-
-def caffe_python() -> str | None:
-    """A Python where pycaffe imports: this one, or the one tools/build_caffe.sh made."""
-    candidates = [sys.executable, str(Path(os.environ.get("PARITY_CAFFE_DIR", REPO / ".cache" / "caffe"))
-                                      / "venv" / "bin" / "python")]
-    for python in candidates:
-        if Path(python).exists() and subprocess.run([python, "-c", "import caffe"], capture_output=True,
-                                                    env={**os.environ, "GLOG_minloglevel": "2"}).returncode == 0:
-            return python
-    return None
 
 
 # Caffe layers whose CPU forward sums with OpenBLAS's sasum (normalize_layer.cpp, reduction_layer.cpp):

@@ -16,7 +16,7 @@ from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference,
 from parity.convert import Blob, convert_net, registry
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from parity.schema import caffe_pb2
+from support import edited
 
 TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
 ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",
@@ -49,13 +49,6 @@ def with_converter(monkeypatch, type_name: str, name: str, wrap):
 
     planted.shapes = original.shapes
     monkeypatch.setitem(registry._CONVERTERS, type_name, planted)
-
-
-def edited(layer, edit):
-    param = caffe_pb2.LayerParameter()
-    param.CopyFrom(layer.param)
-    edit(param)
-    return replace(layer, param=param)
 
 
 def map_output(fn):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ParityError, require_file
+from ..errors import ParityError, require_file, require_writable
+from ..preprocess import Preprocessing
 from . import add_preprocessing, preprocessing
 
 HELP = """Run real Caffe on images (or raw .npy inputs) and save every layer's output as reference blobs.
@@ -31,44 +32,59 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..dump import Sample, dump
-    from ..fixtures import load_fixture
-    from ..graph import Net
-    from ..atomic import sha256_file
-    from ..preprocess import Preprocessing, preprocess_image
-    from ..reference import load_npy
+    from ..dump import dump
 
-    fixture = load_fixture(args.fixture) if args.fixture else None
-    if fixture is None and (args.prototxt is None or args.caffemodel is None):
-        raise ParityError("give PROTOTXT and CAFFEMODEL, or --fixture NAME")
+    fixture = _fixture(args)
     prototxt = require_file(args.prototxt or fixture.prototxt, "prototxt")
     caffemodel = require_file(args.caffemodel, "caffemodel") if args.caffemodel else fixture.weights_path()
-    prep = fixture.preprocessing if fixture else Preprocessing()
-    prep = preprocessing(args, prep)
+    prep = preprocessing(args, fixture.preprocessing if fixture else Preprocessing())
     images = args.image or ([] if args.npy or fixture is None else [fixture.image_path(i) for i in fixture.images])
     if not images and not args.npy:
         raise ParityError("nothing to run: give --image IMG or --input FILE.npy")
     out = args.out or (fixture.references if fixture else None)
     if out is None:
         raise ParityError("give --out DIR")
+    require_writable(out, "output folder", folder=True)
     granularity = args.granularity or (fixture.granularity if fixture else "layer")
+    samples = _samples(prototxt, images, args.npy, prep)
+    dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
 
-    net = Net.from_prototxt(prototxt)
-    inputs = [layer for layer in net.layers if layer.type == "Input"]
-    if not inputs:
-        raise ParityError("the net has no Input layer or input fields", prototxt)
-    blob = inputs[0].tops[0]
-    shape = tuple(int(d) for d in inputs[0].param.input_param.shape[0].dim)
+
+def _fixture(args):
+    """The fixture named by --fixture, or None; the net's files come from it or from the command line."""
+    from ..fixtures import load_fixture
+
+    if args.fixture and (args.prototxt or args.caffemodel):
+        raise ParityError("give PROTOTXT and CAFFEMODEL, or --fixture NAME, not both")
+    fixture = load_fixture(args.fixture) if args.fixture else None
+    if fixture is None and (args.prototxt is None or args.caffemodel is None):
+        raise ParityError("give PROTOTXT and CAFFEMODEL, or --fixture NAME")
+    return fixture
+
+
+def _samples(prototxt: Path, images: list[Path], npys: list[Path], prep: Preprocessing) -> list:
+    """One Sample per image or array, each checked against the net's input before Caffe could abort on it."""
+    from ..atomic import sha256_file
+    from ..dump import Sample, check_fits, check_sample_names, input_shapes
+    from ..graph import Net
+    from ..preprocess import preprocess_image
+    from ..reference import load_npy
+
+    check_sample_names(images + npys)
+    blob, shape = next(iter(input_shapes(Net.from_prototxt(prototxt)).items()))
+    if images and len(shape) != 4:
+        raise ParityError(f"the net's input {blob!r} is {tuple(shape)}, images make (1, C, H, W) blobs: "
+                          "use --input FILE.npy", prototxt)
+    if images:
+        prep.check_size(*shape[2:], prototxt)
     samples = []
     for image in images:
         array = preprocess_image(image, prep, shape)
         samples.append(Sample(image.stem, {blob: array}, {"kind": "image", "file": image.name,
                                                           "sha256": sha256_file(image), "preprocessing": prep.to_dict()}))
-    for npy in args.npy:
+    for npy in npys:
         array = load_npy(require_file(npy, "input array")).astype(np.float32)
-        if array.ndim != len(shape) or array.shape[1:2] != shape[1:2]:
-            # Caffe aborts the whole process on a rank or channel mismatch: refuse before it runs.
-            raise ParityError(f"array of shape {array.shape} does not fit the net's input {blob!r} {shape}", npy)
+        check_fits(array, blob, shape, npy)
         samples.append(Sample(npy.stem, {blob: array}, {"kind": "npy", "file": npy.name, "sha256": sha256_file(npy)}))
-    dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True))
-    return 0
+    return samples

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError, require_file
+from ..errors import ParityError, require_file, require_writable
 from . import add_preprocessing, preprocessing
 
 DUMP_HELP = """Run a frozen TensorFlow graph (.pb) on images and save every op's float output as reference blobs.
@@ -44,14 +44,26 @@ def add(sub) -> None:
     q.set_defaults(run=run_import)
 
 
+def _require_tensorflow() -> None:
+    """dump-tf and tf-import run TensorFlow: in the pycaffe environment (which has none) say so in one line."""
+    from importlib.util import find_spec
+
+    if find_spec("tensorflow") is None:
+        raise ParityError("TensorFlow is not installed here. dump-tf and tf-import run in parity's main environment "
+                          "(with TensorFlow), not in the pycaffe one that `parity dump` uses")
+
+
 def run_dump(args) -> int:
+    _require_tensorflow()
     from ..atomic import sha256_file
-    from ..dump import Sample
+    from ..dump import Sample, check_sample_names
     from ..fixtures import load_fixture
     from ..preprocess import Preprocessing, preprocess_image
     from ..tfgraph.dump import dump_graph
     from ..tfgraph.graph import guess_input_layout, load_graph, placeholder_shape, placeholders
 
+    if args.fixture and args.graph:
+        raise ParityError("give GRAPH.pb, or --fixture NAME, not both")
     fixture = load_fixture(args.fixture) if args.fixture else None
     if fixture is None and args.graph is None:
         raise ParityError("give GRAPH.pb, or --fixture NAME")
@@ -75,6 +87,8 @@ def run_dump(args) -> int:
     out = args.out or (fixture.references if fixture else None)
     if out is None:
         raise ParityError("give --out DIR")
+    require_writable(out, "output folder", folder=True)
+    check_sample_names(images)
     samples = [Sample(image.stem, {name: preprocess_image(image, prep, nchw)},
                       {"kind": "image", "file": image.name, "sha256": sha256_file(image), "preprocessing": prep.to_dict()})
                for image in images]
@@ -92,6 +106,7 @@ def _only_placeholder(net, graph: Path) -> str:
 
 
 def run_import(args) -> int:
+    _require_tensorflow()
     from ..handwritten import load_builder, read_mapping
     from ..tfgraph.graph import constants, read_graph_def
     from ..tfgraph.weights import load_graph_weights
