@@ -559,9 +559,10 @@ def findings(rows: list[dict], checks: dict, forward: dict, pytest_runs: dict, w
                 f"{bound['floor_s']:.1f} s, against {serial['wall_s']:.1f} s for -n 0. The -n 0 run already kept "
                 f"{bound['serial_busy_cores']:.2f} of the {CORES} cores busy (TensorFlow's thread pools, the provenance "
                 f"hashes beside each conversion). For {XDIST_TARGET:g}x to be reachable at all, the -n 0 run would have "
-                f"to use at most {bound['needed_serial_cpu_s']:.1f} CPU s in its {serial['wall_s']:.1f} s, i.e. leave "
-                "that much more of the machine idle. The bound is generous: it ignores the controller and what two "
-                "processes sharing caches and memory bandwidth cost each other.")
+                f"to use at most {bound['needed_serial_cpu_s']:.1f} CPU s in its {serial['wall_s']:.1f} s (it used "
+                f"{bound['serial_cpu_s']:.1f}): the faster -n 0 already is, through TensorFlow's own threads, the less "
+                "there is for xdist to win. The bound is generous: it ignores the controller and what two processes "
+                "sharing caches and memory bandwidth cost each other.")
         lines.append(
             f"- **Two processes on {CORES} cores.** The workers were busy {busy} s, {busy_parallel:.1f} s in all "
             f"against {busy_serial:.1f} s under -n 0: the same groups take {100 * (busy_parallel / busy_serial - 1):.0f}% "

@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 from . import convert as _converters  # noqa: F401  (registers the converters, whose shapes size the blobs)
+from .convert.handler import checked_shapes
 from .convert.registry import shapes_for
 from .errors import ParityError
 from .graph import Net
@@ -46,7 +47,7 @@ def learned_blobs(net: Net) -> dict[str, list]:
             raise ParityError(f"no converter knows the shapes of layer {layer.name!r} ({layer.type})",
                               net.path, net.line_of(layer.name))
         try:
-            result = handler.shapes(layer, [shapes[b] for b in layer.bottoms])
+            result = checked_shapes(handler, layer, [shapes[b] for b in layer.bottoms])
         except ValueError as exc:
             raise net.error(layer.name, str(exc)) from None
         shapes.update(zip(layer.tops, result.tops))

@@ -53,16 +53,23 @@ class LayerHandler:
     def __call__(self, layer, bottoms: list[Blob], ctx: Context) -> list[Blob]:
         if self.param_field:
             ctx.params(layer, self.param_field, self.supported)
-        shapes = located(ctx, layer, self.shapes, layer, [b.caffe_shape for b in bottoms])
-        if len(shapes.tops) != len(layer.tops):  # e.g. MAX pooling's optional second top, the argmax mask
-            raise ctx.error(layer, f"has {len(layer.tops)} tops, but parity's {layer.type} converter makes "
-                                   f"{len(shapes.tops)}: the extra tops are not supported")
+        shapes = located(ctx, layer, checked_shapes, self, layer, [b.caffe_shape for b in bottoms])
         blobs = ctx.blobs(layer, [p.shape for p in shapes.params]) if shapes.params else []
         try:
             tensors = self.build(layer, bottoms, blobs, ctx)
         except LayerError as exc:  # ours: a located error; Keras' own ValueErrors mean a divergence
             raise ctx.error(layer, str(exc)) from None
         return [Blob(t, s) for t, s in zip(tensors, shapes.tops)]
+
+
+def checked_shapes(handler, layer, bottoms: Sequence[Shape]) -> "Shapes":
+    """`handler.shapes`, with a top for every top the layer declares (converters and weight recipes
+    alike: e.g. MAX pooling's optional second top, its argmax mask, has no conversion)."""
+    shapes = handler.shapes(layer, bottoms)
+    if len(shapes.tops) != len(layer.tops):
+        raise LayerError(f"has {len(layer.tops)} tops, but parity's {layer.type} converter makes "
+                         f"{len(shapes.tops)}: the extra tops are not supported")
+    return shapes
 
 
 def one_bottom(bottoms: Sequence[Shape], rank: int | None = None) -> Shape:
