@@ -311,11 +311,12 @@ def _flatten_source(prepared: Prepared, layer_name: str) -> tuple[int, int, int]
 
 
 def gate_settings(target: Target, atol: float | None, rtol: float | None, baseline: str | Path | None,
-                  growth: float | None):
-    """The tolerance policy and baseline for `target`, from the command line, pyproject.toml and the fixture."""
+                  growth: float | None, pyproject: Path | None = None):
+    """The tolerance policy and baseline for `target`, from the command line, pyproject.toml (`pyproject`,
+    else the nearest to the working directory) and the fixture."""
     from .gate import GROWTH, Baseline, project_settings, resolve_policy
 
-    settings, where = project_settings()
+    settings, where = project_settings(pyproject)
     policy = resolve_policy(target.name, target.tolerances, Tolerance(DEFAULT_ATOL, DEFAULT_RTOL), atol, rtol,
                             settings, where)
     growth = growth if growth is not None else float(settings.get("growth", GROWTH))

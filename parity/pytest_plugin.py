@@ -52,7 +52,75 @@ def pytest_configure(config):
         config.option.loadscopereorder = False  # hand groups out in collection order: costliest first
     if getattr(config, "workerinput", {}).get("parity_loadgroup"):
         config.option.loadgroup = True  # the worker tags node ids with their group for the scheduler
+    config.option.model = list(dict.fromkeys(m.strip().rstrip("/") for m in config.option.model))
+    if not hasattr(config, "workerinput"):  # once, in the controller or the single process
+        try:
+            check_options(config)
+        except ParityError as exc:
+            raise pytest.UsageError(f"parity: {exc}") from None
     config.pluginmanager.register(_Collector(config), "parity-collector")
+
+
+def project_file(config):
+    """The pyproject.toml whose [tool.parity] applies: pytest's own config file when it is one, else the
+    nearest above the rootdir, so running from another folder does not silently drop the baseline."""
+    from pathlib import Path
+
+    from .gate import find_pyproject
+
+    inipath = getattr(config, "inipath", None)
+    return Path(inipath) if inipath and Path(inipath).name == "pyproject.toml" else find_pyproject(config.rootpath)
+
+
+def check_options(config) -> None:
+    """Every parity option checked before collection, so a wrong value is one usage error (exit 4), not
+    the same failure on every item after each model has been converted. The hand-written model itself
+    is imported only where it runs: importing it here would load TensorFlow into xdist's controller."""
+    from .errors import require_writable
+    from .fixtures import list_fixtures
+    from .gate import Baseline, _number, project_settings
+
+    known = set(list_fixtures())
+    unknown = [m for m in config.option.model if m not in known]
+    if unknown:
+        raise ParityError(f"no fixture {', '.join(map(repr, unknown))} (fixtures: {', '.join(sorted(known))})")
+    for option, least in (("--atol", 0.0), ("--rtol", 0.0), ("--parity-growth", 1.0)):
+        if config.getoption(option) is not None:
+            _number(config.getoption(option), option, least)
+    if config.getoption("--mapping") and not config.getoption("--keras-model"):
+        raise ParityError("--mapping needs --keras-model")
+    if config.getoption("--local") and config.getoption("--keras-model"):
+        raise ParityError("--local checks parity's own conversion layer by layer; it is not available with "
+                          "--keras-model")
+    until = config.getoption("--until")
+    if until is not None:
+        _check_until(config.option.model or sorted(known), until)
+    for option, what in (("--parity-json", "JSON report"), ("--parity-html", "HTML report")):
+        if config.getoption(option):
+            require_writable(config.getoption(option), what)
+    project_settings(project_file(config))
+    baseline = baseline_path(config)
+    if baseline is not None:
+        Baseline.load(baseline)
+
+
+def _check_until(models: list[str], until: str) -> None:
+    from .check import target_from_fixture, up_to
+
+    if not until.strip():
+        raise ParityError("--until needs a layer name")
+    for model in models:
+        up_to(target_from_fixture(model), until)
+
+
+def baseline_path(config):
+    """--parity-baseline, 'none' for no gate, else [tool.parity] baseline of the project's pyproject.toml."""
+    from .gate import configured_baseline
+
+    path = config.getoption("--parity-baseline")
+    if path is None:
+        return configured_baseline(project_file(config))
+    return None if path.lower() == "none" else path
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -155,6 +223,7 @@ class _Session:
         self.prepared: dict[str, object] = {}
         self.reports: dict[tuple[str, str], object] = {}
         self.articles_sent: set[tuple[str, str]] = set()
+        self.errors_sent: set[tuple[str, str]] = set()
         self.pending: Counter[tuple[str, str]] = Counter(
             (c.model, c.image) for c in map(case_of, items) if c is not None)
 
@@ -174,15 +243,10 @@ class _Session:
     def gate(self, target):
         """The tolerance policy and baseline for `target`: options, then pyproject.toml, then the fixture."""
         from .check import gate_settings
-        from .gate import configured_baseline
 
-        path = self.config.getoption("--parity-baseline")
-        if path is None:
-            path = configured_baseline()
-        elif path.lower() == "none":
-            path = None
-        return gate_settings(target, self.config.getoption("--atol"), self.config.getoption("--rtol"), path,
-                             self.config.getoption("--parity-growth"))
+        return gate_settings(target, self.config.getoption("--atol"), self.config.getoption("--rtol"),
+                             baseline_path(self.config), self.config.getoption("--parity-growth"),
+                             project_file(self.config))
 
     def converter(self):
         """None (parity's converter), or the user's hand-written model with Caffe's weights loaded by name."""
@@ -205,7 +269,7 @@ class _Session:
         self.articles_sent.add(key)
         return render_report(report_key(report.model, report.image), report)
 
-    def report(self, model: str, image: str):
+    def report(self, model: str, image: str, item):
         key = (model, image)
         if key not in self.reports:
             try:
@@ -214,8 +278,21 @@ class _Session:
                 self.reports[key] = exc
         result = self.reports[key]
         if isinstance(result, ParityError):
+            self._record_error(key, result, item)
             pytest.fail(f"parity: {result}", pytrace=False)
         return result
+
+    def _record_error(self, key: tuple[str, str], error: ParityError, item) -> None:
+        """Once per (model, sample): the error as a report of its own for --parity-json/--parity-html, as
+        the CLI writes it (a shape divergence names its layer), so CI never keeps an old report instead."""
+        if key in self.errors_sent:
+            return
+        self.errors_sent.add(key)
+        layer = getattr(error, "layer", None)
+        item.user_properties.append((PROPERTY, {
+            "model": key[0], "image": key[1], "atol": None, "rtol": None, "first_divergence": layer,
+            "first_divergence_covers": [layer] if layer else None, "error": str(error), "header": {},
+            "hints": {}, "layers": [], "html": None}))
 
     def _compute(self, model: str, image: str):
         from .check import check_reference, prepare, target_from_fixture, up_to
@@ -288,14 +365,14 @@ class Case:
         if not self.tops:
             holder = f"; its output is checked at {self.overwritten_by} (in place)" if self.overwritten_by else ""
             pytest.skip(f"no reference entry for {self.layer} at {self.granularity} granularity{holder}")
-        report = self.session.report(self.model, self.image)
+        report = self.session.report(self.model, self.image, self.item)
         results = [r for r in report.layers if r.layer == self.layer]
         if not results:  # a graph op no layer of the hand-written Keras model is paired with
             pytest.skip(f"no layer of the checked model is paired with {self.layer}: nothing to compare")
         self.item.user_properties.append((PROPERTY, {
             "model": report.model, "image": report.image, "atol": report.atol, "rtol": report.rtol,
             "first_divergence": report.first_divergence,
-            "first_divergence_covers": report.first_divergence_covers, "header": report.header,
+            "first_divergence_covers": report.first_divergence_covers, "error": report.error, "header": report.header,
             "hints": {r.layer: [h.to_dict() for h in report.hints.get(r.layer, [])] for r in results},
             "layers": [r.to_dict() for r in results], "html": self.session.article(report)}))
         lines = [line for r in results for line in failure_lines(r, report)]
@@ -336,8 +413,8 @@ class _Collector:
             entry = self.reports.setdefault(key, {
                 "model": value["model"], "image": value["image"], "atol": value["atol"], "rtol": value["rtol"],
                 "first_divergence": value["first_divergence"],
-                "first_divergence_covers": value["first_divergence_covers"], **value["header"], "layers": [],
-                "hints": {}})
+                "first_divergence_covers": value["first_divergence_covers"], "error": value.get("error"),
+                **value["header"], "layers": [], "hints": {}})
             entry["layers"].extend(value["layers"])
             if value.get("html"):
                 self.articles[key] = value["html"]
@@ -349,21 +426,25 @@ class _Collector:
             entry = dict(self.reports[key])
             entry["layers"] = sorted(entry["layers"], key=lambda r: r["order"])
             entry["conversion_bugs"] = [r["layer"] for r in entry["layers"] if (r.get("local") or {}).get("status") == "fail"]
-            fine = all(r["status"] == "pass" for r in entry["layers"]) and not entry["conversion_bugs"]
+            # the first divergence counts even where -k left its item out: the model does not pass
+            fine = (all(r["status"] == "pass" for r in entry["layers"]) and not entry["conversion_bugs"]
+                    and not entry["first_divergence"] and not entry["error"])
             entry["status"] = "pass" if fine else "fail"
             out.append(entry)
         return out
 
     def pytest_terminal_summary(self, terminalreporter):
         payload = self.payload()
-        if not payload:
-            return
-        terminalreporter.section("parity")
+        if payload:
+            terminalreporter.section("parity")
         for r in payload:
-            verdict = (f"conversion bug at {r['conversion_bugs'][0]} (fails on Caffe's own inputs)" if r["conversion_bugs"]
-                       else f"first divergence at {r['first_divergence']}" if r["first_divergence"]
-                       else f"all {len(r['layers'])} outputs within atol {r['atol']:g}, rtol {r['rtol']:g}")
-            terminalreporter.write_line(f"{r['model']}/{r['image']}: {r['status'].upper()}: {verdict}")
+            terminalreporter.write_line(f"{r['model']}/{r['image']}: {r['status'].upper()}: {_verdict(r)}")
+        try:  # written even when empty: CI must never upload an older run's report as this one's
+            self._write_reports(payload, terminalreporter)
+        except (OSError, ParityError) as exc:  # checked writable at start; the disk can still say no
+            terminalreporter.write_line(f"parity: error: cannot write the report: {exc}", red=True)
+
+    def _write_reports(self, payload: list[dict], terminalreporter) -> None:
         path = self.config.getoption("--parity-json")
         if path:
             from .report import write_json
@@ -379,3 +460,13 @@ class _Collector:
                                       r["first_divergence"]) for r in payload]
             write_html(html_path, page(summaries, [self.articles.get(k, "") for k in keys]))
             terminalreporter.write_line(f"parity: wrote {html_path}")
+
+
+def _verdict(r: dict) -> str:
+    if r["error"]:
+        return r["error"]
+    if r["conversion_bugs"]:
+        return f"conversion bug at {r['conversion_bugs'][0]} (fails on Caffe's own inputs)"
+    if r["first_divergence"]:
+        return f"first divergence at {r['first_divergence']}"
+    return f"all {len(r['layers'])} outputs within atol {r['atol']:g}, rtol {r['rtol']:g}"

@@ -114,3 +114,84 @@ def test_without_xdist_models_run_in_the_order_given_and_are_released(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     steps = [(step, model) for _, step, model, *_ in (l.split() for l in trace.read_text().splitlines())]
     assert steps == [(step, m) for m in ("tiny_v1", "tiny") for step in ("prepare", "capture", "release")]
+
+
+def planted_pool2(tmp_path) -> dict:
+    """tiny's references with pool2's blob off by 0.5: env for run_suite."""
+    refs = tmp_path / "refs"
+    shutil.copytree(load_fixture("tiny").references, refs / "tiny")
+    manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
+    path = refs / "tiny" / "chelsea" / next(e for e in manifest["entries"] if e["layer"] == "pool2")["file"]
+    np.save(path, np.load(path, allow_pickle=False) + np.float32(0.5), allow_pickle=False)
+    return {"PARITY_REFERENCES": str(refs)}
+
+
+def test_wrong_options_are_one_usage_error_before_any_model_runs(tmp_path):
+    """Exit 4 and one line, where each used to fail every item (or traceback) after converting."""
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    trace = tmp_path / "trace.txt"
+    for args, expected in ((["--model=nosuch"], "no fixture 'nosuch'"),
+                           (["--model=tiny", "--until=nolayer"], "--until 'nolayer': no such layer"),
+                           (["--model=tiny", "--atol=nan"], "--atol must be a finite number"),
+                           (["--model=tiny", "--parity-growth=0.5"], "--parity-growth must be a finite number >= 1"),
+                           (["--model=tiny", "--mapping=m.json"], "--mapping needs --keras-model"),
+                           (["--model=tiny", "--local", "--keras-model=x:y"], "not available with --keras-model"),
+                           (["--model=tiny", f"--parity-json={a_file / 'r.json'}"], "plain.txt is not a folder"),
+                           (["--model=tiny", f"--parity-baseline={tmp_path / 'missing.json'}"], "no such baseline")):
+        proc = run_suite(*args, env_extra={"PARITY_TRACE": str(trace)})
+        assert proc.returncode == 4, (args, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert expected in proc.stderr and "Traceback" not in proc.stderr + proc.stdout, (args, proc.stderr)
+    assert not trace.exists()  # no model was prepared for any of them
+
+
+def test_a_model_that_errors_is_reported_and_a_stale_report_replaced(tmp_path):
+    """A model that stops before any numbers (here the user's builder raises) still gets its report,
+    with the CLI's `error`; and a report file from an earlier run is replaced even when nothing ran."""
+    builder = tmp_path / "broken_model.py"
+    builder.write_text("def build():\n    raise RuntimeError('half-written model')\n")
+    out = tmp_path / "parity.json"
+    out.write_text("stale")
+    proc = run_suite("--model=tiny", f"--parity-json={out}", f"--keras-model={builder}:build")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    (report,) = json.loads(out.read_text())
+    assert report["status"] == "fail" and "half-written model" in report["error"] and report["layers"] == []
+    assert "tiny/chelsea: FAIL:" in proc.stdout and "half-written model" in proc.stdout
+    out.write_text("stale")
+    run_suite("--model=tiny", f"--parity-json={out}", "-k", "no_such_layer")
+    assert json.loads(out.read_text()) == []
+
+
+def test_a_partial_run_still_fails_on_a_divergence_it_did_not_select(tmp_path):
+    """-k conv1: pool2's planted divergence is outside the selection, but the model does not pass."""
+    out = tmp_path / "parity.json"
+    proc = run_suite("--model=tiny", f"--parity-json={out}", "-k", "conv1", env_extra=planted_pool2(tmp_path))
+    (report,) = json.loads(out.read_text())
+    assert report["first_divergence"] == "pool2" and report["status"] == "fail"
+    assert "tiny/chelsea: FAIL: first divergence at pool2" in proc.stdout
+
+
+def test_a_model_named_twice_is_checked_once(tmp_path):
+    out = tmp_path / "parity.json"
+    proc = run_suite("--model=tiny", "--model=tiny/", f"--parity-json={out}")
+    assert proc.returncode == 0 and "conv1_0" not in proc.stdout
+    (report,) = json.loads(out.read_text())
+    assert len({l["layer"] for l in report["layers"]}) == len(report["layers"])
+
+
+def test_the_configured_baseline_applies_from_another_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "parity"), "-p", "no:cacheprovider",
+                           "--model=tiny", f"--parity-json={tmp_path / 'r.json'}", f"--rootdir={REPO}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (report,) = json.loads((tmp_path / "r.json").read_text())
+    assert report["baseline"] and report["baseline"]["path"].endswith("parity-baseline.json")
+
+
+def test_in_place_layers_skip_naming_where_their_output_is_checked():
+    """At blob granularity conv3_2 has no reference of its own: its item says relu3_2 holds its output."""
+    proc = run_suite("--model=vgg19", "-k", "conv3_2 or relu3_2 or fc6 or pool5")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "no reference entry for conv3_2 at blob granularity; its output is checked at relu3_2 (in place)" in proc.stdout
+    assert "no reference entry for fc6 at blob granularity; its output is checked at drop6 (in place)" in proc.stdout
+    assert "PASSED parity/test_parity.py::test_layer[vgg19-chelsea-relu3_2]" in proc.stdout
