@@ -215,3 +215,25 @@ def test_input_blobs_without_the_nets_input_name_the_manifest(capsys, tmp_path, 
     """The arrays are there, under a name the net has no input for: say so at the manifest."""
     ref, manifest = damaged_manifest(tmp_path, lambda m: m["input"]["blobs"].update(image=m["input"]["blobs"].pop("data")))
     fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], manifest, "input blob(s) data", "it has: image")
+
+
+def test_an_edited_prototxt_is_a_provenance_mismatch_too(capsys, tmp_path, weights):
+    """The manifest records the prototxt's sha256 as well as the caffemodel's: a reference made from another
+    net definition is not this net's, even when the weights are the same file. A harmless edit (one comment
+    line) must already be refused, naming the prototxt and its sha256; --allow-mismatch compares anyway and
+    the report says so."""
+    from parity.cli import main
+
+    edited_net = tmp_path / "deploy.prototxt"
+    edited_net.write_text("# an added comment\n" + TINY.prototxt.read_text())
+    refs = TINY.references
+    fails_with(capsys, ["check", edited_net, weights, "--blobs", refs, "-q"], "prototxt deploy.prototxt",
+               "sha256", "--allow-mismatch", refs / "chelsea" / "manifest.json")
+    out = tmp_path / "r.json"
+    code = main([str(a) for a in ["check", edited_net, weights, "--blobs", refs, "--allow-mismatch", "--json", out]])
+    text = capsys.readouterr().out
+    assert code == 0, text  # the comment changes nothing Caffe computes
+    notes = [line.strip() for line in text.splitlines() if line.strip().startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: ALLOWED MISMATCH: prototxt deploy.prototxt has sha256")
+    report = json.loads(out.read_text())
+    assert report["allow_mismatch"] is True and report["notes"] == [notes[0][len("note: "):]]

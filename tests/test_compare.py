@@ -115,3 +115,13 @@ def test_metrics_do_not_depend_on_the_block_size(monkeypatch):
         worst[name] = results[0][6]
     assert worst["plain"] == (0, 4, 6, 8)
     assert worst["nan"] == (0, 3, 1, 2)  # the first NaN in channels-last order, in Caffe coordinates
+
+
+def test_relative_tolerance_scales_with_caffes_value_not_the_converted_one():
+    """The rule is |got - ref| <= atol + rtol*|ref| with ref = Caffe's output. Scaling rtol by the converted
+    value instead lets any wrong output excuse itself: with ref 0 and got 100, rtol*|got| = 1000 would
+    swallow the error. Caffe's value is 0, so only atol applies and the layer must fail."""
+    ref = np.zeros((1, 4), np.float32)
+    got = np.full((1, 4), 100.0, np.float32)
+    r = measure(result(shape=(1, 4)), ref, got, Tolerance(atol=1e-3, rtol=10.0))
+    assert r.status == FAIL and r.outside == 1.0 and r.max_abs == 100.0

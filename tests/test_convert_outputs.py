@@ -97,3 +97,47 @@ def test_nothing_is_written_when_conversion_fails(tmp_path, capsys):
     out = tmp_path / "m.keras"
     assert main(["convert", str(bad), str(TINY.weights_path()), "-o", str(out)]) == 2
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+BATCHNORM_NET = """name: "bn_only"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 4 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param { use_global_stats: true } }
+"""
+
+CAFFE_FORWARD = """import sys, numpy as np, caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST)
+net.blobs["data"].data[...] = np.load(sys.argv[3], allow_pickle=False)
+np.save(sys.argv[4], net.forward()["bn"], allow_pickle=False)
+"""
+
+
+@pytest.mark.caffe
+def test_batchnorm_with_a_zero_scale_factor_matches_real_caffe(tmp_path):
+    """batch_norm_layer.cpp: scale_factor s == 0 means the stored mean and variance count as 0 (not as
+    mean/1, variance/1), so the output is x / sqrt(eps). Real Caffe's output on a fixed input is the
+    reference; a conversion that treated s == 0 as "no scaling" would subtract mean [1, 2] and divide by
+    sqrt([3, 4] + eps)."""
+    import os
+
+    from parity.reading.caffemodel_writer import write_caffemodel
+    from parity.reading.prototxt import read_prototxt
+    from support import caffe_python
+
+    python = caffe_python()
+    if python is None:
+        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    prototxt = tmp_path / "bn.prototxt"
+    prototxt.write_text(BATCHNORM_NET)
+    blobs = {"bn": [np.array([1.0, 2.0], np.float32), np.array([3.0, 4.0], np.float32), np.array([0.0], np.float32)]}
+    weights = write_caffemodel(tmp_path / "bn.caffemodel", read_prototxt(prototxt), blobs)
+    x = np.random.default_rng(5).uniform(-0.01, 0.01, (1, 2, 3, 4)).astype(np.float32)  # outputs ~ +-3
+    np.save(tmp_path / "x.npy", x, allow_pickle=False)
+    proc = subprocess.run([python, "-c", CAFFE_FORWARD, prototxt, weights, tmp_path / "x.npy", tmp_path / "y.npy"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "GLOG_minloglevel": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    caffe_out = np.load(tmp_path / "y.npy", allow_pickle=False)
+    np.testing.assert_allclose(caffe_out, x / np.sqrt(np.float32(1e-5)), rtol=1e-5)  # Caffe's semantics, as read
+    converted = convert_net(Net.from_prototxt(prototxt), read_caffemodel(weights))
+    got = np.asarray(converted.model.predict_on_batch(to_keras_layout(x)))
+    np.testing.assert_allclose(got, to_keras_layout(caffe_out), rtol=0, atol=1e-5)

@@ -299,3 +299,26 @@ def test_a_bad_fixture_json_is_one_line_naming_it_and_the_key(capsys, tmp_path, 
     assert code == 2
     one_error_line(capsys.readouterr().err, path, *expected)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("order", ["BGR", "RGB"])
+def test_preprocessing_scales_raw_then_subtracts_the_mean_then_scales_as_caffe_io_transformer_does(tmp_path, order):
+    """caffe.io.Transformer.preprocess: load_image gives pixel/255, then channel swap, then *raw_scale, then
+    -mean, then *input_scale. The order only shows when raw_scale is not 255 (at 255, (p - m) and p - m agree
+    either way), so raw_scale 1 here: the mean is in raw_scale's units ([0, 1]), and subtracting it from the
+    0..255 pixels before scaling would give a very different blob."""
+    from PIL import Image
+
+    from parity.preprocess import Preprocessing, preprocess_image
+
+    rgb = np.random.default_rng(4).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    path = tmp_path / "img.png"
+    Image.fromarray(rgb, "RGB").save(path)
+    mean = (0.1, 0.25, 0.4)  # in the net's channel order
+    blob = preprocess_image(path, Preprocessing(channel_order=order, raw_scale=1.0, mean=mean, scale=2.0), (1, 3, 4, 5))
+    chw = rgb.transpose(2, 0, 1).astype(np.float64) / 255.0
+    if order == "BGR":
+        chw = chw[::-1]
+    expected = (chw * 1.0 - np.asarray(mean)[:, None, None]) * 2.0
+    assert blob.shape == (1, 3, 4, 5) and blob.dtype == np.float32
+    np.testing.assert_allclose(blob[0], expected, rtol=1e-6, atol=1e-6)

@@ -123,3 +123,38 @@ def test_the_committed_baseline_covers_every_fixture():
     assert set(Baseline.load(path).models) == set(list_fixtures())
     policy, gate = gate_settings(target_from_fixture("tiny"), None, None, path, None)
     assert gate.growth == 4.0 and policy.atol == DEFAULT_ATOL
+
+
+def gated(baseline: Baseline, accepted: float, max_abs: float, atol: float = DEFAULT_ATOL):
+    """Baseline.gate on one passing layer whose accepted max_abs is `accepted` and whose error now is `max_abs`."""
+    from parity.compare import LayerResult
+
+    baseline.models = {"m": {"img": {"conv1": {"conv1": {"max_abs": accepted, "rel_l2": 0.0}}}}}
+    result = LayerResult("conv1", "Convolution", "conv1", 1, (1, 2, 3, 4), max_abs=max_abs, atol=atol)
+    baseline.gate("m", "img", result)
+    return result
+
+
+def test_the_gate_ignores_errors_below_the_floor_even_over_an_exact_baseline(tmp_path):
+    """An exactly-zero baseline times any growth is zero: without the floor (FLOOR x atol) the last-bit
+    noise of another CPU would fail it. Below the floor it passes; above it, it is a real growth."""
+    from parity.gate import FLOOR
+
+    baseline = Baseline(tmp_path / "b.json", growth=4.0)
+    under = gated(baseline, 0.0, 0.5 * FLOOR * DEFAULT_ATOL)
+    assert under.status == "pass" and not under.grew and under.baseline == 0.0
+    over = gated(baseline, 0.0, 2 * FLOOR * DEFAULT_ATOL)
+    assert over.status == "fail" and over.grew
+
+
+def test_the_gate_limit_is_exactly_growth_times_the_accepted_error(tmp_path):
+    """growth 4 means 4x the accepted max_abs (well above the floor here), not 5x: 3.5x passes, 4.5x fails."""
+    from parity.gate import FLOOR
+
+    accepted = 10 * FLOOR * DEFAULT_ATOL  # 4.5x of it is still inside atol: only the gate can fail it
+    baseline = Baseline(tmp_path / "b.json", growth=4.0)
+    passing = gated(baseline, accepted, 3.5 * accepted)
+    assert passing.status == "pass" and not passing.grew
+    failing = gated(baseline, accepted, 4.5 * accepted)
+    assert failing.max_abs < DEFAULT_ATOL and failing.status == "fail" and failing.grew
+    assert baseline.limit(accepted, DEFAULT_ATOL) == pytest.approx(4 * accepted)

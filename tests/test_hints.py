@@ -539,3 +539,47 @@ def test_real_scale_and_nonfinite(tiny):
     got[0, 2, 3, 4] = np.inf
     h = only(blobs["relu1"], got, "nonfinite")
     assert h.evidence["first"] == [[0, 4, 2, 3]] and h.evidence["posinf"] == 1
+
+
+def test_a_fit_that_cuts_the_error_only_threefold_gives_no_hint(feat):
+    """EXPLAINS: a candidate must cut the raw error tenfold. Here got = a*ref + noise on VGG-sized values, with
+    the factor's error sqrt(8) times the noise's: the best scale fit (global or per channel) reproduces got to
+    well under MATCH_REL_L2 (so only the tenfold rule can refuse it) yet removes just ~3x of the error. A
+    factor that explains a third of the difference is not the cause: no hint. The control, the same factor with
+    a tenth of the noise, is cut ~30x and is reported as scale."""
+    from parity.hints import MATCH_REL_L2
+
+    ref = feat * 300
+    rms = float(np.sqrt(np.mean(ref ** 2)))
+    noise = np.random.default_rng(7).normal(0, 0.05, ref.shape)
+    factor = 1 + np.sqrt(8) * 0.05 / rms  # the factor's error norm = sqrt(8) x the noise's: raw = 3 x noise
+    got = factor * ref + noise
+    raw = np.linalg.norm(got - ref)
+    r, g = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, ref.shape[-1])
+    fits = [np.stack([r.ravel(), np.ones(r.size)], 1)]  # one (a, b) for the blob ...
+    residuals = [np.linalg.norm(g.ravel() - fits[0] @ np.linalg.lstsq(fits[0], g.ravel(), rcond=None)[0])]
+    for c in range(r.shape[1]):  # ... and one per channel
+        design = np.stack([r[:, c], np.ones(len(r))], 1)
+        residuals.append(np.linalg.norm(g[:, c] - design @ np.linalg.lstsq(design, g[:, c], rcond=None)[0]))
+    per_channel = np.sqrt(np.sum(np.square(residuals[1:])))
+    for residual in (residuals[0], per_channel):
+        assert 2.5 < raw / residual < 4  # the fit helps, but only ~3x
+        assert residual / np.linalg.norm(got) < MATCH_REL_L2  # and reproduces got: only EXPLAINS refuses it
+    assert np.any(np.abs(got - ref) > ATOL + RTOL * np.abs(ref))  # a real failure, there is something to explain
+    assert hints(ref, got) == []
+    control = only(ref, factor * ref + noise / 10, "scale")
+    assert control.evidence["factor"] == pytest.approx(factor, abs=1e-5)
+
+
+def test_a_bias_wrong_in_one_channel_only_is_an_offset(feat):
+    """Factors exact, one channel's bias off by 0.5: the hint must still say "plus <offset> per channel" (an
+    offset is off), since any channel off counts. Requiring every channel off would call it "times 1 plus
+    ...", pointing at BatchNorm's scale_factor or a scale when no factor is wrong."""
+    got = feat.copy()
+    got[..., 5] += 0.5
+    h = only(feat, got, "scale")
+    ev = h.evidence
+    assert ev["per_channel"] is True and ev["channels_off"] == 1
+    assert ev["factor"] == pytest.approx(1.0)
+    assert ev["offsets"][5] == pytest.approx(0.5) and sum(abs(o) > ATOL for o in ev["offsets"]) == 1
+    assert "plus" in h.message and "per channel: an offset is off" in h.message and "times" not in h.message

@@ -423,3 +423,21 @@ def test_a_planted_shape_bug_in_tiny_gets_a_note(monkeypatch, tmp_path):
     section = text.split("First divergence: pool1")[1].split("</section>")[0]
     assert f"No pictures: Caffe's output has shape {tuple(ref.shape)} but the converted one {tuple(got.shape)}" in section
     assert "<img" not in section
+
+
+def test_a_shrunk_heatmap_keeps_a_single_bad_elements_full_error_on_its_scale():
+    """Maps over MAP_MAX_SIDE are block-reduced by max, so one bad element keeps its full |error|: the error
+    map's colour scale must still top out at 1.0. A mean would dilute it to 1/k^2 (here 1/9) and the page
+    would claim the worst error is 0.111. (Only the scale shows this: the one brightest pixel is the top
+    colour either way, the scale being stretched to the map's own maximum.)"""
+    import re
+
+    ref = np.zeros((1, 1030, 20, 1), np.float32)  # 1030 rows: reduced 3x3 blocks, to 344 x 7
+    got = ref.copy()
+    got[0, 500, 10, 0] = 1.0
+    assert -(-1030 // page.MAP_MAX_SIDE) == 3
+    figures = re.findall(r'data-kind="(error|ref|got)".*?<span class="lo">([^<]*)</span>.*?'
+                         r'<span class="hi">([^<]*)</span>', page.pictures(ref, got), re.S)
+    assert [(kind, lo, hi) for kind, lo, hi in figures if kind == "error"] == [("error", "0", "1")]
+    error = decode(Images(page.pictures(ref, got)).kind("error")[0])
+    assert max(error.size) <= page.MAP_MAX_SIDE

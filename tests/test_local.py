@@ -121,3 +121,13 @@ def test_local_result_is_exactly_the_propagated_one_at_the_first_layer():
     conv1 = next(r for r in report.layers if r.layer == "conv1")
     assert conv1.local.max_abs == pytest.approx(conv1.max_abs, rel=1e-6)
     assert np.isfinite(conv1.local.rel_l2)
+
+
+def test_a_passing_layer_is_never_called_drift():
+    """`drift` means failing when propagated yet passing on Caffe's own inputs. A layer that passes both ways
+    is simply fine: calling it drift would put "drift" in every row of a clean --local report."""
+    report = local_report("tiny")
+    assert report.status == PASS and all(r.local is not None for r in report.layers)
+    assert [r.layer for r in report.layers if r.drift] == []
+    assert all(r.to_dict()["drift"] is False for r in report.layers)
+    assert "drift" not in render(report)
