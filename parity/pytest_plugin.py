@@ -403,12 +403,19 @@ class _Collector:
         self.reports: dict[tuple[str, str], dict] = {}
         self.articles: dict[tuple[str, str], str] = {}
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report):
-        if report.when != "call":  # setup/teardown reports repeat the same properties
+        """Take the report data off the item's last report, before junitxml writes its properties: JUnit
+        files get one short line per layer instead of the whole header and HTML (1.6 MB for the zoo)."""
+        if report.when != "teardown" or hasattr(self.config, "workerinput"):  # read once, where reports end up
             return
-        for name, value in getattr(report, "user_properties", ()):
-            if name != PROPERTY:
-                continue
+        properties = getattr(report, "user_properties", [])
+        ours = [value for name, value in properties if name == PROPERTY and isinstance(value, dict)]
+        properties[:] = [(name, value) for name, value in properties if name != PROPERTY]
+        properties += [(PROPERTY, f"{v['model']}/{v['image']} {r['layer']}: {r['status']}, max_abs "
+                                  f"{'-' if r['max_abs'] is None else format(r['max_abs'], '.3g')}")
+                       for v in ours for r in v["layers"]]
+        for value in ours:
             key = (value["model"], value["image"])
             entry = self.reports.setdefault(key, {
                 "model": value["model"], "image": value["image"], "atol": value["atol"], "rtol": value["rtol"],

@@ -195,3 +195,15 @@ def test_in_place_layers_skip_naming_where_their_output_is_checked():
     assert "no reference entry for conv3_2 at blob granularity; its output is checked at relu3_2 (in place)" in proc.stdout
     assert "no reference entry for fc6 at blob granularity; its output is checked at drop6 (in place)" in proc.stdout
     assert "PASSED parity/test_parity.py::test_layer[vgg19-chelsea-relu3_2]" in proc.stdout
+
+
+def test_junit_xml_stays_small_and_the_json_complete(tmp_path):
+    """The report data rides to the controller on user_properties; JUnit gets one short line per layer."""
+    junit, out = tmp_path / "j.xml", tmp_path / "r.json"
+    proc = run_suite("--model=tiny", f"--junitxml={junit}", f"--parity-json={out}", "--parity-html", str(tmp_path / "p.html"))
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    xml = junit.read_text()
+    assert 'name="parity_layer" value="tiny/chelsea conv1: pass, max_abs' in xml
+    assert "<html" not in xml and "environment" not in xml and len(xml) < 40_000
+    (report,) = json.loads(out.read_text())
+    assert len(report["layers"]) == 13 and report["environment"]
