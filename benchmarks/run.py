@@ -344,10 +344,10 @@ def xdist_ceiling(serial: dict, parallel: dict, workers: int) -> dict | None:
     extra = (workers - 1) * min(starts)
     floor = (s["cpu_s"] + extra) / CORES
     return {"serial_cpu_s": s["cpu_s"], "extra_startup_cpu_s": extra, "floor_s": floor,
-            "ceiling": serial["wall_s"] / floor,
-            "serial_busy_cores": s["cpu_s"] / serial["wall_s"],
+            "ceiling": s["wall_s"] / floor,  # wall and CPU of the same (median) run
+            "serial_busy_cores": s["cpu_s"] / s["wall_s"],
             # the CPU seconds -n 0 could use at most for the target to be reachable at all
-            "needed_serial_cpu_s": CORES * serial["wall_s"] / XDIST_TARGET - extra}
+            "needed_serial_cpu_s": CORES * s["wall_s"] / XDIST_TARGET - extra}
 
 
 # -- verdicts and the report ----------------------------------------------------------------------

@@ -314,15 +314,22 @@ def gate_settings(target: Target, atol: float | None, rtol: float | None, baseli
                   growth: float | None, pyproject: Path | None = None):
     """The tolerance policy and baseline for `target`, from the command line, pyproject.toml (`pyproject`,
     else the nearest to the working directory) and the fixture."""
-    from .gate import GROWTH, Baseline, project_settings, resolve_policy
+    from .gate import GROWTH, Baseline, growth_factor, project_settings, resolve_policy
 
     settings, where = project_settings(pyproject)
     policy = resolve_policy(target.name, target.tolerances, Tolerance(DEFAULT_ATOL, DEFAULT_RTOL), atol, rtol,
                             settings, where)
-    growth = growth if growth is not None else float(settings.get("growth", GROWTH))
-    if growth < 1:
-        raise ParityError(f"the baseline growth factor must be at least 1, got {growth:g}")
+    growth = growth_factor(growth if growth is not None else settings.get("growth", GROWTH), "growth")
     return policy, (Baseline.load(baseline, growth) if baseline else None)
+
+
+def check_target(target: Target, tol: Tolerance, **kwargs) -> list[Report]:
+    """run_target, with a shape divergence (found before any numbers) as failing reports, not an error:
+    it is the converter's fault, a verdict on the model, as a diverging layer is."""
+    try:
+        return run_target(target, tol, **kwargs)
+    except ShapeDivergence as divergence:
+        return shape_divergence_reports(target, tol, divergence)
 
 
 def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,

@@ -62,7 +62,7 @@ def require_writable(path: str | Path, what: str = "output", folder: bool = Fals
     p = Path(path)
     if p.exists() and p.is_dir() != folder:
         raise ParityError(f"{what} {'is not a folder' if folder else 'is a folder'}", p)
-    parent = p.parent
+    parent = p if folder and p.is_dir() else p.parent  # an existing output folder must take files itself
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
@@ -73,3 +73,13 @@ def require_writable(path: str | Path, what: str = "output", folder: bool = Fals
     except OSError as exc:
         raise ParityError(f"cannot write the {what} in {parent} ({exc.strerror or exc})", p) from None
     return p
+
+
+def is_int(value) -> bool:
+    """An integer read from JSON or TOML (where True and False would otherwise count as 1 and 0)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """An int or float read from JSON or TOML, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

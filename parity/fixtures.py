@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ParityError
+from .errors import ParityError, is_int, is_number
 from .preprocess import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,12 +212,6 @@ def _expect(ok: bool, key: str, wanted: str, value, path: Path) -> None:
         raise ParityError(f"{key!r} must be {wanted}, got {shown}", path)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_str(value) -> bool:
@@ -226,10 +220,10 @@ def _is_str(value) -> bool:
 
 # A JSON object's fields: name -> (test of the value, what the test wants).
 TEXT = (_is_str, "a non-empty string")
-INTEGER = (_is_int, "an integer")
+INTEGER = (is_int, "an integer")
 FROM_SOURCE = {"from_source": TEXT, "sha256": TEXT}
 RECIPE = {"recipe": TEXT, "seed": INTEGER,
-          "gains": (lambda g: isinstance(g, dict) and all(_is_number(v) for v in g.values()),
+          "gains": (lambda g: isinstance(g, dict) and all(is_number(v) for v in g.values()),
                     "an object {LAYER PATTERN: NUMBER}")}
 
 
@@ -287,7 +281,7 @@ def _graph(value, key: str, path: Path) -> None:
 def _input(value, key: str, path: Path) -> None:
     """Caffe fixtures describe their input ({"blob", "shape"}); graph fixtures name the placeholder to feed."""
     wanted = '{"blob": NAME, "shape": [N, C, H, W]} or {"name": PLACEHOLDER, "layout": "NCHW" or "NHWC"}'
-    shape = (lambda s: isinstance(s, list) and all(map(_is_int, s)), "a list of integers")
+    shape = (lambda s: isinstance(s, list) and all(map(is_int, s)), "a list of integers")
     layout = (lambda v: v in ("NCHW", "NHWC"), "'NCHW' or 'NHWC'")
     _object(value, key, path, {"blob": TEXT, "shape": shape, "name": TEXT, "layout": layout}, wanted)
 

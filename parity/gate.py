@@ -111,7 +111,7 @@ def _model_label(path: str | Path | None, model: str) -> str:
     return f"{path or 'pyproject.toml'} [tool.parity.models.{model}]"
 
 
-def _number(value, what: str, least: float = 0.0, path: Path | None = None) -> float:
+def finite_number(value, what: str, least: float = 0.0, path: Path | None = None) -> float:
     """`value` as a float of at least `least`, and finite: a NaN tolerance fails every layer, an infinite
     one passes any, and a NaN growth factor turns the baseline gate off; none of them is meant."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < least:
@@ -121,7 +121,7 @@ def _number(value, what: str, least: float = 0.0, path: Path | None = None) -> f
 
 def growth_factor(value, what: str) -> float:
     """A baseline growth factor: at least 1, as a factor below 1 would fail the very errors it accepted."""
-    return _number(value, what, least=1.0)
+    return finite_number(value, what, least=1.0)
 
 
 def _table(value, where: str, known: tuple[str, ...]) -> dict:
@@ -136,7 +136,7 @@ def _table(value, where: str, known: tuple[str, ...]) -> dict:
 
 def _tolerance(spec: dict, base: Tolerance, where: str) -> Tolerance:
     """`base` with the atol and rtol `spec` gives, each a finite non-negative number."""
-    return replace(base, **{key: _number(spec[key], f"{where}: {key}") for key in ("atol", "rtol") if key in spec})
+    return replace(base, **{key: finite_number(spec[key], f"{where}: {key}") for key in ("atol", "rtol") if key in spec})
 
 
 def _scoped(spec, base: Tolerance, where: str) -> tuple[Tolerance, list[tuple[str, Tolerance]]]:
@@ -252,4 +252,4 @@ def _check_accepted(node, path: Path, keys: tuple[str, ...] = ()) -> None:
     elif "max_abs" not in node:
         raise ParityError(f"{where} misses max_abs", path)
     else:
-        _number(node["max_abs"], f"{where}['max_abs']", path=path)
+        finite_number(node["max_abs"], f"{where}['max_abs']", path=path)

@@ -56,12 +56,13 @@ def read_mapping(path: str | Path | None) -> dict[str, str]:
     return mapping
 
 
-def check_mapping(mapping: dict[str, str], model, sources: set[str], source: str) -> None:
-    """A mapping entry naming a Keras layer the model lacks, or a `source` layer (Caffe's, a graph op
-    or scope) that does not exist, would pair nothing and be silently ignored: refuse it, all at once."""
+def check_mapping(mapping: dict[str, str], model, sources: set[str] | None = None, source: str = "") -> None:
+    """A mapping entry naming a Keras layer the model lacks, or a `source` layer (Caffe's) that does not
+    exist, would pair nothing and be silently ignored: refuse it, all at once. Without `sources` only the
+    Keras side is checked (a graph's ops and scopes are checked as they are paired)."""
     keras_names = {layer.name for layer in model.layers}
     problems = [f"Keras layer {k!r} is not in the model" for k in mapping if k not in keras_names]
-    problems += [f"{source} {v!r} does not exist" for v in mapping.values() if v not in sources]
+    problems += [f"{source} {v!r} does not exist" for v in mapping.values() if sources is not None and v not in sources]
     if problems:
         raise ParityError("the layer mapping pairs nothing for: " + "; ".join(problems))
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ParityError, require_file
+from .errors import ParityError, is_number, require_file
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,13 @@ class Preprocessing:
         return d
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
 
 def _from_json(key: str, value):
     """One preprocessing value from JSON, type-checked (a string mean is not a list of characters);
     the values themselves are checked by Preprocessing.__post_init__."""
-    if key in ("raw_scale", "scale") and not _number(value):
+    if key in ("raw_scale", "scale") and not is_number(value):
         raise ParityError(f"{key} must be a number, got {value!r}")
-    if key == "mean" and not (isinstance(value, list) and all(_number(m) for m in value)):
+    if key == "mean" and not (isinstance(value, list) and all(is_number(m) for m in value)):
         raise ParityError(f"mean must be a list of numbers, got {value!r}")
     if key == "resize" and value is not None and not (
             isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):

@@ -78,7 +78,7 @@ def check_options(config) -> None:
     is imported only where it runs: importing it here would load TensorFlow into xdist's controller."""
     from .errors import require_writable
     from .fixtures import list_fixtures
-    from .gate import Baseline, _number, project_settings
+    from .gate import Baseline, finite_number, project_settings
 
     known = set(list_fixtures())
     unknown = [m for m in config.option.model if m not in known]
@@ -86,7 +86,7 @@ def check_options(config) -> None:
         raise ParityError(f"no fixture {', '.join(map(repr, unknown))} (fixtures: {', '.join(sorted(known))})")
     for option, least in (("--atol", 0.0), ("--rtol", 0.0), ("--parity-growth", 1.0)):
         if config.getoption(option) is not None:
-            _number(config.getoption(option), option, least)
+            finite_number(config.getoption(option), option, least)
     if config.getoption("--mapping") and not config.getoption("--keras-model"):
         raise ParityError("--mapping needs --keras-model")
     if config.getoption("--local") and config.getoption("--keras-model"):
@@ -98,10 +98,25 @@ def check_options(config) -> None:
     for option, what in (("--parity-json", "JSON report"), ("--parity-html", "HTML report")):
         if config.getoption(option):
             require_writable(config.getoption(option), what)
-    project_settings(project_file(config))
-    baseline = baseline_path(config)
-    if baseline is not None:
-        Baseline.load(baseline)
+    if _runs_parity(config):  # not for `pytest tests/`: a broken baseline must not stop the unit tests
+        project_settings(project_file(config))
+        baseline = baseline_path(config)
+        if baseline is not None:
+            Baseline.load(baseline)
+
+
+def _runs_parity(config) -> bool:
+    """Whether this run may collect the parity suite: a --model, or a path at, in or above parity/."""
+    from pathlib import Path
+
+    if config.option.model or config.getoption("--parity-baseline"):
+        return True
+    here = Path(__file__).resolve().parent
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == here or here in path.parents or path in here.parents:
+            return True
+    return False
 
 
 def _check_until(models: list[str], until: str) -> None:
@@ -252,8 +267,6 @@ class _Session:
         """None (parity's converter), or the user's hand-written model with Caffe's weights loaded by name."""
         spec = self.config.getoption("--keras-model")
         if not spec:
-            if self.config.getoption("--mapping"):
-                raise ParityError("--mapping needs --keras-model")
             return None
         from .handwritten import handwritten_converter, load_builder, read_mapping
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ParityError
+from .errors import ParityError, is_int
 from .layout import caffe_shape, keras_shape, to_caffe_layout
 
 FORMAT = "parity-reference"
@@ -145,9 +145,6 @@ def shown(value) -> str:
     return repr(value)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _check_inputs(blobs, folder: Path, manifest: Path) -> None:
     """input.blobs: each input blob's name mapped to its array's file and shape (at least one blob)."""
@@ -168,7 +165,7 @@ def _entry(i: int, raw, folder: Path, manifest: Path) -> Entry:
     if missing:
         raise ParityError(f"entry {i} misses {', '.join(missing)}", manifest)
     what = f"entry {i} ({raw['layer']})" if isinstance(raw["layer"], str) else f"entry {i}"
-    if not _is_int(raw["order"]):
+    if not is_int(raw["order"]):
         raise ParityError(f"{what}: order must be an integer, got {shown(raw['order'])}", manifest)
     for key in ("layer", "type", "top", "dtype"):
         if not isinstance(raw[key], str):
@@ -189,7 +186,7 @@ def _array_spec(spec: dict, folder: Path, manifest: Path, what: str) -> tuple[tu
     file, shape, layout = spec["file"], spec["shape"], spec.get("layout", "NCHW")
     if not _inside(folder, file):
         raise ParityError(f"{what}: file {shown(file)} is not a file inside the reference folder", manifest)
-    if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+    if not isinstance(shape, list) or not all(is_int(s) and s >= 0 for s in shape):
         raise ParityError(f"{what}: shape must be a list of non-negative integers, got {shown(shape)}", manifest)
     if layout not in ("NCHW", "NHWC") or (layout == "NHWC" and len(shape) != 4):
         raise ParityError(f"{what}: layout must be NCHW or NHWC (NHWC only for 4-D), got {shown(layout)} for "

@@ -158,3 +158,18 @@ def test_the_gate_limit_is_exactly_growth_times_the_accepted_error(tmp_path):
     failing = gated(baseline, accepted, 4.5 * accepted)
     assert failing.max_abs < DEFAULT_ATOL and failing.status == "fail" and failing.grew
     assert baseline.limit(accepted, DEFAULT_ATOL) == pytest.approx(4 * accepted)
+
+
+def test_baseline_update_lists_a_shape_divergence_with_the_other_failures(tmp_path, capsys, monkeypatch):
+    """A conversion that departs from Caffe's shapes is a failing model like any other: listed, exit 1."""
+    import parity.check
+    from parity.errors import ShapeDivergence
+
+    def diverging(target, policy, **kwargs):
+        raise ShapeDivergence("first divergence at pool1 (Pooling): output shape differs", "pool1")
+
+    monkeypatch.setattr(parity.check, "run_target", diverging)
+    path = tmp_path / "b.json"
+    assert main(["baseline", "update", "--model", "tiny", "--baseline", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "tiny/chelsea (first divergence at pool1)" in err and not path.exists()

@@ -207,3 +207,20 @@ def test_junit_xml_stays_small_and_the_json_complete(tmp_path):
     assert "<html" not in xml and "environment" not in xml and len(xml) < 40_000
     (report,) = json.loads(out.read_text())
     assert len(report["layers"]) == 13 and report["environment"]
+
+
+def test_the_plugin_checks_the_project_settings_only_where_the_parity_suite_may_run():
+    """`pytest tests/` must not stop on a broken baseline file; `pytest parity/` and `--model` must."""
+    from types import SimpleNamespace
+
+    from parity.pytest_plugin import _runs_parity
+
+    def config(*args, model=()):
+        return SimpleNamespace(args=[str(a) for a in args], option=SimpleNamespace(model=list(model)),
+                               getoption=lambda name: None)
+
+    assert not _runs_parity(config(REPO / "tests"))
+    assert not _runs_parity(config(REPO / "tests" / "test_gate.py::test_x"))
+    assert _runs_parity(config(REPO / "parity")) and _runs_parity(config(REPO))
+    assert _runs_parity(config(REPO / "parity" / "test_parity.py"))
+    assert _runs_parity(config(REPO / "tests", model=["tiny"]))

@@ -23,7 +23,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..check import gate_settings, run_target, target_from_fixture
+    from ..check import check_target, gate_settings, target_from_fixture
     from ..fixtures import list_fixtures
     from ..gate import Baseline, configured_baseline
 
@@ -39,7 +39,7 @@ def run(args) -> int:
         print(f"parity: [{i}/{len(models)}] checking {model} ...", file=sys.stderr, flush=True)
         target = targets[model]
         policy, _ = gate_settings(target, None, None, None, None)
-        for report in run_target(target, policy):
+        for report in check_target(target, policy):
             if report.status == "pass":
                 baseline.record(report)
             else:

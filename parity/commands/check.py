@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError, ShapeDivergence, require_file, require_writable
+from ..errors import ParityError, require_file, require_writable
 
 HELP = """Check a conversion layer by layer against real Caffe's blobs (or a frozen TensorFlow graph's).
   parity check --model vgg19                      (a fixture by name)
@@ -81,7 +81,7 @@ def _graph_references(args) -> list:
 
 
 def run(args) -> int:
-    from ..check import gate_settings, run_target, shape_divergence_reports, target_from_files, target_from_fixture, up_to
+    from ..check import check_target, gate_settings, target_from_files, target_from_fixture, up_to
     from ..report import render, write_json
 
     _check_options(args)
@@ -104,8 +104,6 @@ def run(args) -> int:
         target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
                                    args.blobs)
     target = up_to(target, args.until)
-    if (args.atol is not None and args.atol < 0) or (args.rtol is not None and args.rtol < 0):
-        raise ParityError("tolerances must be non-negative")
     policy, baseline = gate_settings(target, args.atol, args.rtol, args.baseline, args.growth)
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
     convert = None
@@ -113,12 +111,9 @@ def run(args) -> int:
         from ..handwritten import handwritten_converter, load_builder, read_mapping
 
         convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping))
-    try:
-        reports = run_target(target, policy, args.allow_mismatch, convert=convert, progress=progress, local=args.local,
-                             numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
-                             baseline=baseline)
-    except ShapeDivergence as exc:  # a divergence (exit 1), found before any numbers could be compared
-        reports = shape_divergence_reports(target, policy, exc)
+    reports = check_target(target, policy, allow_mismatch=args.allow_mismatch, convert=convert, progress=progress,
+                           local=args.local, numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
+                           baseline=baseline)
     for report in reports:
         text = render(report)
         print(text.splitlines()[-1] if args.quiet else text)

@@ -71,7 +71,7 @@ def pair_layers(model, net: Net, mapping: dict[str, str]) -> dict[str, Layer]:
     """Keras layer name -> the graph op it is compared with (see the module's docstring)."""
     from ..handwritten import check_mapping
 
-    check_mapping(mapping, model, set(mapping.values()), "op")  # values: checked below, as an op or a scope
+    check_mapping(mapping, model)
     by_name = {normalized(layer.name): layer for layer in net.layers}
     last_in_scope: dict[str, Layer] = {}
     for layer in net.layers:
