@@ -6,6 +6,7 @@ layer (quadratic in depth, as per-layer probing tools do).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -32,14 +33,16 @@ class Capture:
         outputs = [converted.tensors[k] for k in self.keys]
         self.model = keras.Model(converted.model.inputs, outputs, name="parity_capture")
 
-    def feed(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Caffe-layout input blobs, by name, in the model's input order and channels-last."""
+    def feed(self, inputs: dict[str, np.ndarray], source: Path | None = None) -> list[np.ndarray]:
+        """Caffe-layout input blobs, by name, in the model's input order and channels-last. `source`:
+        where the arrays came from (a manifest), named when one of the net's inputs is missing."""
         missing = [b for b in self.converted.input_blobs if b not in inputs]
         if missing:
-            raise ParityError(f"no input array for blob(s) {', '.join(missing)}")
+            raise ParityError(f"input.blobs has no array for the net's input blob(s) {', '.join(missing)} "
+                              f"(it has: {', '.join(inputs) or 'none'})", source)
         return [to_keras_layout(np.asarray(inputs[b], np.float32)) for b in self.converted.input_blobs]
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[Key, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], source: Path | None = None) -> dict[Key, np.ndarray]:
         """One forward pass; every captured tensor, channels-last, by (layer, top).
 
         Eager, not `predict`: a check runs each capture model once or twice, and tracing a
@@ -49,7 +52,7 @@ class Capture:
 
         try:
             with quiet_native_stderr():
-                outputs = self.model(self.feed(inputs), training=False)
+                outputs = self.model(self.feed(inputs, source), training=False)
         except tf.errors.OpError as exc:  # e.g. an op this TF build's kernels refuse: say so in one line
             message = exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
             raise ParityError(f"TensorFlow could not run the converted model: {message}",

@@ -57,8 +57,10 @@ class Target:
 
 def up_to(target: Target, until: str | None) -> Target:
     """`target` restricted to the layers up to `until` (references too)."""
-    if not until:
+    if until is None:
         return target
+    if not until.strip():
+        raise ParityError("--until needs a layer name")
     kept = {layer.name for layer in replace(target, until=None).net().until(until).layers}
     refs = [replace(r, entries=[e for e in r.entries if e.layer in kept]) for r in target.references]
     return replace(target, references=refs, until=until)
@@ -176,11 +178,19 @@ def shape_divergence_reports(target: Target, tol, divergence: ShapeDivergence) -
     exist: the same verdict, JSON and HTML as any other failure, with no layer rows."""
     from .numerics import environment
 
-    tolerances = tol.describe() if hasattr(tol, "describe") else {"atol": tol.atol, "rtol": tol.rtol}
     return [Report(target.name, ref.name, tol.atol, tol.rtol, [], divergence.layer,
-                   {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
-                    "environment": environment(), "tolerances": tolerances}, error=divergence.message)
+                   _header(ref, tol, environment()), error=divergence.message)
             for ref in target.references]
+
+
+def _header(ref: Reference, tol, environment: dict, notes: list[str] | None = None, local: bool = False,
+            baseline=None) -> dict:
+    """A report's provenance header: where the reference came from, the numeric environment, the rules."""
+    return {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
+            "environment": environment, "allow_mismatch": bool(notes), "notes": notes or [], "local": local,
+            "tolerances": tol.describe() if hasattr(tol, "describe") else {"atol": tol.atol, "rtol": tol.rtol},
+            "baseline": None if baseline is None else {"path": str(baseline.path), "growth": baseline.growth,
+                                                       "floor": baseline.floor}}
 
 
 def provenance_notes(target: Target, allow_mismatch: bool) -> dict[Path, list[str]]:
@@ -229,13 +239,7 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
     `tol`: a Tolerance or a parity.gate.TolerancePolicy (per layer pattern); `baseline`: a parity.gate.Baseline,
     whose limits fail a layer whose error grew even inside the tolerance.
     """
-    if inputs is None:
-        inputs = ref.inputs()
-        missing = [b for b in prepared.converted.input_blobs if b not in inputs]
-        if missing:
-            raise ParityError(f"input.blobs has no array for the net's input blob(s) {', '.join(missing)} "
-                              f"(it has: {', '.join(inputs) or 'none'})", ref.dir / "manifest.json")
-    outputs = prepared.capture.run(inputs)
+    outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs, ref.dir / "manifest.json")
     local_outputs, skipped = {}, {}
     if local:
         runner = prepared.local_runner(ref)
@@ -257,12 +261,7 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
         arrays[entry.layer] = (expected, outputs[(entry.layer, entry.top)])
         results.append(result)
     first = attribute(results, prepared.net)
-    notes = prepared.notes.get(ref.dir, [])
-    header = {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
-              "environment": prepared.environment, "allow_mismatch": bool(notes), "notes": notes, "local": local,
-              "tolerances": tol.describe() if hasattr(tol, "describe") else {"atol": tol.atol, "rtol": tol.rtol},
-              "baseline": None if baseline is None else {"path": str(baseline.path), "growth": baseline.growth,
-                                                         "floor": baseline.floor}}
+    header = _header(ref, tol, prepared.environment, prepared.notes.get(ref.dir, []), local, baseline)
     report = Report(prepared.target.name, ref.name, tol.atol, tol.rtol, results, first, header)
     _keep_evidence(report, arrays, local_outputs, prepared)
     return report

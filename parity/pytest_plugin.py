@@ -122,8 +122,6 @@ def _runs_parity(config) -> bool:
 def _check_until(models: list[str], until: str) -> None:
     from .check import target_from_fixture, up_to
 
-    if not until.strip():
-        raise ParityError("--until needs a layer name")
     for model in models:
         up_to(target_from_fixture(model), until)
 
@@ -236,6 +234,7 @@ class _Session:
     def __init__(self, config, items):
         self.config = config
         self.prepared: dict[str, object] = {}
+        self.gates: dict[str, tuple] = {}  # model -> (policy, baseline): read once, not once per sample
         self.reports: dict[tuple[str, str], object] = {}
         self.articles_sent: set[tuple[str, str]] = set()
         self.errors_sent: set[tuple[str, str]] = set()
@@ -252,6 +251,7 @@ class _Session:
             return
         self.reports.pop(key, None)
         if not any(n > 0 for (model, _), n in self.pending.items() if model == case.model):
+            self.gates.pop(case.model, None)
             if self.prepared.pop(case.model, None) is not None:
                 _trace("release", case.model)
 
@@ -319,7 +319,9 @@ class _Session:
         _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)
-        policy, baseline = self.gate(prepared.target)
+        if model not in self.gates:
+            self.gates[model] = self.gate(prepared.target)
+        policy, baseline = self.gates[model]
         return check_reference(prepared, ref, policy, local=self.config.getoption("--local"), baseline=baseline)
 
 

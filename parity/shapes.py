@@ -14,16 +14,13 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: in
     return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool = True, clip: bool | None = None) -> int:
-    """Pooling rounds up by default, and drops a last window that would start in the padding.
-
-    Caffe (pooling_layer.cpp) applies that drop rule to both axes as soon as either axis is padded
-    (`if (pad_h_ || pad_w_)`), so `clip` says whether the layer is padded at all; it defaults to this
-    axis's own pad, which is the same thing for square padding.
-    """
+def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool, clip: bool) -> int:
+    """Pooling rounds up (unless `ceil_mode` is off), and drops a last window that would start in the
+    padding. Caffe (pooling_layer.cpp) applies that drop rule to both axes as soon as either axis is
+    padded (`if (pad_h_ || pad_w_)`), so `clip` says whether the layer is padded at all (pooled_hw)."""
     span = (size + 2 * pad - kernel) / stride
     out = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
-    if (bool(pad) if clip is None else clip) and (out - 1) * stride >= size + pad:
+    if clip and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 

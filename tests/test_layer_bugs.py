@@ -128,7 +128,7 @@ def test_pooling_drop_rule_applied_per_axis_is_caught(monkeypatch):
     import parity.shapes as shapes
 
     def per_axis(hw, kernel, stride, pad, ceil_mode=True):
-        return tuple(shapes.pooled_size(n, k, s, p, ceil_mode) for n, k, s, p in zip(hw, kernel, stride, pad))
+        return tuple(shapes.pooled_size(n, k, s, p, ceil_mode, bool(p)) for n, k, s, p in zip(hw, kernel, stride, pad))
 
     monkeypatch.setattr(pooling, "pooled_hw", per_axis)
     monkeypatch.setattr(shapes, "pooled_hw", per_axis)

@@ -59,8 +59,6 @@ def _check_options(args) -> None:
                                  ("--growth", "--baseline", args.baseline)):
         if getattr(args, option[2:].replace("-", "_")) is not None and not given:
             raise ParityError(f"{option} goes with {needs}")
-    if args.until is not None and not args.until.strip():
-        raise ParityError("--until needs a layer name")
     for path, what in ((args.json, "JSON report"), (args.html, "HTML report")):
         if path is not None:
             require_writable(path, what)

@@ -84,7 +84,7 @@ def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
         except ValueError as exc:  # Keras refusing to build a layer: incompatible shapes, so a divergence here
             raise ShapeDivergence(f"first divergence at {layer.name} ({layer.type}): Keras could not build the "
                                   f"converted layer ({exc})", layer.name, net.path) from None
-        if len(outputs) != len(layer.tops):  # a plain-function converter (handlers check this themselves)
+        if len(outputs) != len(layer.tops):  # what a converter returned, plain function or handler
             raise ParityError(f"layer {layer.name!r} has {len(layer.tops)} tops, but the {layer.type} converter "
                               f"returned {len(outputs)}", net.path, net.line_of(layer.name))
         for top, blob in zip(layer.tops, outputs):
