@@ -12,15 +12,22 @@ from typing import Callable
 import numpy as np
 
 from .atomic import sha256_file
-from .compare import FAIL, LayerResult, Tolerance, attribute, measure
+from .compare import FAIL, LayerResult, NoiseRule, Tolerance, attribute, measure
+from .decisions import decision_bottom, is_decision, settle
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
+from .layout import to_caffe_layout, to_keras_layout
+from .noise import peak
 from .reference import Reference, find_references
 from .report import Report
 
-# Chosen from measured data: see README, "Tolerances".
+# The fixed rule's values where only one of atol/rtol is given, and where no float64 twin can run
+# (README, "Tolerances"): VGG-19's float32 error, as it was calibrated before the noise rule.
 DEFAULT_ATOL = 1e-2
 DEFAULT_RTOL = 1e-4
+FALLBACK = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+
+Key = tuple[str, str]
 
 
 @dataclass
@@ -115,6 +122,8 @@ class Prepared:
     environment: dict
     weights: object = None  # the read caffemodel, for --local's second conversion
     build: Callable | None = None  # the converter used (parity's, a planted bug's, or a hand-written model's)
+    twin: object = None  # parity.noise.Twin: what runs in float64 to measure each output's noise
+    parents: dict = field(default_factory=dict)  # key -> the captured keys it reads (for inherited noise)
     _local: dict = field(default_factory=dict, repr=False)  # entry layout -> LocalRunner
 
     def local_runner(self, ref: Reference):
@@ -170,7 +179,49 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
 
         target = restricted(target, converted.tensors)
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
-    return Prepared(target, net, converted, Capture(converted, keys), notes, environment(), weights, build)
+    keys += [k for k in decision_inputs(net, target, converted.tensors) if k not in keys]
+    capture = Capture(converted, keys)
+    return Prepared(target, net, converted, capture, notes, environment(), weights, build,
+                    twin_for(capture, target, net, weights, build, keys), parents_of(net, keys))
+
+
+def decision_inputs(net: Net, target: Target, tensors: dict) -> list[Key]:
+    """The bottoms of the decision layers (ArgMax, Threshold) compared, captured for their margins."""
+    found = (decision_bottom(net, e.layer) for ref in target.references for e in ref.entries if is_decision(e.type))
+    return [key for key in dict.fromkeys(found) if key is not None and key in tensors]
+
+
+def twin_for(capture, target: Target, net: Net, weights, build: Callable, keys: list[Key]):
+    """The float64 twin: the checked model, with parity's own conversion as the fallback where the checked
+    model is another (a hand-written one) and a Caffe net exists to convert."""
+    from .capture import Capture
+    from .noise import Twin
+
+    if build is _default_build() or weights is None or target.partial_match:
+        return Twin(capture)
+
+    def fallback():
+        from .convert import convert_net
+
+        own = convert_net(net, weights)
+        return Capture(own, [k for k in keys if k in own.tensors])
+
+    return Twin(capture, fallback)
+
+
+def parents_of(net: Net, keys: list[Key]) -> dict[Key, list[Key]]:
+    """For each captured (layer, top): the captured outputs its in-place chain reads from outside."""
+    writer: dict[str, str] = {}
+    reads: dict[str, list[Key]] = {}  # layer -> (writer, blob) of each bottom as the layer reads it
+    for layer in net.layers:
+        reads[layer.name] = [(writer[b], b) for b in layer.bottoms if b in writer]
+        writer.update((top, layer.name) for top in layer.tops)
+    captured, referenced = set(keys), {layer for layer, _ in keys}
+    parents = {}
+    for layer_name, top in keys:
+        chain = net.inplace_chain(layer_name, top, referenced)
+        parents[(layer_name, top)] = [k for name in chain for k in reads[name] if k in captured and k[0] not in chain]
+    return parents
 
 
 def shape_divergence_reports(target: Target, tol, divergence: ShapeDivergence) -> list[Report]:
@@ -178,17 +229,23 @@ def shape_divergence_reports(target: Target, tol, divergence: ShapeDivergence) -
     exist: the same verdict, JSON and HTML as any other failure, with no layer rows."""
     from .numerics import environment
 
-    return [Report(target.name, ref.name, tol.atol, tol.rtol, [], divergence.layer,
+    return [Report(target.name, ref.name, *_fixed_values(tol), [], divergence.layer,
                    _header(ref, tol, environment()), error=divergence.message)
             for ref in target.references]
 
 
+def _fixed_values(tol) -> tuple[float | None, float | None]:
+    """A report's atol and rtol: the fixed rule's, or (None, None) under the noise rule."""
+    return (None, None) if getattr(tol, "atol", None) is None else (tol.atol, tol.rtol)
+
+
 def _header(ref: Reference, tol, environment: dict, notes: list[str] | None = None, local: bool = False,
-            baseline=None) -> dict:
-    """A report's provenance header: where the reference came from, the numeric environment, the rules."""
+            baseline=None, noise: dict | None = None) -> dict:
+    """A report's provenance header: where the reference came from, the numeric environment, the rules,
+    and (`noise`) what measured the float32 noise."""
     return {"reference": str(ref.dir), "granularity": ref.granularity, "caffe": ref.manifest.get("caffe", {}),
             "environment": environment, "allow_mismatch": bool(notes), "notes": notes or [], "local": local,
-            "tolerances": tol.describe() if hasattr(tol, "describe") else {"atol": tol.atol, "rtol": tol.rtol},
+            "tolerances": tol.describe(), "noise": noise,
             "baseline": None if baseline is None else {"path": str(baseline.path), "growth": baseline.growth,
                                                        "floor": baseline.floor}}
 
@@ -234,66 +291,110 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
                     local: bool = False, baseline=None) -> Report:
     """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named.
 
-    With `local`, every layer is also run on Caffe's own bottoms (parity.local), and the report tells
-    conversion bugs (failing locally) from accumulated drift (failing only when propagated).
-    `tol`: a Tolerance or a parity.gate.TolerancePolicy (per layer pattern); `baseline`: a parity.gate.Baseline,
-    whose limits fail a layer whose error grew even inside the tolerance.
+    Under the noise rule (the default) the float64 twin measures every output's noise first (once per
+    input; parity.noise caches it). With `local`, every layer is also run on Caffe's own bottoms
+    (parity.local), and the report tells conversion bugs (failing locally) from accumulated drift
+    (failing only when propagated). `tol`: a NoiseRule, a Tolerance or a parity.gate.TolerancePolicy (per
+    layer pattern); `baseline`: a parity.gate.Baseline, whose limits fail a layer whose error grew even
+    inside the tolerance.
     """
-    outputs = prepared.capture.run(ref.inputs() if inputs is None else inputs, ref.dir / "manifest.json")
-    local_outputs, skipped = {}, {}
-    if local:
-        runner = prepared.local_runner(ref)
-        local_outputs, skipped = runner.run(ref), runner.skipped
+    feed = prepared.capture.feed(ref.inputs() if inputs is None else inputs, ref.dir / "manifest.json")
+    outputs = prepared.capture.forward(feed)
+    expected = {(e.layer, e.top): ref.load(e) for e in ref.entries}
+    rules = {e.layer: tol.for_layer(e.layer) for e in ref.entries}
+    noise, about = {}, None
+    peaks = {key: peak(expected[key] if key in expected else outputs[key]) for key in prepared.capture.keys}
+    if any(isinstance(rule, NoiseRule) for rule in rules.values()):
+        noise, about = _noise(prepared, feed, outputs, peaks)
+    local_run = prepared.local_runner(ref).run(ref, peaks if noise else None) if local else None
     results, arrays = [], {}
     referenced = {e.layer for e in ref.entries}
     for entry in ref.entries:
+        key = (entry.layer, entry.top)
         result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
         chain = prepared.net.inplace_chain(entry.layer, entry.top, referenced)
         result.covers = chain if len(chain) > 1 else None
-        expected = ref.load(entry)
-        layer_tol = tol.for_layer(entry.layer)
-        result.atol, result.rtol = layer_tol.atol, layer_tol.rtol
-        measure(result, expected, outputs[(entry.layer, entry.top)], layer_tol)
+        rule = rules[entry.layer] if key in noise or not isinstance(rules[entry.layer], NoiseRule) else FALLBACK
+        got = _compare(result, prepared, entry, expected[key], outputs, rule, noise, outputs[key])
         if baseline is not None:
             baseline.gate(prepared.target.name, ref.name, result)
-        if local:
-            _measure_local(result, entry, expected, local_outputs, skipped, layer_tol)
-        arrays[entry.layer] = (expected, outputs[(entry.layer, entry.top)])
+        if local_run is not None:
+            _measure_local(result, entry, expected[key], prepared, local_run, rule)
+        arrays[entry.layer] = (expected[key], got)
         results.append(result)
     first = attribute(results, prepared.net)
-    header = _header(ref, tol, prepared.environment, prepared.notes.get(ref.dir, []), local, baseline)
-    report = Report(prepared.target.name, ref.name, tol.atol, tol.rtol, results, first, header)
-    _keep_evidence(report, arrays, local_outputs, prepared)
+    header = _header(ref, tol, prepared.environment, prepared.notes.get(ref.dir, []), local, baseline, about)
+    report = Report(prepared.target.name, ref.name, *_fixed_values(tol), results, first, header)
+    _keep_evidence(report, arrays, local_run.outputs if local_run else {}, prepared)
     return report
 
 
-def _measure_local(result: LayerResult, entry, expected: np.ndarray, local_outputs: dict, skipped: dict,
-                   tol: Tolerance) -> None:
+def _noise(prepared: Prepared, feed: list, outputs: dict, peaks: dict) -> tuple[dict, dict]:
+    """Every captured output's effective noise for this input, and what measured it (for the header)."""
+    from .noise import output_noise
+
+    table = prepared.twin.table(feed, outputs)
+    if table is None:
+        return {}, {"source": None, "unavailable": prepared.twin.unavailable,
+                    "fallback": f"the fixed rule, atol {FALLBACK.atol:g} rtol {FALLBACK.rtol:g}"}
+    return output_noise(table, prepared.capture.keys, peaks, prepared.parents), {"source": table.source}
+
+
+def _compare(result: LayerResult, prepared: Prepared, entry, expected: np.ndarray, outputs: dict, rule,
+             noise: dict, got: np.ndarray) -> np.ndarray:
+    """Measure one entry under its rule; returns what was compared (decisions settled where undecided)."""
     key = (entry.layer, entry.top)
-    if key in local_outputs:
-        result.local = measure(LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape),
-                               expected, local_outputs[key], tol)
+    if not isinstance(rule, NoiseRule):
+        _measure_rule(result, expected, got, rule, None)
+        return got
+    if is_decision(entry.type) and got.shape == to_keras_layout(expected).shape:
+        bottom = decision_bottom(prepared.net, entry.layer)
+        if bottom in noise:
+            settled, result.flips = settle(prepared.net.layer(entry.layer), to_caffe_layout(outputs[bottom]), expected,
+                                           to_caffe_layout(got), rule.k * noise[bottom])
+            got = to_keras_layout(settled).astype(got.dtype)
+    _measure_rule(result, expected, got, rule, noise[key])
+    return got
+
+
+def _measure_local(result: LayerResult, entry, expected: np.ndarray, prepared: Prepared, local_run, rule) -> None:
+    key = (entry.layer, entry.top)
+    if key in local_run.outputs:
+        own = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
+        if isinstance(rule, NoiseRule) and key not in local_run.noise:
+            rule = FALLBACK
+        result.local = _measure_rule(own, expected, local_run.outputs[key], rule, local_run.noise.get(key))
     elif entry.type == "Input":
         result.local = replace(result, covers=None)  # what was fed is the input: nothing upstream to isolate
     else:
-        result.local_note = skipped.get(entry.layer, "not run locally")
+        result.local_note = local_run.skipped.get(entry.layer, "not run locally")
+
+
+def _measure_rule(result: LayerResult, expected: np.ndarray, got: np.ndarray, rule, noise: float | None) -> LayerResult:
+    """`measure` under `rule`, the allowed error it came to kept on the result (for hints and the report)."""
+    measure(result, expected, got, rule, noise)
+    if isinstance(rule, NoiseRule):
+        result.atol, result.rtol = rule.k * noise, 0.0
+    else:
+        result.atol, result.rtol = rule.atol, rule.rtol
+    return result
 
 
 def _keep_evidence(report: Report, arrays: dict, local_outputs: dict, prepared: Prepared) -> None:
     """Arrays and cause hints for the layers a reader will look at: roots and local failures."""
     from .hints import diagnose
-    from .layout import to_keras_layout
 
     for r in report.layers:
         local_fail = r.local is not None and r.local.status == FAIL
         if not (r.status == FAIL or local_fail):
             continue
         expected, got = arrays[r.layer]
+        judged = r
         if local_fail and (r.layer, r.top) in local_outputs:
-            got = local_outputs[(r.layer, r.top)]
+            got, judged = local_outputs[(r.layer, r.top)], r.local
         ref_keras = to_keras_layout(expected)
         report.arrays[r.layer] = (ref_keras, got)
-        hints = diagnose(ref_keras, got, report.atol, report.rtol, layer_type=r.type,
+        hints = diagnose(ref_keras, got, judged.atol, judged.rtol, layer_type=r.type,
                          flatten_source=_flatten_source(prepared, r.layer), is_input=r.type == "Input")
         if hints:
             report.hints[r.layer] = hints

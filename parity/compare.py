@@ -1,8 +1,18 @@
 """Comparing a converted layer's output with Caffe's, and finding where divergence entered.
 
 Per layer: max abs error, max rel error, relative L2 error, cosine similarity, the share of
-elements outside `atol + rtol * |ref|` (np.allclose's rule), and the worst element in Caffe's
-(n, c, h, w) coordinates. A layer passes when no element is outside.
+elements outside the allowed error, and the worst element in Caffe's (n, c, h, w) coordinates.
+A layer passes when no element is outside. The allowed error comes from one of two rules:
+
+- the noise rule (the default, `NoiseRule`): |got - ref| <= k * noise, where noise is the float32
+  rounding noise of that output on that input (parity.noise measures it; `effective_noise` adds what
+  it inherits and one float32 step of the output's largest value). The report gives each layer's
+  noise and its error as a multiple of it (`ratio`);
+- the fixed rule (`Tolerance`, asked for with atol/rtol): |got - ref| <= atol + rtol * |ref|
+  (np.allclose's rule).
+
+Outputs that are decisions (ArgMax's indices, Threshold's 0/1) are compared only where the decision
+is clear of the noise (parity.decisions); flips inside the noise are counted, not failed.
 
 A failing layer whose ancestors (in the net's graph) all pass is a root: the bug entered there.
 A failing layer downstream of a root is reported as "downstream", not as a failure of its own.
@@ -18,16 +28,57 @@ from .graph import Net
 from .layout import caffe_index, caffe_shape, to_keras_layout
 
 PASS, FAIL, DOWNSTREAM = "pass", "fail", "downstream"
+EPS32 = float(np.finfo(np.float32).eps)  # 2**-23, float32's step at 1.0
+
+# A layer diverges when its error exceeds K times its noise. Chosen from measured data (README,
+# "Tolerances"): every correct conversion of the zoo, against references from three OpenBLAS kernels
+# and with TensorFlow's AVX2 and AVX-512 kernels, stays below K/3; a bug is named from K up.
+K = 12.0
 
 
 @dataclass(frozen=True)
 class Tolerance:
+    """The fixed rule: an element passes when |got - ref| <= atol + rtol * |ref|."""
+
     atol: float
     rtol: float
 
     def for_layer(self, _name: str) -> "Tolerance":
         """One tolerance for every layer (parity.gate.TolerancePolicy varies it by layer name)."""
         return self
+
+    def describe(self) -> dict:
+        return {"rule": "fixed", "atol": self.atol, "rtol": self.rtol}
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    """The noise rule: an element passes when |got - ref| <= k * noise, noise measured per output."""
+
+    k: float = K
+
+    def for_layer(self, _name: str) -> "NoiseRule":
+        return self
+
+    def tolerance(self, noise: float) -> Tolerance:
+        """The fixed rule this is for one output whose noise is `noise`."""
+        return Tolerance(self.k * noise, 0.0)
+
+    def describe(self) -> dict:
+        return {"rule": "noise", "k": self.k}
+
+
+def effective_noise(twin: float, peak: float, inherited: float = 0.0) -> float:
+    """One output's noise: what the float64 twin measured (`twin`, max |float32 - float64|), at least
+    the relative noise its inputs carried (`inherited`) times its largest value (`peak`), plus one
+    float32 step of that value.
+
+    Why the two additions: rounding error does not vanish between layers, but a layer of a few
+    elements can by chance show the twin almost none (MobileNet-sized nets have 2-element
+    InnerProducts); and an exact layer (an Input, a copy) has no twin noise at all, while Caffe and
+    TensorFlow may still round its last bit apart.
+    """
+    return max(twin, inherited * peak) + EPS32 * peak
 
 
 @dataclass
@@ -55,7 +106,10 @@ class LayerResult:
     local_note: str | None = None
     atol: float | None = None  # this layer's tolerance, where a pattern made it differ from the report's
     rtol: float | None = None
-    baseline: float | None = None  # the accepted max_abs (parity.gate), when a baseline was given
+    noise: float | None = None  # noise rule: this output's float32 noise (effective_noise)
+    ratio: float | None = None  # noise rule: max_abs / noise; the layer diverges above k
+    flips: int | None = None  # decisions (ArgMax, Threshold) that differ where noise can flip them: not failed
+    baseline: float | None = None  # the accepted max_abs, or ratio under the noise rule (parity.gate)
     grew: bool = False  # within tolerance, but its error grew past the baseline's limit
 
     @property
@@ -72,7 +126,7 @@ class LayerResult:
 
 
 LOCAL_KEYS = ("status", "max_abs", "max_rel", "rel_l2", "cosine", "outside", "worst", "worst_ref", "worst_got",
-              "problem", "got_shape")
+              "problem", "got_shape", "noise", "ratio", "flips")
 
 
 def _json_safe(value):
@@ -86,8 +140,19 @@ def _json_safe(value):
     return value
 
 
-def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: Tolerance) -> LayerResult:
-    """Fill `result`'s metrics; `got` is the converted output in parity's (channels-last) layout."""
+def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: "Tolerance | NoiseRule",
+            noise: float | None = None) -> LayerResult:
+    """Fill `result`'s metrics; `got` is the converted output in parity's (channels-last) layout.
+
+    Under a NoiseRule, `noise` is the output's noise (effective_noise), and the ratio is set too."""
+    if isinstance(tol, NoiseRule):
+        if noise is None:
+            raise ValueError(f"{result.layer}: the noise rule needs the output's noise")
+        result.noise = noise
+        measure(result, ref_nchw, got, tol.tolerance(noise))
+        if result.max_abs is not None:
+            result.ratio = noise_ratio(result.max_abs, noise)
+        return result
     ref = to_keras_layout(ref_nchw)
     if ref.shape != got.shape:
         result.got_shape = caffe_shape(got.shape)
@@ -101,6 +166,13 @@ def measure(result: LayerResult, ref_nchw: np.ndarray, got: np.ndarray, tol: Tol
         result.cosine = 1.0
     result.status = FAIL if result.outside else PASS
     return result
+
+
+def noise_ratio(error: float, noise: float) -> float:
+    """`error` in units of `noise`: 0 for no error, inf for any error where no noise can be (or a NaN)."""
+    if error == 0:
+        return 0.0
+    return error / noise if noise > 0 and np.isfinite(error) else float("inf")
 
 
 CHUNK = 1 << 16  # elements per block: a block's float64 temporaries stay in a core's L2 cache

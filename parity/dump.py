@@ -5,6 +5,8 @@ granularity "layer" runs the net one layer at a time (Net::ForwardFromTo(i, i)) 
 layer's tops right away, so in-place chains (conv -> ReLU on one blob) keep a reference per layer;
 "blob" runs once and saves each blob's final value, labelled with the layer that wrote it last.
 Each sample is written to a temporary folder and renamed into place: never half a reference.
+OpenBLAS runs one pinned kernel (Haswell unless --blas-core or OPENBLAS_CORETYPE says otherwise) on one
+thread, checked after the import and recorded in the manifest as caffe.blas (parity/blas.py).
 
 Caffe answers bad input by aborting the whole process (glog CHECK, SIGABRT), and silently fills a
 layer missing from the caffemodel with its random fillers. So before Caffe sees anything, `preflight`
@@ -23,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_directory, sha256_file
+from .blas import Pin, blas_library, choose_core, describe, pin, verify
 from .errors import ParityError
 from .graph import Net
 from .reference import FORMAT, FORMAT_VERSION, safe_filename
@@ -39,25 +42,32 @@ class Sample:
     source: dict  # {"kind": "image"|"npy", "file": ..., "sha256": ..., "preprocessing": ...}
 
 
-def import_caffe():
-    """Import pycaffe quietly and single-threaded (reproducible BLAS sums), or explain how to get it."""
+def import_caffe(core: Pin | None = None, log=print):
+    """Import pycaffe quietly, its OpenBLAS pinned to one kernel and one thread (see parity/blas.py), or
+    explain how to get it. Returns the module and the record of its BLAS, checked against the pin."""
+    core = core or choose_core(None)
     os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    pin(core)  # before the import: OpenBLAS reads both settings once, when it loads
     try:
         import caffe  # noqa: F401
     except ImportError as exc:
         raise ParityError(f"pycaffe does not import here ({exc}). Build it with tools/build_caffe.sh and "
                           "run this command as .cache/caffe/venv/bin/parity dump ...") from None
-    return caffe
+    record = describe(blas_library(getattr(getattr(caffe, "_caffe", None), "__file__", None)))
+    record["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE")
+    verify(record, core, log)
+    return caffe, record
 
 
-def caffe_build_info(caffe) -> dict:
-    """The record tools/build_caffe.sh left beside the pycaffe it built."""
+def caffe_build_info(caffe, blas: dict) -> dict:
+    """The record tools/build_caffe.sh left beside the pycaffe it built, with the BLAS as this run found
+    it (build_caffe.sh's "blas", the package it built against, is kept as blas.package)."""
     info_path = Path(caffe.__file__).resolve().parents[2] / "parity-build.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {
         "distribution": "unknown", "note": "this pycaffe was not built by tools/build_caffe.sh"}
     info["caffe_version"] = getattr(caffe, "__version__", "unknown")
-    info["openblas_threads"] = os.environ.get("OPENBLAS_NUM_THREADS")
+    package = info.pop("blas", None)
+    info["blas"] = {**blas, **({"package": package} if package else {})}
     return info
 
 
@@ -119,16 +129,21 @@ def check_sample_names(paths: list[Path]) -> None:
 
 
 def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, granularity: str = "layer",
-         log=print) -> list[Path]:
+         log=print, blas_core: Pin | None = None) -> list[Path]:
+    """Run Caffe on each sample and write OUT/<sample>/. `blas_core`: the OpenBLAS kernel to pin
+    (blas.choose_core; by default OPENBLAS_CORETYPE if set, else Haswell), always on one thread."""
     if granularity not in ("layer", "blob"):
         raise ParityError(f"granularity must be 'layer' or 'blob', got {granularity!r}")
+    core = blas_core or choose_core(None)
     own_layers = {layer.name for layer in preflight(prototxt, caffemodel).layers}
-    caffe = import_caffe()
+    caffe, blas = import_caffe(core, log)
     caffe.set_mode_cpu()
     model = {"prototxt": {"file": prototxt.name, "sha256": sha256_file(prototxt)},
              "caffemodel": {"file": caffemodel.name, "sha256": sha256_file(caffemodel)}}
     net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
-    build = caffe_build_info(caffe)
+    build = caffe_build_info(caffe, blas)
+    log(f"parity dump: BLAS {blas['library']} {blas.get('version', '')}, kernel {blas.get('core') or 'unknown'}, "
+        f"{blas.get('threads', '?')} thread(s) ({blas['file']})")
     written = []
     for sample in samples:
         target = out / safe_filename(sample.name)

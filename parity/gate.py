@@ -1,14 +1,18 @@
-"""CI gating: tolerances per model and per layer-name pattern, and a baseline of accepted errors.
+"""CI gating: the verdict's rule per model and per layer-name pattern, and a baseline of accepted errors.
 
-A tolerance says what is acceptable; a baseline says what was accepted. A change that makes a layer's
-error grow fivefold but stays inside the tolerance is still a regression worth stopping: the gate
-fails when a layer's max_abs grows past `growth` times its baseline (errors below `floor` x atol
-never trip it: last-bit noise differs between CPUs).
+A rule says what is acceptable; a baseline says what was accepted. A change that makes a layer's
+error grow fivefold but stays inside the rule is still a regression worth stopping: the gate fails
+when a layer's error grows past `growth` times its baseline. The error is the one the rule judges:
+under the noise rule (the default) the error/noise ratio, under the fixed rule max_abs. Small errors
+never trip it, since their last bits differ between CPUs: a ratio below k/3 (the noise band every
+correct conversion stays in, parity.compare.K), or a max_abs below `floor` x atol.
 
-Tolerances resolve, later winning: parity's defaults, `[tool.parity]` in pyproject.toml, the
-fixture's own `tolerances` (fixture.json), `[tool.parity.models.<name>]`; then layer patterns
-(fnmatch, e.g. "fc*") from the fixture and from `[tool.parity.models.<name>.layers]`, the last
-matching pattern winning. `--atol`/`--rtol` on the command line override all of them.
+The noise rule needs no settings. The fixed rule (atol + rtol * |ref|) is asked for explicitly, and
+resolves, later winning: `[tool.parity]` in pyproject.toml, the fixture's own `tolerances`
+(fixture.json), `[tool.parity.models.<name>]`; then layer patterns (fnmatch, e.g. "fc*") from the
+fixture and from `[tool.parity.models.<name>.layers]`, the last matching pattern winning (the other
+layers keep the noise rule when only patterns are given). `--atol`/`--rtol` on the command line
+override all of them. Where only one of atol and rtol is given, the other is parity's fixed default.
 """
 from __future__ import annotations
 
@@ -19,13 +23,14 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .compare import FAIL, PASS, Tolerance
+from .compare import FAIL, PASS, K, NoiseRule, Tolerance
 from .errors import ParityError
 from .fixtures import fixtures_dir
 from .reference import shown
 
 GROWTH = 4.0
-FLOOR = 0.01  # of the layer's atol
+FLOOR = 0.01  # of the layer's atol (the fixed rule)
+RATIO_FLOOR = K / 3  # the noise rule: ratios below this are noise on any CPU
 SETTINGS = ("atol", "rtol", "baseline", "growth", "models")  # [tool.parity]
 MODEL_SETTINGS = ("atol", "rtol", "layers")  # [tool.parity.models.NAME] and a fixture's `tolerances`
 BASELINE_LEVELS = ("model", "sample", "layer", "top")  # the baseline's tables, outermost first
@@ -34,22 +39,26 @@ UNRESOLVED = Tolerance(0.0, 0.0)  # the base when settings are only checked: res
 
 @dataclass(frozen=True)
 class TolerancePolicy:
-    """A model's tolerance with per-layer-pattern exceptions, and where each came from (for the report)."""
+    """A model's rule with per-layer-pattern exceptions, and where each came from (for the report).
 
-    atol: float
-    rtol: float
+    `atol`/`rtol` None: the noise rule for every layer without a pattern; otherwise the fixed rule."""
+
+    atol: float | None
+    rtol: float | None
     patterns: tuple[tuple[str, Tolerance], ...] = ()
     sources: tuple[str, ...] = ()
+    rule: NoiseRule = NoiseRule()
 
-    def for_layer(self, name: str) -> Tolerance:
-        chosen = Tolerance(self.atol, self.rtol)
+    def for_layer(self, name: str) -> Tolerance | NoiseRule:
+        chosen = self.rule if self.atol is None else Tolerance(self.atol, self.rtol)
         for pattern, tol in self.patterns:
             if fnmatch.fnmatchcase(name, pattern):
                 chosen = tol
         return chosen
 
     def describe(self) -> dict:
-        return {"atol": self.atol, "rtol": self.rtol, "sources": list(self.sources),
+        base = self.rule.describe() if self.atol is None else Tolerance(self.atol, self.rtol).describe()
+        return {**base, "sources": list(self.sources),
                 "layers": {p: {"atol": t.atol, "rtol": t.rtol} for p, t in self.patterns}}
 
 
@@ -154,12 +163,15 @@ def _scoped(spec, base: Tolerance, where: str) -> tuple[Tolerance, list[tuple[st
 def resolve_policy(model: str, fixture_tolerances: dict | None, defaults: Tolerance,
                    atol: float | None = None, rtol: float | None = None,
                    settings: dict | None = None, settings_path: Path | None = None) -> TolerancePolicy:
-    """The tolerance policy for `model` from every source, in the order the module docstring gives.
+    """The rule for `model` from every source, in the order the module docstring gives: the noise rule
+    unless some source gives atol or rtol. `defaults` fill in the fixed rule's value a source leaves out.
 
     `fixture_tolerances` is fixtures/<model>/fixture.json's `tolerances`; `atol`/`rtol`, the command line's.
     """
     settings = check_settings(settings or {}, settings_path)
-    tol, sources, patterns = _tolerance(settings, defaults, _settings_label(settings_path)), ["parity defaults"], []
+    fixed = _fixed(settings)
+    tol = _tolerance(settings, defaults, _settings_label(settings_path))
+    sources, patterns = ["parity defaults"], []
     if settings:
         sources.append(_settings_label(settings_path))
     for spec, label in ((fixture_tolerances, f"{fixtures_dir() / model / 'fixture.json'} tolerances"),
@@ -167,13 +179,21 @@ def resolve_policy(model: str, fixture_tolerances: dict | None, defaults: Tolera
         if spec is None or spec == {}:
             continue
         tol, scoped = _scoped(spec, tol, label)
+        fixed = fixed or _fixed(spec)
         patterns += scoped
         sources.append(label)
     if atol is not None or rtol is not None:  # the command line wins over everything
         given = {key: value for key, value in (("atol", atol), ("rtol", rtol)) if value is not None}
         tol = _tolerance(given, tol, "command line")
-        patterns, sources = [], [*sources, "command line"]
+        fixed, patterns, sources = True, [], [*sources, "command line"]
+    if not fixed:
+        return TolerancePolicy(None, None, tuple(patterns), tuple(sources))
     return TolerancePolicy(tol.atol, tol.rtol, tuple(patterns), tuple(sources))
+
+
+def _fixed(spec: dict) -> bool:
+    """Whether a settings table asks for the fixed rule (gives atol or rtol itself)."""
+    return "atol" in spec or "rtol" in spec
 
 
 # -- the baseline -------------------------------------------------------------------------------------
@@ -205,20 +225,26 @@ class Baseline:
         _check_accepted(data["models"], path)
         return cls(path, data["models"], growth, floor)
 
-    def accepted(self, model: str, image: str, layer: str, top: str) -> float | None:
+    def accepted(self, model: str, image: str, layer: str, top: str, key: str = "max_abs") -> float | None:
         entry = self.models.get(model, {}).get(image, {}).get(layer, {}).get(top)
-        return None if entry is None else float(entry["max_abs"])
+        return None if entry is None or entry.get(key) is None else float(entry[key])
 
-    def limit(self, accepted: float, atol: float) -> float:
-        return max(self.growth * accepted, self.floor * atol)
+    def limit(self, accepted: float, atol: float | None = None) -> float:
+        """The largest error the gate lets pass: `growth` x the accepted one, and never below the noise
+        band (RATIO_FLOOR for a ratio, `floor` x atol for a max_abs under the fixed rule)."""
+        least = RATIO_FLOOR if atol is None else self.floor * atol
+        return max(self.growth * accepted, least)
 
     def gate(self, model: str, image: str, result) -> None:
-        """Fail `result` if its error, though inside the tolerance, grew past the baseline's limit."""
-        accepted = self.accepted(model, image, result.layer, result.top)
-        if accepted is None or result.max_abs is None:
+        """Fail `result` if its error, though inside the rule, grew past the baseline's limit. Under the
+        noise rule the ratio is gated (a baseline without ratios gates nothing there); else max_abs."""
+        noise_rule = result.ratio is not None
+        accepted = self.accepted(model, image, result.layer, result.top, "ratio" if noise_rule else "max_abs")
+        if accepted is None:
             return
         result.baseline = accepted
-        if result.status == PASS and result.max_abs > self.limit(accepted, result.atol):
+        error, atol = (result.ratio, None) if noise_rule else (result.max_abs, result.atol)
+        if result.status == PASS and error > self.limit(accepted, atol):
             result.status, result.grew = FAIL, True
 
     def record(self, report) -> None:
@@ -227,14 +253,18 @@ class Baseline:
             raise ParityError(f"{report.model}/{report.image} fails; fix it before accepting its errors as a baseline")
         layers: dict = {}
         for r in report.layers:
-            layers.setdefault(r.layer, {})[r.top] = {"max_abs": r.max_abs, "rel_l2": r.rel_l2}
+            accepted = {"max_abs": r.max_abs, "rel_l2": r.rel_l2}
+            if r.ratio is not None:
+                accepted["ratio"] = r.ratio
+            layers.setdefault(r.layer, {})[r.top] = accepted
         self.models.setdefault(report.model, {})[report.image] = layers
 
     def write(self) -> Path:
         from .report import write_json
 
         return write_json(self.path, {"about": "parity's accepted per-layer errors (`parity baseline update`); "
-                                               "the gate fails a layer whose max_abs grows past growth x this",
+                                               "the gate fails a layer whose error/noise ratio (the fixed rule: "
+                                               "max_abs) grows past growth x this",
                                       "models": {m: self.models[m] for m in sorted(self.models)}})
 
 
@@ -253,3 +283,5 @@ def _check_accepted(node, path: Path, keys: tuple[str, ...] = ()) -> None:
         raise ParityError(f"{where} misses max_abs", path)
     else:
         finite_number(node["max_abs"], f"{where}['max_abs']", path=path)
+        if "ratio" in node:
+            finite_number(node["ratio"], f"{where}['ratio']", path=path)

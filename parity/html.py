@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
-from .report import Report, describe, verdict_lines
+from .report import Report, describe, number, times, verdict_lines
 
 # Viridis at nine evenly spaced points: perceptually uniform, luminance rises monotonically (so
 # "brighter" always means "larger", also in greyscale print), readable with colour blindness.
@@ -52,11 +52,6 @@ LUT = _lut(VIRIDIS_ANCHORS)
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _num(value: float | None, fmt: str = "{:.2e}") -> str:
-    """The terminal table's number format, so the page and `parity check` read the same."""
-    return "-" if value is None else fmt.format(value)
 
 
 # -- pictures ------------------------------------------------------------------------------------
@@ -263,7 +258,7 @@ def _header_value(value: object) -> str:
 def render_header(report: Report) -> str:
     """Model, sample, tolerances, status, then every provenance field the check recorded."""
     rows = [("model", _e(report.model)), ("image", _e(report.image)),
-            ("tolerances", f"atol {report.atol:g}, rtol {report.rtol:g}"),
+            ("rule", _e(report.rule)),
             ("status", f'<span class="badge {_e(report.status)}">{_e(report.status.upper())}</span>'),
             ("first divergence", _e(report.first_divergence or "none"))]
     for key, value in report.header.items():
@@ -290,17 +285,18 @@ def _row(index: int, r: LayerResult, report: Report, linked: set[str]) -> str:
         status += ' <span class="mark">&larr; first divergence</span>'
     if report.local and r.drift:
         status = 'drift <span class="of">(passes on Caffe\'s inputs)</span>'
-    cells = [_e(r.order), name, _e(r.type), _e("x".join(str(s) for s in r.shape)), _e(_num(r.max_abs)),
-             _e(_num(r.rel_l2)), _e(_num(r.cosine, "{:.6f}"))]
+    cells = [_e(r.order), name, _e(r.type), _e("x".join(str(s) for s in r.shape)), _e(number(r.max_abs)),
+             _e(number(r.noise)), _e(times(r.ratio)), _e(number(r.rel_l2)), _e(number(r.cosine, "{:.6f}"))]
     if report.local:
-        cells.append("-" if r.local is None else _e(f"{_num(r.local.max_abs)} {STATUS_WORD[r.local.status]}"))
+        cells.append("-" if r.local is None else _e(f"{number(r.local.max_abs)} {STATUS_WORD[r.local.status]}"))
     cells.append(status)
     classes = f"{_e(r.status)}{' first' if first else ''}"
     return f'<tr class="{classes}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 def render_table(index: int, report: Report, linked: set[str]) -> str:
-    columns = ("#", "layer", "type", "shape", "max_abs", "rel_l2", "cosine") + (("local (own)",) if report.local else ())
+    columns = ("#", "layer", "type", "shape", "max_abs", "noise", "x noise", "rel_l2", "cosine") + (
+        ("local (own)",) if report.local else ())
     head = "".join(f"<th>{h}</th>" for h in columns + ("status",))
     body = "".join(_row(index, r, report, linked) for r in report.layers)
     return f'<table class="layers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

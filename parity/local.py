@@ -102,17 +102,45 @@ class LocalRunner:
             for top in last.tops:
                 self.keys[(last.name, top)] = (last.name, unit.prefix + top)
         self.capture = None
+        self.twin = None  # parity.noise.Twin of the local model, made on first use
         if self.units:
             converted = build(local_net(net, self.units), weights)
             self.capture = Capture(converted, [k for k in self.keys.values() if k in converted.tensors])
 
-    def run(self, ref: Reference) -> dict[tuple[str, str], np.ndarray]:
-        """Every unit's output, channels-last, keyed like the propagated capture."""
+    def run(self, ref: Reference, peaks: dict | None = None) -> "LocalRun":
+        """Every unit's output, channels-last, keyed like the propagated capture; given `peaks` (each
+        reference's largest magnitude), each output's float32 noise too: the local model's float64 twin
+        measures a layer's own rounding, nothing inherited."""
         if self.capture is None:
-            return {}
+            return LocalRun({}, {}, self.skipped)
         inputs = {unit.prefix + blob: ref.load(entry) for unit in self.units for blob, entry in unit.sources}
-        outputs = self.capture.run(inputs)
-        return {key: outputs[local] for key, local in self.keys.items() if local in outputs}
+        feed = self.capture.feed(inputs)
+        outputs = self.capture.forward(feed)
+        noise = self._noise(feed, outputs, peaks) if peaks is not None else {}
+        return LocalRun({key: outputs[local] for key, local in self.keys.items() if local in outputs},
+                        {key: noise[local] for key, local in self.keys.items() if local in noise}, self.skipped)
+
+    def _noise(self, feed, outputs, peaks: dict) -> dict:
+        from .noise import Twin, output_noise, peak
+
+        if self.twin is None:
+            self.twin = Twin(self.capture)
+        table = self.twin.table(feed, outputs)
+        if table is None:
+            return {}
+        real = {local: key for key, local in self.keys.items()}
+        local_peaks = {local: peaks[real[local]] if real.get(local) in peaks else peak(outputs[local])
+                       for local in self.capture.keys}
+        return output_noise(table, self.capture.keys, local_peaks, {})
+
+
+@dataclass
+class LocalRun:
+    """One sample's local outputs and their noise, by the propagated capture's keys; skipped layers and why."""
+
+    outputs: dict
+    noise: dict
+    skipped: dict
 
 
 def require_local_support(build: Callable | None) -> None:

@@ -13,8 +13,8 @@ from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
 class Report:
     model: str
     image: str
-    atol: float
-    rtol: float
+    atol: float | None  # the fixed rule's; None under the noise rule (header["tolerances"] says which)
+    rtol: float | None
     layers: list[LayerResult]
     first_divergence: str | None
     header: dict = field(default_factory=dict)  # provenance: Caffe build, TF/Keras, mismatches
@@ -35,6 +35,11 @@ class Report:
     @property
     def local(self) -> bool:
         return bool(self.header.get("local"))
+
+    @property
+    def rule(self) -> str:
+        """Which rule judged the layers: a one-line summary for headers and verdicts."""
+        return rule_words(self.header.get("tolerances"), self.atol, self.rtol)
 
     @property
     def conversion_bugs(self) -> list[str]:
@@ -59,8 +64,17 @@ class Report:
                 "layers": [r.to_dict() for r in self.layers]}
 
 
-def _num(value: float | None, fmt: str = "{:.2e}") -> str:
+def number(value: float | None, fmt: str = "{:.2e}") -> str:
+    """A metric as the terminal table, the HTML page and the messages print it ('-' for none)."""
     return "-" if value is None else fmt.format(value)
+
+
+def rule_words(tolerances: dict | None, atol: float | None, rtol: float | None) -> str:
+    """'k x float32 noise' under the noise rule, else 'atol A, rtol R'."""
+    tolerances = tolerances or {}
+    if tolerances.get("rule") == "noise":
+        return f"{tolerances['k']:g} x float32 noise"
+    return f"atol {atol:g}, rtol {rtol:g}" if atol is not None else "tolerance"
 
 
 STATUS_WORDS = {PASS: "ok", FAIL: "FAIL", DOWNSTREAM: "downstream"}
@@ -71,54 +85,80 @@ def layer_line(r: LayerResult, first: str | None, local: bool = False) -> str:
     mark = "  <== first divergence" if r.layer == first and r.status == FAIL else ""
     if r.local is not None and r.local.status == FAIL:
         mark += "  <== conversion bug (fails on Caffe's inputs)"
+    if r.flips:
+        mark += f"  ({r.flips} decision(s) flipped within noise)"
     shape = "x".join(str(s) for s in r.shape)
-    line = (f"{r.order:>4} {r.layer[:24]:<24} {r.type[:12]:<12} {shape:<16} {_num(r.max_abs):>9} "
-            f"{_num(r.rel_l2):>9} {_num(r.cosine, '{:.6f}'):>9}")
+    line = (f"{r.order:>4} {r.layer[:24]:<24} {r.type[:12]:<12} {shape:<16} {number(r.max_abs):>9} "
+            f"{number(r.noise):>9} {times(r.ratio):>8} {number(r.rel_l2):>9} {number(r.cosine, '{:.6f}'):>9}")
     if local:
-        own = "-" if r.local is None else f"{_num(r.local.max_abs)} {STATUS_WORDS[r.local.status]}"
+        own = "-" if r.local is None else f"{number(r.local.max_abs)} {STATUS_WORDS[r.local.status]}"
         line += f"  {own:>14}"
     return f"{line}  {status}{mark}"
 
 
-def describe(r: LayerResult, tol_atol: float, tol_rtol: float) -> str:
+def times(value: float | None) -> str:
+    """An error/noise ratio as people read it: '2.1x', '31x', 'inf'."""
+    if value is None:
+        return "-"
+    if value == float("inf"):
+        return "inf"
+    return f"{value:.2g}x" if value < 10 else f"{value:.0f}x"
+
+
+def describe(r: LayerResult, tol_atol: float | None, tol_rtol: float | None) -> str:
     """A failing layer in words: what is off, by how much, where."""
-    tol_atol = tol_atol if r.atol is None else r.atol  # a layer-pattern tolerance, where one applies
+    tol_atol = tol_atol if r.atol is None else r.atol  # the layer's own allowed error, where known
     tol_rtol = tol_rtol if r.rtol is None else r.rtol
     if r.problem:
         text = f"{r.layer} ({r.type}): {r.problem}"
     else:
-        text = (f"{r.layer} ({r.type}, top {r.top}): max_abs {_num(r.max_abs)}, max_rel {_num(r.max_rel)}, "
-                f"rel_l2 {_num(r.rel_l2)}, cosine {_num(r.cosine, '{:.6f}')}; {100 * (r.outside or 0):.3g}% of "
-                f"elements outside atol {tol_atol:g} + rtol {tol_rtol:g}*|ref|; worst at (n, c, h, w) = "
-                f"{r.worst}: Caffe {r.worst_ref:.6g}, Keras {r.worst_got:.6g}")
+        if r.noise is not None:
+            size = (f"max_abs {number(r.max_abs)} = {times(r.ratio)} its float32 noise {number(r.noise)} "
+                    f"(limit {times(tol_atol / r.noise if r.noise else None)}), ")
+            outside = "over the limit"
+        else:
+            size = f"max_abs {number(r.max_abs)}, "
+            outside = f"outside atol {tol_atol:g} + rtol {tol_rtol:g}*|ref|"
+        text = (f"{r.layer} ({r.type}, top {r.top}): {size}max_rel {number(r.max_rel)}, rel_l2 {number(r.rel_l2)}, "
+                f"cosine {number(r.cosine, '{:.6f}')}; {100 * (r.outside or 0):.3g}% of elements {outside}; worst "
+                f"at (n, c, h, w) = {r.worst}: Caffe {r.worst_ref:.6g}, Keras {r.worst_got:.6g}")
+    if r.flips:
+        text += f"; {r.flips} decision(s) within noise of flipping differ (not counted)"
     if r.covers:
         text += (f"; this reference is taken after the in-place chain {' -> '.join(r.covers)}, so the error "
                  f"entered in one of those layers (dump with --granularity layer to tell them apart)")
     if r.grew:
-        text += (f"; inside the tolerance, but its error grew past the baseline's limit (accepted max_abs "
-                 f"{_num(r.baseline)})")
+        accepted = f"ratio {times(r.baseline)}" if r.ratio is not None else f"max_abs {number(r.baseline)}"
+        text += f"; inside the rule, but its error grew past the baseline's limit (accepted {accepted})"
     if r.downstream_of:
         text += f"; downstream of the first divergence at {r.downstream_of}"
     return text
 
 
 def render(report: Report) -> str:
-    lines = [f"parity: {report.model} / {report.image}  (atol {report.atol:g}, rtol {report.rtol:g})"]
+    lines = [f"parity: {report.model} / {report.image}  ({report.rule})"]
     env = report.header.get("environment")
     if env:
         lines.append(f"  numerics: {environment_line(env)}")
+    noise = report.header.get("noise") or {}
+    if noise.get("source"):
+        lines.append(f"  noise: measured by {noise['source']}")
+    elif noise.get("unavailable"):
+        lines.append(f"  noise: not measured: {noise['unavailable']}; used {noise['fallback']}")
     tolerances = report.header.get("tolerances") or {}
     if tolerances.get("layers"):
         exceptions = ", ".join(f"{p}: atol {t['atol']:g} rtol {t['rtol']:g}" for p, t in tolerances["layers"].items())
         lines.append(f"  tolerances by layer: {exceptions} (from {', '.join(tolerances.get('sources', []))})")
     if report.header.get("baseline"):
         b = report.header["baseline"]
-        lines.append(f"  baseline: {b['path']} (a layer fails when its max_abs exceeds {b['growth']:g}x the accepted one)")
+        measure = "error/noise ratio" if tolerances.get("rule") == "noise" else "max_abs"
+        lines.append(f"  baseline: {b['path']} (a layer fails when its {measure} exceeds {b['growth']:g}x the "
+                     f"accepted one)")
     for note in report.header.get("notes", []):
         lines.append(f"  note: {note}")
     local_head = f"  {'local (own)':>14}" if report.local else ""
-    lines.append(f"{'#':>4} {'layer':<24} {'type':<12} {'shape':<16} {'max_abs':>9} {'rel_l2':>9} {'cosine':>9}"
-                 f"{local_head}  status")
+    lines.append(f"{'#':>4} {'layer':<24} {'type':<12} {'shape':<16} {'max_abs':>9} {'noise':>9} {'x noise':>8} "
+                 f"{'rel_l2':>9} {'cosine':>9}{local_head}  status")
     lines += [layer_line(r, report.first_divergence, report.local) for r in report.layers]
     lines += verdict_lines(report)
     return "\n".join(lines)
@@ -157,8 +197,18 @@ def verdict_lines(report: Report) -> list[str]:
         return ([f"FAIL: first divergence at {describe(root, report.atol, report.rtol)}"
                  + (f" ({downstream} later layer(s) downstream of it)" if downstream else "")]
                 + hint_lines(report, root.layer))
-    return [f"PASS: all {len(report.layers)} outputs within tolerance"
+    return [f"PASS: all {len(report.layers)} outputs within {report.rule}{worst_ratio(report.layers)}"
             + (", each also on Caffe's own inputs" if report.local else "")]
+
+
+def worst_ratio(layers: list) -> str:
+    """' (largest: 2.1x at relu3_2)' under the noise rule: how close a passing model came (rows or dicts)."""
+    rows = [(r["ratio"], r["layer"]) if isinstance(r, dict) else (r.ratio, r.layer) for r in layers]
+    rows = [(ratio, layer) for ratio, layer in rows if isinstance(ratio, (int, float))]
+    if not rows:
+        return ""
+    ratio, layer = max(rows)
+    return f" (largest: {times(ratio)} at {layer})"
 
 
 def hint_lines(report: Report, layer: str) -> list[str]:

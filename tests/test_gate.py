@@ -8,7 +8,7 @@ import pytest
 
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target, target_from_fixture
 from parity.cli import main
-from parity.compare import Tolerance
+from parity.compare import K, Tolerance
 from parity.convert import convert_net
 from parity.errors import ParityError
 from parity.gate import Baseline, resolve_policy
@@ -62,8 +62,9 @@ def test_a_layer_pattern_tolerance_decides_that_layers_verdict():
 
 
 def test_the_gate_fails_an_error_that_grew_past_its_baseline_inside_the_tolerance(tmp_path):
+    """The fixed rule, asked for: its gate compares max_abs."""
     target = target_from_fixture("tiny")
-    policy = resolve_policy("tiny", None, DEFAULTS)
+    policy = resolve_policy("tiny", None, DEFAULTS, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL)
     baseline = Baseline(tmp_path / "b.json")
     (clean,) = run_target(target, policy)
     baseline.record(clean)
@@ -78,6 +79,31 @@ def test_the_gate_fails_an_error_that_grew_past_its_baseline_inside_the_toleranc
     assert "grew past the baseline's limit" in render(grown)
     (ungated,) = run_target(target, policy, convert=nudged("conv1", 0.2 * DEFAULT_ATOL))
     assert ungated.status == "pass"  # without the baseline, the tolerance alone lets it through
+
+
+def test_under_the_noise_rule_the_gate_compares_the_error_noise_ratio(tmp_path):
+    """The default rule: a ratio that grew past growth x its accepted one (and past the noise band, k/3)
+    fails even below k."""
+    target = target_from_fixture("tiny")
+    policy = resolve_policy("tiny", None, DEFAULTS)
+    (clean,) = run_target(target, policy)
+    conv1 = next(r for r in clean.layers if r.layer == "conv1")
+    baseline = Baseline(tmp_path / "b.json")
+    baseline.record(clean)
+    baseline.write()
+    assert json.loads((tmp_path / "b.json").read_text())["models"]["tiny"]["chelsea"]["conv1"]["conv1"]["ratio"] \
+        == conv1.ratio
+    gate = Baseline.load(tmp_path / "b.json", growth=4.0)
+    limit = gate.limit(conv1.ratio)
+    assert limit >= K / 3 and limit + 2 * conv1.ratio < K  # room between the gate's limit and the rule's
+    offset = (limit + (K - limit) / 2) * conv1.noise
+    (grown,) = run_target(target, policy, convert=nudged("conv1", offset), baseline=gate)
+    moved = next(r for r in grown.layers if r.layer == "conv1")
+    assert limit < moved.ratio < K  # inside the noise rule ...
+    assert moved.status == "fail" and moved.grew and grown.first_divergence == "conv1"  # ... but a regression
+    assert "grew past the baseline's limit (accepted ratio" in render(grown)
+    (ungated,) = run_target(target, policy, convert=nudged("conv1", offset))
+    assert next(r for r in ungated.layers if r.layer == "conv1").status == "pass"
 
 
 def test_a_failing_check_is_never_recorded_as_a_baseline(tmp_path):

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from parity.compare import NoiseRule
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
 from parity.convert import Blob, registry
 from parity.convert.normalization import BatchNormHandler
@@ -17,7 +18,7 @@ from parity.errors import ShapeDivergence
 from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Net
 
-TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+TOL = NoiseRule()  # parity's default rule
 LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).kind == "caffe"]
 CASES = [(f, layer.name) for f in LAYERWISE for layer in Net.from_prototxt(load_fixture(f).prototxt).layers
          if layer.type != "Input" and layer.tops]  # Silence has no output to break

@@ -13,14 +13,14 @@ import keras
 import pytest
 
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
-from parity.compare import DOWNSTREAM, FAIL, PASS
+from parity.compare import NoiseRule, DOWNSTREAM, FAIL, PASS
 from parity.convert import Blob, convert_net, inner_product, registry
 from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
 from support import edited
 
-TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+TOL = NoiseRule()  # parity's default rule
 
 
 def run(model: str, convert=None, channel_order: str | None = None):
@@ -174,5 +174,5 @@ def test_cli_reports_a_shape_divergence_as_a_divergence(monkeypatch, capsys, tmp
     assert report["status"] == "fail" and report["first_divergence"] == "pool1"
     # the same fields as any other report (README: "--json PATH writes at least ..."), and the page too
     assert report["first_divergence_covers"] == ["pool1"] and report["image"] == "chelsea"
-    assert report["atol"] > 0 and "differs from Caffe's" in report["error"] and report["layers"] == []
+    assert report["tolerances"]["rule"] == "noise" and "differs from Caffe's" in report["error"] and report["layers"] == []
     assert "first divergence at pool1" in page.read_text()

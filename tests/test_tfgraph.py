@@ -12,13 +12,13 @@ import pytest
 
 from parity.check import run_target, target_from_fixture
 from parity.cli import main
-from parity.compare import Tolerance
+from parity.compare import NoiseRule, Tolerance
 from parity.fixtures import load_fixture
 from parity.reference import find_references
 
 FIXTURE = load_fixture("tf_saliency")
 MODEL = FIXTURE.dir / "model.py"
-TOL = Tolerance(1e-2, 1e-4)
+TOL = NoiseRule()  # parity's default rule
 
 
 def _check(keras_model: str):

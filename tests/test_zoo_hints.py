@@ -12,13 +12,14 @@ import keras
 import numpy as np
 import pytest
 
+from parity.compare import NoiseRule
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture, up_to
 from parity.convert import Blob, convert_net, registry
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
 from support import edited
 
-TOL = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
+TOL = NoiseRule()  # parity's default rule
 ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",
        "open_nsfw"]
 KINDS = ["padding", "layout", "channel-order", "scale", "rounding", "nonfinite"]

@@ -1,48 +1,71 @@
-"""Measure a correct conversion's error against real Caffe, to choose tolerances from data.
+"""Measure how far correct conversions sit from real Caffe in units of their float32 noise, to choose k.
 
-    python tools/calibrate_tolerances.py --model vgg19 [--blobs EXTRA_REFERENCE_DIR ...]
+    python tools/calibrate_tolerances.py [--model NAME ...] [--root DIR ...] [--json OUT]
 
-For every reference entry: the largest |ref|, the largest absolute error, and the largest error
-among near-zero elements (|ref| < 1, where only an absolute tolerance helps). Then, for candidate
-(atol, rtol) pairs, the worst ratio error / (atol + rtol*|ref|) over everything: below 1 passes,
-and 1/ratio is the safety margin. README "Tolerances" records the run that chose the defaults.
+Every fixture (or each --model) is checked under parity's noise rule against its committed references
+and against the same fixture's references under every --root (a folder laid out like reference_blobs/,
+e.g. one dump per OpenBLAS kernel: `parity dump --fixture NAME --blas-core Sandybridge --out ROOT/NAME`).
+For each it prints the largest error/noise ratio and where; the last line gives the largest ratio of
+all, which every correct conversion must keep below k/3 (parity.compare.K). README "Tolerances"
+records the run that chose k. Run it again under ONEDNN_MAX_CPU_ISA=AVX2 to vary TensorFlow's side.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
 
-import numpy as np
-
-from parity.check import prepare, target_from_fixture
-from parity.layout import to_keras_layout
+from parity.check import check_reference, prepare, target_from_fixture
+from parity.compare import K, NoiseRule
+from parity.fixtures import list_fixtures, load_fixture
 from parity.reference import find_references
 
-CANDIDATES = [(1e-4, 1e-4), (1e-3, 1e-4), (1e-3, 1e-3), (5e-3, 1e-4), (1e-2, 1e-4), (1e-2, 1e-3)]
+
+def caffe_fixtures() -> list[str]:
+    return [name for name in list_fixtures() if load_fixture(name).kind == "caffe"]
+
+
+def rows_for(model: str, roots: list[Path]) -> list[dict]:
+    """One row per (reference root, sample, entry) of `model`: its noise, error and ratio."""
+    target = target_from_fixture(model)
+    sets = [("committed", target.references)]
+    sets += [(str(root), find_references(root / model)) for root in roots if (root / model).is_dir()]
+    prepared = prepare(replace(target, references=[r for _, refs in sets for r in refs]), allow_mismatch=True)
+    rows = []
+    for label, refs in sets:
+        for ref in refs:
+            report = check_reference(prepared, ref, NoiseRule())
+            rows += [{"model": model, "references": label, "sample": ref.name, "layer": r.layer, "type": r.type,
+                      "noise": r.noise, "max_abs": r.max_abs, "ratio": r.ratio, "flips": r.flips}
+                     for r in report.layers]
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--blobs", action="append", default=[], help="extra reference folders (same net/weights)")
+    parser.add_argument("--model", action="append", default=[], help="a fixture (repeatable; default: every Caffe one)")
+    parser.add_argument("--root", action="append", default=[], type=Path,
+                        help="another reference tree, laid out like reference_blobs/ (repeatable)")
+    parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args()
-    target = target_from_fixture(args.model)
-    target.references += [r for d in args.blobs for r in find_references(d)]
-    prepared = prepare(target)
-    worst = dict.fromkeys(CANDIDATES, 0.0)
-    print(f"{'sample':<10} {'layer':<14} {'max|ref|':>9} {'max err':>9} {'max err, |ref|<1':>17}")
-    for ref in target.references:
-        outputs = prepared.capture.run(ref.inputs())
-        for entry in ref.entries:
-            want = to_keras_layout(ref.load(entry)).astype(np.float64)
-            err = np.abs(outputs[(entry.layer, entry.top)].astype(np.float64) - want)
-            near_zero = np.abs(want) < 1
-            print(f"{ref.name:<10} {entry.layer:<14} {np.abs(want).max():9.3g} {err.max():9.2e} "
-                  f"{err[near_zero].max() if near_zero.any() else 0:17.2e}")
-            for atol, rtol in CANDIDATES:
-                worst[(atol, rtol)] = max(worst[(atol, rtol)], float((err / (atol + rtol * np.abs(want))).max()))
-    for (atol, rtol), ratio in worst.items():
-        print(f"atol {atol:g}, rtol {rtol:g}: worst error/allowance {ratio:.3f} -> margin {1 / ratio:.1f}x"
-              if ratio else f"atol {atol:g}, rtol {rtol:g}: exact")
+    rows = []
+    for model in args.model or caffe_fixtures():
+        found = rows_for(model, args.root)
+        for label in dict.fromkeys(r["references"] for r in found):
+            mine = [r for r in found if r["references"] == label and r["ratio"] is not None]
+            worst = max(mine, key=lambda r: r["ratio"])
+            print(f"{model:<24} {label:<28} worst {worst['ratio']:6.2f}x at {worst['layer']} ({worst['type']}), "
+                  f"noise {worst['noise']:.2e}", flush=True)
+        rows += found
+    ratios = [r for r in rows if r["ratio"] is not None]
+    worst = max(ratios, key=lambda r: r["ratio"])
+    print(f"largest ratio of all: {worst['ratio']:.2f}x ({worst['model']} {worst['layer']}, {worst['references']}); "
+          f"k = {K:g}, so the margin to k/3 is {K / 3 / worst['ratio']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    sys.exit(0 if worst["ratio"] < K / 3 else 1)
 
 
 if __name__ == "__main__":

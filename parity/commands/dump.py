@@ -12,7 +12,8 @@ from . import add_preprocessing, preprocessing
 
 HELP = """Run real Caffe on images (or raw .npy inputs) and save every layer's output as reference blobs.
 Run it with the pycaffe environment's parity: .cache/caffe/venv/bin/parity dump ...
-Each input is written to OUT/<input name>/ (manifest.json + one float32 NCHW .npy per entry)."""
+Each input is written to OUT/<input name>/ (manifest.json + one float32 NCHW .npy per entry).
+OpenBLAS runs one kernel on one thread (--blas-core; Haswell by default), recorded in the manifest."""
 
 
 def add(sub) -> None:
@@ -27,13 +28,19 @@ def add(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default for a fixture: reference_blobs/<fixture>)")
     p.add_argument("--granularity", choices=("layer", "blob"),
                    help="layer: every layer's tops right after it ran (default); blob: final value of each blob")
+    p.add_argument("--blas-core", metavar="NAME",
+                   help="OpenBLAS kernel to run Caffe with, on one thread: Prescott, Core2, Penryn, Nehalem, "
+                        "Sandybridge, Haswell, Zen, SkylakeX, Cooperlake, or auto (OpenBLAS picks by CPU). "
+                        "Default: $OPENBLAS_CORETYPE if set, else Haswell (the committed references' kernel)")
     add_preprocessing(p, "net")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from ..blas import choose_core
     from ..dump import dump
 
+    core = choose_core(args.blas_core)  # before anything is read or built: a CPU that cannot run it stops here
     fixture = _fixture(args)
     prototxt = require_file(args.prototxt or fixture.prototxt, "prototxt")
     caffemodel = require_file(args.caffemodel, "caffemodel") if args.caffemodel else fixture.weights_path()
@@ -47,7 +54,8 @@ def run(args) -> int:
     require_writable(out, "output folder", folder=True)
     granularity = args.granularity or (fixture.granularity if fixture else "layer")
     samples = _samples(prototxt, images, args.npy, prep)
-    dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True))
+    dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True),
+         blas_core=core)
     return 0
 
 
