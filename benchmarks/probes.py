@@ -6,7 +6,7 @@ imports: importing TensorFlow (about 3 s here) is reported separately, as `impor
 
     python3 benchmarks/probes.py warm                 build every fixture's weights, read every file once
     python3 benchmarks/probes.py forward REPEAT EVERY plain vs capture vs per-layer truncation (VGG-19)
-    python3 benchmarks/probes.py check MODEL          `parity check --model MODEL -q`, in phases
+    python3 benchmarks/probes.py check MODEL [RULE]   `parity check --model MODEL -q`, in phases (RULE: noise or fixed)
 """
 from __future__ import annotations
 
@@ -96,8 +96,9 @@ def forward(repeat: int, every: int) -> dict:
             "truncation_steady_s": sum(steady) * scale}
 
 
-def check(model: str) -> dict:
-    """What `parity check --model MODEL -q` does after its imports, timed in phases.
+def check(model: str, rule: str = "noise") -> dict:
+    """What `parity check --model MODEL -q` does after its imports, timed in phases; `rule` "fixed" is
+    `parity check --atol 1e-2 --rtol 1e-4` (the fixed rule, no float64 twin).
 
     The same calls as parity.commands.check (fixture target, tolerance settings, run_target, render);
     run_target's progress messages mark the phase boundaries: provenance (until conversion starts; the
@@ -105,14 +106,15 @@ def check(model: str) -> dict:
     sample the capture forward and the comparison of every entry.
     """
     from parity._tf import import_keras_quietly
-    from parity.check import gate_settings, run_target, target_from_fixture
+    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target, target_from_fixture
     from parity.report import render
 
     import_keras_quietly()  # `import parity` no longer imports TensorFlow; its import is no part of the check
     marks = {}
     t0 = time.perf_counter()
     target = target_from_fixture(model)
-    policy, baseline = gate_settings(target, None, None, None, None)
+    fixed = (DEFAULT_ATOL, DEFAULT_RTOL) if rule == "fixed" else (None, None)
+    policy, baseline = gate_settings(target, *fixed, None, None)
     marks["setup"] = time.perf_counter()
 
     def progress(message: str) -> None:
@@ -122,7 +124,7 @@ def check(model: str) -> dict:
     marks["compared"] = time.perf_counter()
     verdicts = [render(r).splitlines()[-1] for r in reports]
     end = time.perf_counter()
-    return {"model": model, "check_s": end - t0,
+    return {"model": model, "rule": rule, "check_s": end - t0,
             "phases": {"setup_s": marks["setup"] - t0, "provenance_s": marks["converting"] - marks["setup"],
                        "convert_s": marks["comparing"] - marks["converting"],
                        "forward_compare_s": marks["compared"] - marks["comparing"], "report_s": end - marks["compared"]},
@@ -141,7 +143,7 @@ def main(argv: list[str]) -> int:
     elif command == "forward":
         result = forward(int(args[0]), int(args[1]))
     elif command == "check":
-        result = check(args[0])
+        result = check(*args)
     else:
         raise SystemExit(f"unknown probe {command!r}")
     emit({"import_s": import_s, **result})

@@ -53,7 +53,9 @@ LOAD_TARGET = 5.0  # pycaffe / parity load time, at least
 RSS_TARGET = 0.10  # parity's peak-RSS growth while loading, below this fraction of the file size
 CAPTURE_TARGET = 1.5  # capture / plain forward, at most
 CHECK_TARGET = 3.0  # VGG-19 end-to-end check / (caffemodel load + one plain forward), at most
-XDIST_TARGET = 1.6  # pytest -n 0 wall / -n WORKERS wall, at least
+XDIST_TARGET = 1.0  # pytest -n 0 wall / -n WORKERS wall (-n auto: WORKERS = cores), at least: never slower
+RULE_TIME_TARGET = 1.5  # VGG-19 check under the noise rule / under the fixed rule, at most
+RULE_RSS_TARGET = 1.3  # peak RSS of that check, noise rule (float64 twin running) / fixed rule, at most
 SPLIT = "-n {workers}, TF threads split: {threads} per worker"
 DISTURBED = 0.10  # other processes' CPU above this share of the machine marks a measurement disturbed
 
@@ -107,9 +109,9 @@ def run_child(argv: list[str], env: dict | None = None) -> Child:
         return Child(argv, proc.returncode, wall, cpu, usage.ru_maxrss, max(0.0, busy - cpu), out.read(), err.read())
 
 
-def probe(*args: str) -> tuple[dict, Child]:
+def probe(*args: str, env: dict | None = None) -> tuple[dict, Child]:
     """Run one benchmarks/probes.py command; its JSON result and the subprocess facts."""
-    child = run_child([sys.executable, str(PROBES), *args])
+    child = run_child([sys.executable, str(PROBES), *args], env=env)
     if child.rc != 0:
         raise RuntimeError(f"probe {' '.join(args)} failed (rc {child.rc}):\n{child.stderr[-3000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1]), child
@@ -261,6 +263,34 @@ def bench_checks(fixtures: list[str], repeat: dict[str, int]) -> dict:
     return results
 
 
+# -- 3b. the noise rule's cost ------------------------------------------------------------------------
+RULES = {"fixed rule": ("fixed", {}), "noise rule, measuring the noise": ("noise", {"PARITY_NOISE_CACHE": "0"}),
+         "noise rule, noise cached": ("noise", {})}
+
+
+def bench_rules(repeat: int) -> dict:
+    """VGG-19 `parity check` under the fixed rule (no float64 twin) and the noise rule, the twin run
+    every time (PARITY_NOISE_CACHE=0) and with its result cached from an earlier run; interleaved.
+
+    Why: the noise rule runs the model once more in float64 per sample, the first time; its cost in time
+    and memory is what the calibrated verdict adds. The cache is keyed by what the twin explains, so
+    every later check of the same model, weights and input reads it.
+    """
+    say("rules: filling the noise cache for VGG-19 (not timed)")
+    probe("check", "vgg19", "noise")
+    runs: dict[str, list] = {label: [] for label in RULES}
+    for i in range(repeat):
+        for label, (rule, extra) in RULES.items():
+            say(f"rules {i + 1}/{repeat}: VGG-19 check, {label}")
+            result, child = probe("check", "vgg19", rule, env={**ENV, **extra})
+            runs[label].append({**result, "wall_s": child.wall_s, "maxrss_kib": child.maxrss_kib,
+                                "disturbance": child.disturbance})
+    return {label: {"check_s": statistics.median(r["check_s"] for r in rs),
+                    "maxrss_kib": statistics.median(r["maxrss_kib"] for r in rs),
+                    "runs": [r["check_s"] for r in rs], "rss_runs": [r["maxrss_kib"] for r in rs],
+                    "status": rs[0]["status"], "verdict": rs[0]["verdicts"][0]} for label, rs in runs.items()}
+
+
 # -- 5. pytest -n 0 vs -n WORKERS -----------------------------------------------------------------
 def _pytest_once(label: str, dist: list[str], extra_env: dict) -> dict:
     """One `python -m pytest parity/ -q -p no:cacheprovider DIST` run, with its per-process timeline."""
@@ -346,12 +376,12 @@ def xdist_ceiling(serial: dict, parallel: dict, workers: int) -> dict | None:
     return {"serial_cpu_s": s["cpu_s"], "extra_startup_cpu_s": extra, "floor_s": floor,
             "ceiling": s["wall_s"] / floor,  # wall and CPU of the same (median) run
             "serial_busy_cores": s["cpu_s"] / s["wall_s"],
-            # the CPU seconds -n 0 could use at most for the target to be reachable at all
-            "needed_serial_cpu_s": CORES * s["wall_s"] / XDIST_TARGET - extra}
+            }
 
 
 # -- verdicts and the report ----------------------------------------------------------------------
-def verdicts(loads: dict, size: int, forward: dict, checks: dict, pytest_runs: dict, workers: int) -> list[dict]:
+def verdicts(loads: dict, size: int, forward: dict, checks: dict, pytest_runs: dict, workers: int,
+             rules: dict | None = None) -> list[dict]:
     """One row per target: measure, value, target, met."""
     rows = []
     parity = loads["parity (views)"]
@@ -375,9 +405,21 @@ def verdicts(loads: dict, size: int, forward: dict, checks: dict, pytest_runs: d
         rows.append({"measure": "VGG-19 end-to-end check / (caffemodel load into a runnable net + one plain forward)",
                      "value": f"{checks['vgg19']['check_s']:.2f} s / ({load:.2f} + {forward['plain_s']:.3f}) s "
                               f"= {ratio:.2f}x", "target": f"<= {CHECK_TARGET:g}x", "met": ratio <= CHECK_TARGET})
+    if rules:
+        fixed, measuring, cached = (rules[label] for label in RULES)
+        ratio, first = cached["check_s"] / fixed["check_s"], measuring["check_s"] / fixed["check_s"]
+        rows.append({"measure": "VGG-19 check, noise rule / fixed rule (time)",
+                     "value": f"noise cached: {cached['check_s']:.2f} s / {fixed['check_s']:.2f} s = {ratio:.2f}x; "
+                              f"measuring it (first run): {measuring['check_s']:.2f} s = {first:.2f}x",
+                     "target": f"<= {RULE_TIME_TARGET:g}x", "met": ratio <= RULE_TIME_TARGET})
+        ratio = measuring["maxrss_kib"] / fixed["maxrss_kib"]
+        rows.append({"measure": "VGG-19 check, noise rule with its float64 twin / fixed rule (peak RSS)",
+                     "value": f"{_mb(measuring['maxrss_kib'])} MB / {_mb(fixed['maxrss_kib'])} MB = {ratio:.2f}x",
+                     "target": f"<= {RULE_RSS_TARGET:g}x", "met": ratio <= RULE_RSS_TARGET})
     serial, parallel = pytest_runs["-n 0"]["wall_s"], pytest_runs[f"-n {workers}"]["wall_s"]
     bound = xdist_ceiling(pytest_runs["-n 0"], pytest_runs[f"-n {workers}"], workers)
-    rows.append({"measure": f"`pytest parity/` whole zoo, wall -n 0 / -n {workers}",
+    auto = " (-n auto)" if workers == CORES else ""
+    rows.append({"measure": f"`pytest parity/` whole zoo, wall -n 0 / -n {workers}{auto}",
                  "value": f"{serial:.1f} s / {parallel:.1f} s = {serial / parallel:.2f}x"
                           + (f" (at most {bound['ceiling']:.2f}x on this machine)" if bound else ""),
                  "target": f">= {XDIST_TARGET:g}x", "met": serial / parallel >= XDIST_TARGET})
@@ -389,7 +431,7 @@ def _mb(kib: float) -> str:
 
 
 def render_markdown(facts: dict, rows: list[dict], loads: dict, why_not: str, forward: dict, checks: dict,
-                    pytest_runs: dict, workers: int, args) -> str:
+                    pytest_runs: dict, workers: int, args, rules: dict | None = None) -> str:
     """RESULTS.md: machine, verdict table, then each measurement's details."""
     out = ["# parity benchmarks", "",
            f"Written by `python3 benchmarks/run.py` on {facts['date']}"
@@ -465,6 +507,20 @@ def render_markdown(facts: dict, rows: list[dict], loads: dict, why_not: str, fo
                 f"call, {cold:.2f} s): {v['check_s'] / cold:.2f}x;",
                 f"- the check's conversion phase alone is {p['convert_s']:.2f} s = "
                 f"{p['convert_s'] / (loads['parity (views)']['seconds'] + fw['plain_s']):.0f}x the (load + forward) baseline."]
+
+    if rules:
+        fixed = rules["fixed rule"]
+        out += ["", "## 3b. The noise rule's cost (VGG-19 `parity check -q`)", "",
+                f"Fresh processes, the three configurations interleaved, median of {len(fixed['runs'])}. The fixed rule "
+                "is `--atol 1e-2 --rtol 1e-4` (no float64 twin). The noise rule measures each output's noise by running "
+                "the model once more in float64, the first time (`PARITY_NOISE_CACHE=0` makes every run a first); "
+                "afterwards it reads the result from `.cache/parity/noise/`, keyed by the sha256 of the float32 outputs "
+                "it explains.", "",
+                "| configuration | check s (runs) | vs fixed | peak RSS MB | vs fixed | verdict |", "|---|---|---|---|---|---|"]
+        for label, r in rules.items():
+            out.append(f"| {label} | {r['check_s']:.2f} ({', '.join(f'{x:.2f}' for x in r['runs'])}) | "
+                       f"{r['check_s'] / fixed['check_s']:.2f}x | {_mb(r['maxrss_kib'])} | "
+                       f"{r['maxrss_kib'] / fixed['maxrss_kib']:.2f}x | {r['verdict']} |")
 
     out += ["", "## 4. Peak RSS", "",
             "ru_maxrss of each subprocess (os.wait4): its largest resident set, including the interpreter and its "
@@ -558,11 +614,10 @@ def findings(rows: list[dict], checks: dict, forward: dict, pytest_runs: dict, w
                 f"this run's workers), and {CORES} cores deliver {CORES} CPU s per second: at least "
                 f"{bound['floor_s']:.1f} s, against {serial['wall_s']:.1f} s for -n 0. The -n 0 run already kept "
                 f"{bound['serial_busy_cores']:.2f} of the {CORES} cores busy (TensorFlow's thread pools, the provenance "
-                f"hashes beside each conversion). For {XDIST_TARGET:g}x to be reachable at all, the -n 0 run would have "
-                f"to use at most {bound['needed_serial_cpu_s']:.1f} CPU s in its {serial['wall_s']:.1f} s (it used "
-                f"{bound['serial_cpu_s']:.1f}): the faster -n 0 already is, through TensorFlow's own threads, the less "
-                "there is for xdist to win. The bound is generous: it ignores the controller and what two processes "
-                "sharing caches and memory bandwidth cost each other.")
+                f"hashes beside each conversion): the faster -n 0 already is, through TensorFlow's own threads, the "
+                "less there is for xdist to win, which is why the target is only that -n auto never be slower (issue "
+                "4's 1.6x was withdrawn on this analysis). The bound is generous: it ignores the controller and what "
+                "two processes sharing caches and memory bandwidth cost each other.")
         lines.append(
             f"- **Two processes on {CORES} cores.** The workers were busy {busy} s, {busy_parallel:.1f} s in all "
             f"against {busy_serial:.1f} s under -n 0: the same groups take {100 * (busy_parallel / busy_serial - 1):.0f}% "
@@ -617,16 +672,17 @@ def render_again(args) -> int:
     """The report of the run recorded in --json, rendered by this version of the code."""
     data = json.loads(args.json.read_text())
     write_report(args, data["machine"], data["loads"], data["pycaffe_skipped"], data["forward"], data["checks"],
-                 data["pytest"])
+                 data["pytest"], data.get("rules"))
     print(f"rewrote {args.markdown} from {args.json}")
     return 0
 
 
-def write_report(args, facts: dict, loads: dict, why_not, forward: dict, checks: dict, pytest_runs: dict) -> list[dict]:
+def write_report(args, facts: dict, loads: dict, why_not, forward: dict, checks: dict, pytest_runs: dict,
+                 rules: dict | None = None) -> list[dict]:
     """The verdicts, and RESULTS.md rendered from the measurements (replaced atomically)."""
-    rows = verdicts(loads, facts["caffemodel_bytes"], forward, checks, pytest_runs, args.workers)
+    rows = verdicts(loads, facts["caffemodel_bytes"], forward, checks, pytest_runs, args.workers, rules)
     write_atomically(args.markdown, render_markdown(facts, rows, loads, why_not, forward, checks, pytest_runs,
-                                                    args.workers, args))
+                                                    args.workers, args, rules))
     return rows
 
 
@@ -637,7 +693,8 @@ def main() -> int:
     parser.add_argument("--forward-repeat", type=int, default=7, help="timed forward passes per model (median)")
     parser.add_argument("--every", type=int, default=5, help="per-layer truncation: measure every Nth output")
     parser.add_argument("--pytest-repeat", type=int, default=3, help="pytest runs per configuration (median)")
-    parser.add_argument("--workers", type=int, default=2, help="xdist workers to compare with -n 0")
+    parser.add_argument("--workers", type=int, default=CORES,
+                        help="xdist workers to compare with -n 0 (default: one per core, what -n auto starts)")
     parser.add_argument("--markdown", type=Path, default=BENCH / "RESULTS.md", help="the report (replaced atomically)")
     parser.add_argument("--json", type=Path, default=BENCH / "RESULTS.json", help="every measurement (replaced atomically)")
     parser.add_argument("--render", action="store_true",
@@ -658,14 +715,15 @@ def main() -> int:
     loads, why_not = bench_loads(prototxt, caffemodel, args.repeat)
     forward = bench_forward(args.forward_repeat, args.every)
     checks = bench_checks(fixtures, {"vgg19": args.repeat})
+    rules = bench_rules(args.repeat)
     pytest_runs = bench_pytest(args.pytest_repeat, args.workers)
 
     facts["load_average_at_end"] = os.getloadavg()
     facts["run_s"] = time.perf_counter() - _START
-    rows = write_report(args, facts, loads, why_not, forward, checks, pytest_runs)
+    rows = write_report(args, facts, loads, why_not, forward, checks, pytest_runs, rules)
     write_atomically(args.json, json.dumps({"machine": facts, "targets": rows, "loads": loads,
                                             "pycaffe_skipped": why_not or None, "forward": forward, "checks": checks,
-                                            "pytest": pytest_runs}, indent=2, default=str) + "\n")
+                                            "rules": rules, "pytest": pytest_runs}, indent=2, default=str) + "\n")
     width = max(len(r["measure"]) for r in rows)
     print(f"\n{'measure':<{width}}  {'value':<48} {'target':<8} met")
     for r in rows:

@@ -23,8 +23,10 @@ PROPERTY = "parity_layer"
 def pytest_addoption(parser):
     group = parser.getgroup("parity", "parity: Caffe -> Keras layer-by-layer checks")
     group.addoption("--model", action="append", default=[], help="fixture to check (repeatable; default: all)")
-    group.addoption("--atol", type=float, default=None, help="absolute tolerance (default: parity's)")
-    group.addoption("--rtol", type=float, default=None, help="relative tolerance (default: parity's)")
+    group.addoption("--atol", type=float, default=None,
+                    help="judge every layer by the fixed rule with this absolute tolerance (default: the noise rule)")
+    group.addoption("--rtol", type=float, default=None,
+                    help="judge every layer by the fixed rule with this relative tolerance (default: the noise rule)")
     group.addoption("--parity-json", default=None, metavar="PATH", help="write one JSON report per model and sample")
     group.addoption("--parity-html", default=None, metavar="PATH",
                     help="write one HTML page: tables, first divergences, hints, error heatmaps")
@@ -428,7 +430,8 @@ class _Collector:
         ours = [value for name, value in properties if name == PROPERTY and isinstance(value, dict)]
         properties[:] = [(name, value) for name, value in properties if name != PROPERTY]
         properties += [(PROPERTY, f"{v['model']}/{v['image']} {r['layer']}: {r['status']}, max_abs "
-                                  f"{'-' if r['max_abs'] is None else format(r['max_abs'], '.3g')}")
+                                  f"{'-' if r['max_abs'] is None else format(r['max_abs'], '.3g')}"
+                                  + (f", {format(r['ratio'], '.3g')}x noise" if isinstance(r.get("ratio"), float) else ""))
                        for v in ours for r in v["layers"]]
         for value in ours:
             key = (value["model"], value["image"])
@@ -491,4 +494,7 @@ def _verdict(r: dict) -> str:
         return f"conversion bug at {r['conversion_bugs'][0]} (fails on Caffe's own inputs)"
     if r["first_divergence"]:
         return f"first divergence at {r['first_divergence']}"
-    return f"all {len(r['layers'])} outputs within atol {r['atol']:g}, rtol {r['rtol']:g}"
+    from .report import rule_words, worst_ratio
+
+    return f"all {len(r['layers'])} outputs within {rule_words(r.get('tolerances'), r['atol'], r['rtol'])}" \
+           f"{worst_ratio(r['layers'])}"

@@ -146,9 +146,13 @@ def test_the_committed_baseline_covers_every_fixture():
 
     path = configured_baseline(Path(__file__).resolve().parents[1] / "pyproject.toml")
     assert path is not None and path.is_file()
-    assert set(Baseline.load(path).models) == set(list_fixtures())
+    baseline = Baseline.load(path)
+    assert set(baseline.models) == set(list_fixtures())
+    tops = [top for samples in baseline.models.values() for layers in samples.values() for tops in layers.values()
+            for top in tops.values()]
+    assert all("ratio" in top for top in tops)  # the noise rule's measure is gated, not only max_abs
     policy, gate = gate_settings(target_from_fixture("tiny"), None, None, path, None)
-    assert gate.growth == 4.0 and policy.atol == DEFAULT_ATOL
+    assert gate.growth == 4.0 and policy.atol is None and policy.describe()["rule"] == "noise"
 
 
 def gated(baseline: Baseline, accepted: float, max_abs: float, atol: float = DEFAULT_ATOL):

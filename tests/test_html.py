@@ -256,7 +256,7 @@ def test_several_reports_on_one_page_and_a_passing_one():
     text = page.render_html([failing, passing])
     assert text.count('<article class="report"') == 2
     assert 'href="#r0"' in text and 'href="#r1"' in text and 'id="r1"' in text
-    assert "PASS: all 1 outputs within tolerance" in text and "astronaut" in text
+    assert "PASS: all 1 outputs within atol 0.01, rtol 0.0001" in text and "astronaut" in text
     assert "No pictures" not in text.split('id="r1"')[1]
 
 
@@ -441,3 +441,16 @@ def test_a_shrunk_heatmap_keeps_a_single_bad_elements_full_error_on_its_scale():
     assert [(kind, lo, hi) for kind, lo, hi in figures if kind == "error"] == [("error", "0", "1")]
     error = decode(Images(page.pictures(ref, got)).kind("error")[0])
     assert max(error.size) <= page.MAP_MAX_SIDE
+
+
+def test_the_page_shows_each_layer_s_noise_and_its_error_in_units_of_it():
+    """Under the noise rule (the default) the table carries noise and x noise, as the terminal does."""
+    from parity.check import run_target, target_from_fixture
+    from parity.compare import NoiseRule
+    from parity.report import times
+
+    (report,) = run_target(target_from_fixture("tiny"), NoiseRule())
+    text = page.render_html([report])
+    assert "<th>noise</th><th>x noise</th>" in text and "12 x float32 noise" in text
+    for r in report.layers:
+        assert f"<td>{page._e(times(r.ratio))}</td>" in text
