@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -240,22 +239,30 @@ class _Session:
         self.reports: dict[tuple[str, str], object] = {}
         self.articles_sent: set[tuple[str, str]] = set()
         self.errors_sent: set[tuple[str, str]] = set()
-        self.pending: Counter[tuple[str, str]] = Counter(
-            (c.model, c.image) for c in map(case_of, items) if c is not None)
+        self.pending: dict[tuple[str, str], set[str]] = {}  # (model, sample) -> node ids not yet run
+        for item in items:
+            if (c := case_of(item)) is not None:
+                self.pending.setdefault((c.model, c.image), set()).add(item.nodeid)
 
     def finished(self, case) -> None:
-        """After each item: once no item of a (model, sample) is left here, let go of its arrays, and
-        of the converted model once its last sample is done. Why: the whole zoo held at once peaked
-        at 4.4 GB, and every garbage collection and the interpreter's exit walked all of it."""
-        key = (case.model, case.image)
-        self.pending[key] -= 1
-        if self.pending[key] > 0:
-            return
-        self.reports.pop(key, None)
-        if not any(n > 0 for (model, _), n in self.pending.items() if model == case.model):
-            self.gates.pop(case.model, None)
-            if self.prepared.pop(case.model, None) is not None:
-                _trace("release", case.model)
+        """After each item: its node id leaves the pending set. A set, not a count: a rerun plugin
+        (pytest-rerunfailures, flaky) runs the same item again, and a count taken down twice said
+        "none left" one item early, so the model was let go and converted and captured again."""
+        self.pending.get((case.model, case.image), set()).discard(case.item.nodeid)
+
+    def release(self, keep: tuple[str, str] | None = None) -> None:
+        """Let go of the arrays of every (model, sample) with no item left here, and of a converted
+        model once its last sample is done; `keep` is the (model, sample) about to run. Why: the whole
+        zoo held at once peaked at 4.4 GB, and every garbage collection and the interpreter's exit
+        walked all of it. Called when the next item starts (and at the end), not as the last one
+        ends: a rerun of that last item comes first and still finds its report."""
+        for key in [k for k in self.reports if k != keep and not self.pending.get(k)]:
+            del self.reports[key]
+        for model in [m for m in self.prepared if keep is None or m != keep[0]]:
+            if not any(left for (m, _), left in self.pending.items() if m == model):
+                self.gates.pop(model, None)
+                del self.prepared[model]
+                _trace("release", model)
 
     def gate(self, target):
         """The tolerance policy and baseline for `target`: options, then pyproject.toml, then the fixture."""
@@ -346,6 +353,7 @@ def pytest_sessionfinish(session):
     if _SESSION_KEY in session.config.stash:
         import gc
 
+        session.config.stash[_SESSION_KEY].release()  # the last model: no next item lets it go
         gc.collect()
         gc.freeze()
 
@@ -358,6 +366,7 @@ def parity_case(request):
         config.stash[_SESSION_KEY] = _Session(config, request.session.items)
     case.session = config.stash[_SESSION_KEY]
     case.item = request.node
+    case.session.release(keep=(case.model, case.image))
     yield case
     case.session.finished(case)
 

@@ -70,6 +70,40 @@ def test_xdist_never_computes_a_model_twice(tmp_path):
     assert sorted(captures) == [("tiny", "chelsea"), ("tiny_v1", "coffee")]
 
 
+RUN_TWICE = '''
+"""Every parity item runs twice in its process, as pytest-rerunfailures or flaky rerun a failed item:
+the same item, its fixtures set up and torn down again."""
+import pytest
+from _pytest.runner import runtestprotocol
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    if "parity_case" in getattr(item, "fixturenames", ()):
+        runtestprotocol(item, nextitem=nextitem, log=False)  # the attempt a rerun plugin discards
+        item._initrequest()
+'''
+
+
+def test_an_item_run_again_never_computes_its_model_again(tmp_path):
+    """A rerun item (here every item, the last of each model's too) must find its report, not count as
+    a second item: once the count said "none left" too early, the model was let go and converted and
+    captured again in the same process (two "capture tiny chelsea" lines in the trace)."""
+    (tmp_path / "run_twice.py").write_text(RUN_TWICE)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    for args, order in ((["-n", "2"], None), ([], ("tiny_v1", "tiny"))):
+        trace = tmp_path / "trace.txt"
+        trace.unlink(missing_ok=True)
+        proc = run_suite("-p", "run_twice", *args, "--model=tiny_v1", "--model=tiny",
+                         env_extra={**env, "PARITY_TRACE": str(trace)})
+        assert proc.returncode == 0, (args, proc.stdout[-3000:])
+        steps = [(step, model, *rest) for _, step, model, *rest in (l.split() for l in trace.read_text().splitlines())]
+        assert sorted(steps) == [("capture", "tiny", "chelsea"), ("capture", "tiny_v1", "coffee"), ("prepare", "tiny"),
+                                 ("prepare", "tiny_v1"), ("release", "tiny"), ("release", "tiny_v1")], (args, steps)
+        if order:  # one process: each model let go before the next is converted
+            assert [s[:2] for s in steps] == [(step, m) for m in order for step in ("prepare", "capture", "release")]
+
+
 def test_local_mode_and_one_html_page_across_xdist_workers(tmp_path):
     """--local names the bug on Caffe's own inputs; --parity-html gathers every worker's report into one page."""
     refs = tmp_path / "refs"
