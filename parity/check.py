@@ -314,8 +314,8 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
         result = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
         chain = prepared.net.inplace_chain(entry.layer, entry.top, referenced)
         result.covers = chain if len(chain) > 1 else None
-        rule = rules[entry.layer] if key in noise or not isinstance(rules[entry.layer], NoiseRule) else FALLBACK
-        got = _compare(result, prepared, entry, expected[key], outputs, rule, noise, outputs[key])
+        rule = _measurable(rules[entry.layer], key, noise)
+        got = _compare(result, prepared, entry, expected[key], outputs, rule, noise)
         if baseline is not None:
             baseline.gate(prepared.target.name, ref.name, result)
         if local_run is not None:
@@ -340,10 +340,16 @@ def _noise(prepared: Prepared, feed: list, outputs: dict, peaks: dict) -> tuple[
     return output_noise(table, prepared.capture.keys, peaks, prepared.parents), {"source": table.source}
 
 
+def _measurable(rule, key: Key, noise: dict):
+    """`rule`, or the fixed FALLBACK where the noise rule applies but no noise was measured for `key`."""
+    return FALLBACK if isinstance(rule, NoiseRule) and key not in noise else rule
+
+
 def _compare(result: LayerResult, prepared: Prepared, entry, expected: np.ndarray, outputs: dict, rule,
-             noise: dict, got: np.ndarray) -> np.ndarray:
+             noise: dict) -> np.ndarray:
     """Measure one entry under its rule; returns what was compared (decisions settled where undecided)."""
     key = (entry.layer, entry.top)
+    got = outputs[key]
     if not isinstance(rule, NoiseRule):
         _measure_rule(result, expected, got, rule, None)
         return got
@@ -361,8 +367,7 @@ def _measure_local(result: LayerResult, entry, expected: np.ndarray, prepared: P
     key = (entry.layer, entry.top)
     if key in local_run.outputs:
         own = LayerResult(entry.layer, entry.type, entry.top, entry.order, entry.shape)
-        if isinstance(rule, NoiseRule) and key not in local_run.noise:
-            rule = FALLBACK
+        rule = _measurable(rule, key, local_run.noise)
         result.local = _measure_rule(own, expected, local_run.outputs[key], rule, local_run.noise.get(key))
     elif entry.type == "Input":
         result.local = replace(result, covers=None)  # what was fed is the input: nothing upstream to isolate
