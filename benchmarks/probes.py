@@ -7,9 +7,12 @@ imports: importing TensorFlow (about 3 s here) is reported separately, as `impor
     python3 benchmarks/probes.py warm                 build every fixture's weights, read every file once
     python3 benchmarks/probes.py forward REPEAT EVERY plain vs capture vs per-layer truncation (VGG-19)
     python3 benchmarks/probes.py check MODEL [RULE]   `parity check --model MODEL -q`, in phases (RULE: noise or fixed)
+    python3 benchmarks/probes.py scale-make DIR KIND N write a chain net of N layers (KIND: caffe, v1 or tf) into DIR
+    python3 benchmarks/probes.py scale KIND DIR        read, build the Net, convert (caffe) and attribute it, in phases
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import sys
@@ -132,13 +135,243 @@ def check(model: str, rule: str = "noise") -> dict:
             "status": "pass" if all(r.status == "pass" for r in reports) else "fail", "verdicts": verdicts}
 
 
+# -- scale: a chain net of N layers -------------------------------------------------------------------
+SCALE_WIDTH = 8  # the chain's blob: (1, 8), so 20k layers' weights are a few MB and the structure is what costs
+
+
+def _maxrss_kib() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _chain_layers(n: int) -> list[tuple[str, str, str, str]]:
+    """(name, type, bottom, top) of a chain of `n` layers: an Input, then InnerProduct and in-place ReLU
+    taking turns, as a conv -> ReLU net has them (so every ReLU makes a two-layer in-place chain). Names
+    have a fixed width, so that a chain twice as long is a file twice as large."""
+    layers, blob = [("data", "Input", "", "data")], "data"
+    for i in range(1, n):
+        if i % 2:
+            layers.append((f"ip{i:06d}", "InnerProduct", blob, f"ip{i:06d}"))
+            blob = f"ip{i:06d}"
+        else:
+            layers.append((f"relu{i:06d}", "ReLU", blob, blob))
+    return layers
+
+
+def _chain_prototxt(n: int, v1: bool) -> str:
+    """The chain in the current form, or in V1's `layers { type: INNER_PRODUCT }` with legacy input fields."""
+    w = SCALE_WIDTH
+    if v1:
+        out = [f'name: "chain{n}"', 'input: "data"', "input_dim: 1", f"input_dim: {w}", "input_dim: 1", "input_dim: 1"]
+    else:
+        out = [f'name: "chain{n}"']
+    for name, kind, bottom, top in _chain_layers(n):
+        if kind == "Input":
+            if not v1:
+                out.append(f'layer {{\n  name: "{name}"\n  type: "Input"\n  top: "{top}"\n'
+                           f"  input_param {{ shape {{ dim: 1 dim: {w} }} }}\n}}")
+            continue
+        head = "layers" if v1 else "layer"
+        type_ = {"InnerProduct": "INNER_PRODUCT", "ReLU": "RELU"}[kind] if v1 else f'"{kind}"'
+        param = f"\n  inner_product_param {{ num_output: {w} }}" if kind == "InnerProduct" else ""
+        out.append(f'{head} {{\n  name: "{name}"\n  type: {type_}\n  bottom: "{bottom}"\n  top: "{top}"{param}\n}}')
+    return "\n".join(out) + "\n"
+
+
+def _chain_graph_def(n: int):
+    """A frozen-graph chain of `n` computing ops: a Placeholder, then BiasAdd (reading its own Const) and
+    Relu taking turns; the nodes are written last op first, as no order is promised in a GraphDef."""
+    import numpy as np
+    from tensorflow.core.framework import graph_pb2, node_def_pb2, types_pb2
+    from tensorflow.python.framework import tensor_util
+
+    nodes, previous = [], "input"
+    x = node_def_pb2.NodeDef(name="input", op="Placeholder")
+    x.attr["dtype"].type = types_pb2.DT_FLOAT
+    x.attr["shape"].shape.dim.add().size = -1
+    x.attr["shape"].shape.dim.add().size = SCALE_WIDTH
+    nodes.append(x)
+    bias = tensor_util.make_tensor_proto(np.linspace(-0.1, 0.1, SCALE_WIDTH, dtype=np.float32))
+    for i in range(1, n):
+        if i % 2:
+            const = node_def_pb2.NodeDef(name=f"layer{i:06d}/bias", op="Const")
+            const.attr["dtype"].type = types_pb2.DT_FLOAT
+            const.attr["value"].tensor.CopyFrom(bias)
+            node = node_def_pb2.NodeDef(name=f"layer{i:06d}/BiasAdd", op="BiasAdd", input=[previous, const.name])
+            nodes.append(const)
+        else:
+            node = node_def_pb2.NodeDef(name=f"layer{i:06d}/Relu", op="Relu", input=[previous])
+        node.attr["T"].type = types_pb2.DT_FLOAT
+        nodes.append(node)
+        previous = node.name
+    graph_def = graph_pb2.GraphDef()
+    graph_def.node.extend(reversed(nodes))
+    return graph_def
+
+
+def scale_make(folder: str, kind: str, n: int) -> dict:
+    """Write the chain of `n` layers into `folder`: chain.prototxt + chain.caffemodel (caffe), chain.prototxt
+    in the V1 form (v1), or chain.pb (tf). Run in its own process, so that the measurement does not carry
+    what building the files cost."""
+    from pathlib import Path
+
+    out = Path(folder)
+    if kind == "tf":
+        path = out / "chain.pb"
+        path.write_bytes(_chain_graph_def(n).SerializeToString())
+        return {"files": {"pb": str(path)}, "bytes": path.stat().st_size}
+    text = _chain_prototxt(n, v1=kind == "v1")
+    prototxt = out / "chain.prototxt"
+    prototxt.write_text(text, encoding="utf-8")
+    files = {"prototxt": str(prototxt)}
+    if kind == "caffe":
+        from google.protobuf import text_format
+
+        from parity.reading.caffemodel_writer import write_caffemodel
+        from parity.recipes import BIAS_BOUND, uniform
+        from parity.schema import caffe_pb2
+
+        proto = text_format.Parse(text, caffe_pb2.NetParameter())
+        w, bound = SCALE_WIDTH, (6.0 / SCALE_WIDTH) ** 0.5
+        blobs = {name: [uniform(0, name, (w, w), bound), uniform(0, f"{name}/bias", (w,), BIAS_BOUND)]
+                 for name, type_, _, _ in _chain_layers(n) if type_ == "InnerProduct"}
+        files["caffemodel"] = str(write_caffemodel(out / "chain.caffemodel", proto, blobs))
+    return {"files": files, "bytes": sum(Path(p).stat().st_size for p in files.values())}
+
+
+def _check_work(net, tick) -> dict:
+    """What `parity check` does with the net besides running it: every blob's last writer as a reference
+    entry (blob granularity), the in-place chain of each (parents_of, check_reference's `covers`), and
+    attribute() on results failing from the third entry on (every later one downstream: the worst case)."""
+    from parity.check import parents_of
+    from parity.compare import FAIL, LayerResult, attribute
+
+    last: dict[str, str] = {}
+    by_name = {layer.name: layer for layer in net.layers}
+    for layer in net.layers:
+        last.update((top, layer.name) for top in layer.tops)
+    keys = sorted(((name, top) for top, name in last.items()), key=lambda k: by_name[k[0]].index)
+    referenced = {name for name, _ in keys}
+    parents = parents_of(net, keys)
+    covers = sum(len(net.inplace_chain(name, top, referenced)) > 1 for name, top in keys)
+    tick("parents")
+    results = [LayerResult(name, by_name[name].type, top, order, (1, SCALE_WIDTH)) for order, (name, top) in enumerate(keys)]
+    for r in results[2:]:
+        r.status = FAIL
+    first = attribute(results, net)
+    tick("attribute")
+    downstream = sum(r.downstream_of == first for r in results)
+    return {"entries": len(keys), "with_parents": sum(bool(p) for p in parents.values()), "chains": covers,
+            "first": first, "downstream": downstream}
+
+
+@contextlib.contextmanager
+def _timing_keras_map_graph():
+    """Seconds spent in Keras's map_graph while inside (observing only; [None] where Keras has none)."""
+    try:
+        from keras.src.ops import function as keras_function
+
+        real = keras_function.map_graph
+    except (ImportError, AttributeError):
+        yield [None]
+        return
+    spent = [0.0]
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    keras_function.map_graph = timed
+    try:
+        yield spent
+    finally:
+        keras_function.map_graph = real
+
+
+def scale(kind: str, folder: str) -> dict:
+    """Read the chain in `folder` and do what a check does with it, phase by phase: wall and CPU seconds
+    (this process, all its threads) and ru_maxrss (KiB) after each. `baseline_kib` is ru_maxrss after the
+    imports, before any work. For the caffe form, `keras_map_graph_s` is the part of the conversion spent in
+    Keras's functional-graph validation (keras.src.ops.function.map_graph, timed by a wrapper), whose
+    unique-name check is quadratic in the layers (`all_names.count(name)` for every name)."""
+    from pathlib import Path
+
+    from parity.graph import Net
+    from parity.reading.prototxt import read_prototxt
+
+    import gc
+
+    out = Path(folder)
+    # The imports' heap (TensorFlow, Keras: about a million objects) leaves the collector's view: a full
+    # collection would traverse it all, a fixed cost that lands in one phase or another, or in none, and
+    # says nothing about how the work grows with the net (parity's pytest plugin freezes it likewise)
+    gc.collect()
+    gc.freeze()
+    baseline = _maxrss_kib()
+    marks, cpu, rss = {}, {}, {}
+    t0 = last = time.perf_counter()
+    c0 = last_cpu = time.process_time()
+
+    def tick(phase: str) -> None:
+        nonlocal last, last_cpu
+        now, now_cpu = time.perf_counter(), time.process_time()
+        marks[phase], cpu[phase], rss[phase] = now - last, now_cpu - last_cpu, _maxrss_kib()
+        last, last_cpu = now, now_cpu
+
+    if kind == "tf":
+        from parity.tfgraph.graph import constants, load_graph, output_layouts, placeholders
+
+        graph_def, net = load_graph(out / "chain.pb")
+        tick("load_graph")
+        layouts = output_layouts(net, "NHWC", constants(graph_def))
+        tick("layouts")
+        extra = {"ops": len(net.layers), "nodes": len(graph_def.node), "layouts": len(layouts),
+                 "placeholders": len(placeholders(net))}
+    else:
+        proto = read_prototxt(out / "chain.prototxt")
+        tick("read_prototxt")
+        net = Net.from_proto(proto, out / "chain.prototxt", (out / "chain.prototxt").read_text(encoding="utf-8"))
+        tick("net")
+        extra = {"layers": len(net.layers)}
+        if kind == "caffe":
+            from parity.convert import convert_net
+            from parity.reading.caffemodel import read_caffemodel
+
+            weights = read_caffemodel(out / "chain.caffemodel")
+            tick("read_caffemodel")
+            # Keras's functional API walks the graph recursively, a frame per layer of depth (keras/src/ops/
+            # function.py, _build_map_helper): past about 1,000 layers in a chain, Python's default limit
+            # raises RecursionError inside keras.Model(), whatever parity does
+            sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * len(net.layers) + 1000))
+            with _timing_keras_map_graph() as spent:
+                converted = convert_net(net, weights)
+            tick("convert")
+            extra["keras_layers"] = len(converted.model.layers)
+            extra["keras_map_graph_s"] = spent[0]
+    extra.update(_check_work(net, tick))
+    return {"kind": kind, "total_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "phases_s": marks,
+            "phases_cpu_s": cpu, "maxrss_after_kib": rss,
+            "baseline_kib": baseline, "peak_kib": _maxrss_kib(), **extra}
+
+
 def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
+    if command == "scale-make" and args[1] != "tf":  # no TensorFlow needed to write a prototxt and caffemodel
+        emit(scale_make(args[0], args[1], int(args[2])))
+        return 0
     import keras  # noqa: F401  (imports TensorFlow: timed apart from the measurement)
     import parity  # noqa: F401  (registers its Keras layers as Keras loads)
 
     import_s = time.perf_counter() - T0
-    if command == "warm":
+    if command == "scale-make":
+        result = scale_make(args[0], args[1], int(args[2]))
+    elif command == "scale":
+        result = scale(args[0], args[1])
+    elif command == "warm":
         result = warm()
     elif command == "forward":
         result = forward(int(args[0]), int(args[1]))

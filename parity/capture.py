@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ._tf import quiet_native_stderr
-from .convert import ConvertedModel
+from .convert import ConvertedModel, recursion_room
 from .errors import ParityError
 from .layout import to_keras_layout
 
@@ -31,7 +31,8 @@ class Capture:
         self.converted = converted
         self.keys = list(keys)
         outputs = [converted.tensors[k] for k in self.keys]
-        self.model = keras.Model(converted.model.inputs, outputs, name="parity_capture")
+        with recursion_room(len(converted.net.layers)):
+            self.model = keras.Model(converted.model.inputs, outputs, name="parity_capture")
 
     def feed(self, inputs: dict[str, np.ndarray], source: Path | None = None) -> list[np.ndarray]:
         """Caffe-layout input blobs, by name, in the model's input order and channels-last. `source`:

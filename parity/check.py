@@ -74,8 +74,11 @@ def up_to(target: Target, until: str | None) -> Target:
 
 
 def target_from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) -> Target:
+    """The model is named after the prototxt's folder, resolved: a bare 'deploy.prototxt' has the
+    parent '.', whose name is empty. A prototxt at the root falls back to its own file name's stem."""
     refs = find_references(blobs_dir)
-    return Target(name or Path(prototxt).parent.name, Path(prototxt), Path(caffemodel), refs)
+    path = Path(prototxt)
+    return Target(name or path.parent.resolve().name or path.stem, path, Path(caffemodel), refs)
 
 
 def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
@@ -220,7 +223,8 @@ def parents_of(net: Net, keys: list[Key]) -> dict[Key, list[Key]]:
     parents = {}
     for layer_name, top in keys:
         chain = net.inplace_chain(layer_name, top, referenced)
-        parents[(layer_name, top)] = [k for name in chain for k in reads[name] if k in captured and k[0] not in chain]
+        members = set(chain)
+        parents[(layer_name, top)] = [k for name in chain for k in reads[name] if k in captured and k[0] not in members]
     return parents
 
 
@@ -270,7 +274,16 @@ def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Ca
     break is an InnerProduct's weight matrix, far from the cause. A shape-only conversion (zero
     weights) compared with the reference shapes finds the cause; without such a layer, the weights
     really are wrong and the original error stands.
+
+    The zero weights are sized first from the converters' pure-Python shapes: past ZERO_WEIGHTS_LIMIT
+    the diagnosis is skipped (the original error stands), as a huge Input would otherwise turn a
+    one-line error into tens of GiB of zeros. Converters without such shapes are held to the same
+    limit by Context as they ask for their blobs.
     """
+    from .convert.context import ZERO_WEIGHTS_LIMIT, zero_weights_bytes
+
+    if zero_weights_bytes(net) > ZERO_WEIGHTS_LIMIT:
+        return exc
     try:
         shapes = build(net, None).caffe_shapes
     except ShapeDivergence as divergence:
@@ -410,7 +423,7 @@ def _flatten_source(prepared: Prepared, layer_name: str) -> tuple[int, int, int]
     layer = prepared.net.layer(layer_name)
     if not layer.bottoms:
         return None
-    writer = next((l for l in reversed(prepared.net.layers[:layer.index]) if layer.bottoms[0] in l.tops), None)
+    writer = prepared.net.writer_before(layer_name, layer.bottoms[0])
     shape = prepared.converted.caffe_shapes.get((writer.name, layer.bottoms[0])) if writer else None
     return tuple(int(d) for d in shape[1:]) if shape is not None and len(shape) == 4 else None
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import EXIT_BAD_INPUT, ParityError
+from .atomic import exit_cleanly_on_sigterm
+from .errors import EXIT_BAD_INPUT, ParityError, printable
 from .user_modules import import_user_module
 
 EXIT_OK, EXIT_DIVERGED = 0, 1
@@ -22,7 +23,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):  # argparse's own usage errors: exit 2 as well, one line
-        self.print_usage(sys.stderr)
+        for line in self.format_usage().splitlines():  # line by line: stderr escapes newlines inside a write
+            print(line, file=sys.stderr)
         raise ParityError(message)
 
 
@@ -46,22 +48,51 @@ def _version() -> str:
     return __version__
 
 
+class EscapingStream:
+    """sys.stdout or sys.stderr while a command runs: whatever is written leaves with its control
+    characters escaped (parity.errors.printable), so a layer name or type from a file cannot clear the
+    screen or forge a line, whichever command printed it (progress, dump's log, the report).
+
+    stdout keeps its newlines: the report is many lines, each escaped as it was made (report.render).
+    stderr holds one message per write (print's newline comes as a write of its own), so a newline
+    inside a write is escaped too: a name cannot start a second `parity: error:` line there."""
+
+    def __init__(self, stream, multiline: bool):
+        self._stream, self._multiline = stream, multiline
+
+    def write(self, text: str) -> int:
+        if self._multiline:
+            self._stream.write(printable(text, keep="\n"))
+        else:
+            body, end = (text[:-1], "\n") if text.endswith("\n") else (text, "")
+            self._stream.write(printable(body) + end)
+        return len(text)
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding...: the stream's own
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    exit_cleanly_on_sigterm(owns_process=argv is None)  # SIGTERM cleans up as Ctrl-C does, exit 143
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(stdout, multiline=True), EscapingStream(stderr, multiline=False)
     try:
         args = build_parser().parse_args(argv)
         for module in args.plugin:
             import_user_module(module)
         return args.run(args)
     except ParityError as exc:
-        print(f"parity: error: {exc}", file=sys.stderr)
+        print(f"parity: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # the disk or the file system said no (full, read-only, vanished): not a bug in parity
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"parity: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"parity: error: {printable(f'{where}{exc.strerror or exc}')}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ The first divergence is the earliest root in Caffe's execution order.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -196,6 +197,8 @@ class _Totals:
             diff[np.isnan(diff)] = np.inf  # a NaN is as wrong as it gets
         self.max_abs = max(self.max_abs, float(diff.max()))
         self.sums += (np.dot(ref, ref), np.dot(diff, diff), np.dot(got, got), np.dot(ref, got))
+        unmatched = ~np.isfinite(ref) & (got != ref)  # an inf allowance (rtol x |inf|) must not excuse these
+        diff[unmatched] = np.inf
         aref = np.abs(ref, out=ref)
         allowed = aref * tol.rtol
         allowed += tol.atol
@@ -228,7 +231,8 @@ def _fill_metrics(result: LayerResult, ref: np.ndarray, got: np.ndarray, tol: To
     result.max_abs, result.max_rel = totals.max_abs, totals.max_rel
     result.rel_l2 = diff_norm / ref_norm if ref_norm > 0 else diff_norm  # inf where a NaN was
     if ref_norm > 0 and got_norm > 0 and np.isfinite(got_norm):
-        result.cosine = float(totals.sums[3] / (ref_norm * got_norm))
+        with np.errstate(invalid="ignore", over="ignore"):  # an Inf in Caffe's output: inf/inf, a NaN cosine
+            result.cosine = float(totals.sums[3] / (ref_norm * got_norm))
     else:
         result.cosine = 1.0 if ref_norm == got_norm == 0 else 0.0
     result.outside = totals.outside / flat_ref.size
@@ -238,14 +242,24 @@ def _fill_metrics(result: LayerResult, ref: np.ndarray, got: np.ndarray, tol: To
 
 
 def attribute(results: list[LayerResult], net: Net | None) -> str | None:
-    """Mark failures downstream of an earlier failing ancestor; return the first divergent layer."""
+    """Mark failures downstream of an earlier failing ancestor; return the first divergent layer.
+
+    `failing` fills in order, so its earliest entry among a layer's ancestors is the root (the earliest
+    by order, ties to the first seen). The net answers that for every layer in one pass over it
+    (Net.earliest_ancestors): the root when it has already failed, else no failing ancestor yet.
+    Without a net, the root is the first failure before this one in order: one of failing's first two.
+    """
+    ordered = sorted(results, key=lambda r: r.order)
+    earliest = net.earliest_ancestors(r.layer for r in ordered if r.status != PASS) if net is not None else None
     failing: dict[str, int] = {}
-    for r in sorted(results, key=lambda r: r.order):
+    for r in ordered:
         if r.status == PASS:
             continue
-        ancestors = net.ancestors(r.layer) if net is not None else {
-            name for name, order in failing.items() if order < r.order}
-        roots = [name for name in failing if name in ancestors and name != r.layer]
+        if earliest is not None:
+            root = earliest[r.layer]
+            roots = [root] if root is not None and root in failing and root != r.layer else []
+        else:
+            roots = [name for name in itertools.islice(failing, 2) if failing[name] < r.order and name != r.layer]
         if roots:
             r.status = DOWNSTREAM
             r.downstream_of = min(roots, key=failing.get)

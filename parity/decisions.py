@@ -75,6 +75,6 @@ def decision_bottom(net, layer_name: str) -> tuple[str, str] | None:
     if not layer.bottoms:
         return None
     blob = layer.bottoms[0]
-    writer = next((l for l in reversed(net.layers[:layer.index]) if blob in l.tops), None)
+    writer = net.writer_before(layer_name, blob)
     return None if writer is None else (writer.name, blob)
 

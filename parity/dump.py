@@ -11,20 +11,24 @@ thread, checked after the import and recorded in the manifest as caffe.blas (par
 Caffe answers bad input by aborting the whole process (glog CHECK, SIGABRT), and silently fills a
 layer missing from the caffemodel with its random fillers. So before Caffe sees anything, `preflight`
 reads the net and the weights with parity's own readers and refuses, as one line, everything it
-would abort on or quietly make up.
+would abort on or quietly make up: a blob of more than 2**31 - 1 elements (Caffe's INT_MAX CHECK)
+included, at the declared shapes and at each input's batch, and a run that cannot fit in memory.
+Caffe runs before a sample's stage folder exists, so an abort that no check foresaw leaves nothing on
+disk; and a dump replaces only a sample folder parity wrote (one holding its manifest).
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_directory, sha256_file
+from .atomic import SWAP_TRIES, atomic_directory, check_replaceable, sha256_file
 from .blas import Pin, blas_library, choose_core, describe, pin, verify
 from .errors import ParityError
 from .graph import Net
@@ -74,7 +78,8 @@ def caffe_build_info(caffe, blas: dict) -> dict:
 def preflight(prototxt: Path, caffemodel: Path) -> Net:
     """The net, once parity's readers have found nothing in it or in the caffemodel that Caffe would
     abort on (or fill with random weights): types parity cannot convert (`parity convert`'s error),
-    shapes that do not work out, and learned blobs missing or of the wrong count or shape, checked by
+    shapes that do not work out, blobs too large (`check_sizes`, at the declared input shapes), and
+    learned blobs missing or of the wrong count or shape, checked by
     the converter's own rules (`learned_blobs` sizes them, `Context.blobs` compares). A caffemodel
     layer the prototxt does not have is fine: Caffe ignores it."""
     from .convert import check_supported
@@ -84,6 +89,7 @@ def preflight(prototxt: Path, caffemodel: Path) -> Net:
 
     net = Net.from_prototxt(prototxt)
     check_supported(net)
+    check_sizes(net, {})
     expected = learned_blobs(net)
     ctx = Context(net, read_caffemodel(caffemodel))
     for layer in net.layers:
@@ -91,6 +97,94 @@ def preflight(prototxt: Path, caffemodel: Path) -> Net:
         if shapes or ctx.weights.get(layer.name):  # blobs for a layer without any: Caffe aborts as well
             ctx.blobs(layer, shapes)
     return net
+
+
+INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape CHECKs that a blob's count fits an int
+
+
+@dataclass
+class BlobSize:
+    """One blob Caffe reshapes: the layer that makes it, what it is, its shape, whether it takes memory of
+    its own (an in-place top shares its bottom's), and whether the dump keeps a copy (every top)."""
+
+    layer: str
+    what: str
+    shape: Shape
+    allocated: bool = True
+    copied: bool = False
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=object))
+
+
+def caffe_blobs(net: Net, inputs: dict[str, Shape]) -> list[BlobSize]:
+    """Every blob Caffe would make for `net` fed `inputs` (blob -> shape; the others as declared): tops,
+    learned blobs and the convolutions' im2col buffers, by the converters' own shape rules."""
+    from .convert.handler import checked_shapes
+    from .convert.registry import shapes_for
+
+    shapes: dict[str, Shape] = {}
+    sizes = []
+    for layer in net.layers:
+        bottoms = [shapes[b] for b in layer.bottoms]
+        try:
+            result = checked_shapes(shapes_for(layer.type), layer, bottoms)
+        except ValueError as exc:
+            raise net.error(layer.name, str(exc)) from None
+        tops = [tuple(inputs.get(t, s)) if layer.type == "Input" else tuple(s) for t, s in zip(layer.tops, result.tops)]
+        sizes += [BlobSize(layer.name, f"top {t!r}", s, allocated=t not in shapes, copied=True)
+                  for t, s in zip(layer.tops, tops)]
+        sizes += [BlobSize(layer.name, f"learned blob {i}", tuple(p.shape)) for i, p in enumerate(result.params)]
+        sizes += _im2col_buffer(layer, bottoms, tops)
+        shapes.update(zip(layer.tops, tops))
+    return sizes
+
+
+def _im2col_buffer(layer, bottoms: list[Shape], tops: list[Shape]) -> list[BlobSize]:
+    """Caffe's (De)Convolution lowers each image into a column buffer, a blob of its own: C x kh x kw rows
+    (C the channels on the input side of the im2col: the bottom's, or a Deconvolution's top) by the
+    positions on the other side."""
+    from .shapes import conv_geometry
+
+    if layer.type not in ("Convolution", "Deconvolution") or not bottoms or not tops:
+        return []
+    (kh, kw), _, _, _ = conv_geometry(layer.param.convolution_param)
+    image, columns = (bottoms[0], tops[0]) if layer.type == "Convolution" else (tops[0], bottoms[0])
+    return [BlobSize(layer.name, "im2col buffer", (image[1] * kh * kw, *columns[2:]))]
+
+
+def check_sizes(net: Net, inputs: dict[str, Shape]) -> None:
+    """Refuse, naming the layer and shape, a blob Caffe would CHECK-fail on (more than INT_MAX elements),
+    and a run whose blobs and saved copies cannot fit in the memory available now."""
+    sizes = caffe_blobs(net, inputs)
+    for size in sizes:
+        if size.count > INT_MAX:
+            raise net.error(size.layer, f"its {size.what} would be of shape {size.shape}: {size.count} elements, "
+                                        "more than Caffe's limit of 2**31 - 1 per blob (Caffe aborts on it)")
+    available = available_memory()
+    needed = 4 * sum(size.count * (size.allocated + size.copied) for size in sizes)  # float32
+    if available is not None and needed > available:
+        largest = max(sizes, key=lambda size: size.count)
+        raise ParityError(f"the dump needs about {needed / 1e9:.2f} GB of memory for Caffe's blobs and the copies "
+                          f"it saves, {available / 1e9:.2f} GB is available (largest: layer {largest.layer!r}, "
+                          f"{largest.what} of shape {largest.shape})", net.path)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a run can count on (None: unknown): MemAvailable, capped by a cgroup's limit. The
+    cgroup's own usage is not subtracted, as it counts page cache the kernel would give back."""
+    amounts = []
+    try:
+        with open("/proc/meminfo") as fh:
+            amounts += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        amounts.append(int(Path("/sys/fs/cgroup/memory.max").read_text()))
+    except (OSError, ValueError):  # absent, or "max"
+        pass
+    return min(amounts) if amounts else None
 
 
 def input_shapes(net: Net) -> dict[str, Shape]:
@@ -117,39 +211,126 @@ def check_fits(array: np.ndarray, blob: str, shape: Shape, where: Path) -> None:
                           "(only the batch size may differ)", where)
 
 
-def check_sample_names(paths: list[Path]) -> None:
-    """Each input is written to OUT/<its file name's stem>/: two inputs of one name would overwrite each other."""
+MAX_NAME = 200  # bytes: the stage and aside folders add '.' + '.old.' + 8 characters, within NAME_MAX (255)
+
+
+def sample_folder(name: str, where: str | Path | None = None) -> str:
+    """The folder OUT/<name>/ a sample is written to. The name comes from a file name, so refuse what is
+    no plain folder name: '.' (from '..npy': OUT/. is OUT itself, and replacing it deleted the whole
+    output folder), '..', a hidden name (parity's own temporary folders start with '.'), a path
+    separator, a control character, or a name too long for the file system."""
+    bad = (name in ("", ".", "..") or name.startswith(".") or "/" in name or "\\" in name
+           or any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name.encode("utf-8", "replace")) > MAX_NAME)
+    if bad:
+        raise ParityError(f"the input's name {name!r} cannot name a sample folder (OUT/<name>/): it must not be "
+                          f"empty, '.' or '..', start with '.', hold a path separator or control character, or "
+                          f"exceed {MAX_NAME} bytes; rename the file", where)
+    return safe_filename(name)
+
+
+def written_by_parity(folder: Path) -> bool:
+    """Whether a dump may replace `folder`: an empty folder, or a real folder (not a link) holding a parity
+    manifest. A concurrent dump of the same folder may be renaming it aside and deleting it meanwhile: a
+    refusal counts only if the folder judged is still the one at that path (else it is judged again),
+    and a folder gone has nothing left to lose."""
+    for _ in range(SWAP_TRIES):
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return True
+        except OSError:  # a file, a symbolic link, a folder parity may not read
+            return False
+        try:
+            verdict = not os.listdir(fd) or _holds_parity_manifest(fd)
+            if verdict or _still_at(fd, folder):
+                return verdict
+        finally:
+            os.close(fd)
+    return False
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether the folder open as `fd` is the one `path` names now (not renamed aside since)."""
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _holds_parity_manifest(folder_fd: int) -> bool:
+    """A regular manifest.json (no link, no FIFO to block on, not huge) whose format is parity's."""
+    try:
+        fd = os.open("manifest.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 1 << 26:
+            return False
+        try:
+            content = json.loads(fh.read().decode("utf-8"))
+        except (OSError, ValueError):
+            return False
+    return isinstance(content, dict) and content.get("format") == FORMAT
+
+
+def check_sample_names(paths: list[Path], out: Path | None = None) -> None:
+    """Each input is written to OUT/<its file name's stem>/: the name must make a folder name, two inputs
+    of one name would overwrite each other, and (given `out`) a folder there must be one parity wrote."""
     seen: dict[str, Path] = {}
     for path in paths:
-        folder = safe_filename(path.stem)
+        folder = sample_folder(path.stem, path)
         if folder in seen:
             raise ParityError(f"this input and {seen[folder]} would both be written to OUT/{folder}/; "
                               "rename one", path)
         seen[folder] = path
+        if out is not None:
+            check_replaceable(out / folder, written_by_parity)
+
+
+def check_samples(net: Net, samples: list["Sample"], out: Path) -> None:
+    """Everything about the samples Caffe would abort on or that would lose data, before Caffe runs."""
+    declared, seen = input_shapes(net), set()
+    for sample in samples:
+        folder = sample_folder(sample.name)
+        if folder in seen:
+            raise ParityError(f"two samples would both be written to OUT/{folder}/; rename one", out)
+        seen.add(folder)
+        check_replaceable(out / folder, written_by_parity)
+        unknown = sorted(set(sample.arrays) - set(declared))
+        if unknown:
+            raise ParityError(f"the net has no input blob {unknown[0]!r} (inputs: {', '.join(declared)})", net.path)
+        check_sizes(net, {blob: array.shape for blob, array in sample.arrays.items()})
 
 
 def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, granularity: str = "layer",
-         log=print, blas_core: Pin | None = None) -> list[Path]:
+         log=print, blas_core: Pin | None = None, net: Net | None = None) -> list[Path]:
     """Run Caffe on each sample and write OUT/<sample>/. `blas_core`: the OpenBLAS kernel to pin
-    (blas.choose_core; by default OPENBLAS_CORETYPE if set, else Haswell), always on one thread."""
+    (blas.choose_core; by default OPENBLAS_CORETYPE if set, else Haswell), always on one thread.
+    `net`: what `preflight` returned for these files, when the caller ran it already."""
     if granularity not in ("layer", "blob"):
         raise ParityError(f"granularity must be 'layer' or 'blob', got {granularity!r}")
     core = blas_core or choose_core(None)
-    own_layers = {layer.name for layer in preflight(prototxt, caffemodel).layers}
+    own_net = net or preflight(prototxt, caffemodel)
+    check_samples(own_net, samples, out)
+    own_layers = {layer.name for layer in own_net.layers}
     caffe, blas = import_caffe(core, log)
     caffe.set_mode_cpu()
     model = {"prototxt": {"file": prototxt.name, "sha256": sha256_file(prototxt)},
              "caffemodel": {"file": caffemodel.name, "sha256": sha256_file(caffemodel)}}
-    net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
+    caffe_net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
     build = caffe_build_info(caffe, blas)
     log(f"parity dump: BLAS {blas['library']} {blas.get('version', '')}, kernel {blas.get('core') or 'unknown'}, "
         f"{blas.get('threads', '?')} thread(s) ({blas['file']})")
     written = []
     for sample in samples:
-        target = out / safe_filename(sample.name)
+        target = out / sample_folder(sample.name)
         log(f"parity dump: {sample.name}: running Caffe ({granularity} granularity) ...")
-        with atomic_directory(target) as stage:
-            entries = _run(net, sample, stage, granularity, own_layers)
+        arrays = _run(caffe_net, sample, granularity, own_layers)  # before the stage: an abort leaves nothing
+        with atomic_directory(target, written_by_parity) as stage:
+            entries = _save(arrays, stage)
             manifest = _manifest(model, build, sample, entries, granularity, stage)
             (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
@@ -158,9 +339,10 @@ def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, gra
     return written
 
 
-def _run(net, sample: Sample, stage: Path, granularity: str, own_layers: set[str]) -> list[dict]:
-    """Forward `sample` and save the entries. Split layers Caffe inserted itself (a blob read by several
-    layers) are not in the user's net and only copy their bottom, so they get no entry."""
+def _run(net, sample: Sample, granularity: str, own_layers: set[str]) -> list[tuple[dict, np.ndarray]]:
+    """Forward `sample`: each entry's record (without its file) and array, in Caffe's order. Split layers
+    Caffe inserted itself (a blob read by several layers) are not in the user's net and only copy their
+    bottom, so they get no entry."""
     for blob, array in sample.arrays.items():
         if blob not in net.blobs:
             raise ParityError(f"the net has no input blob {blob!r} (inputs: {', '.join(net.inputs)})")
@@ -180,16 +362,19 @@ def _run(net, sample: Sample, stage: Path, granularity: str, own_layers: set[str
         last_writer = {top: i for i, name in enumerate(names) for top in net.top_names[name]}
         for top, i in sorted(last_writer.items(), key=lambda kv: kv[1]):
             entries[(i, top)] = np.array(net.blobs[top].data, dtype=np.float32, copy=True)
+    return [({"order": i, "layer": names[i], "type": types[i], "top": top,
+              "suffix": f"__{safe_filename(top)}" if len(net.top_names[names[i]]) > 1 else ""}, array)
+            for (i, top), array in sorted(entries.items(), key=lambda kv: kv[0][0])
+            if names[i] in own_layers or types[i] != "Split"]
+
+
+def _save(arrays: list[tuple[dict, np.ndarray]], stage: Path) -> list[dict]:
+    """Write each entry's .npy into the stage; the manifest's entry records."""
     records = []
-    for (i, top), array in sorted(entries.items(), key=lambda kv: kv[0][0]):
-        if names[i] not in own_layers and types[i] == "Split":
-            continue
-        tops = net.top_names[names[i]]
-        suffix = f"__{safe_filename(top)}" if len(tops) > 1 else ""
-        file = f"{len(records):03d}_{safe_filename(names[i])}{suffix}.npy"
+    for record, array in arrays:
+        file = f"{len(records):03d}_{safe_filename(record['layer'])}{record.pop('suffix')}.npy"
         np.save(stage / file, array, allow_pickle=False)
-        records.append({"order": i, "layer": names[i], "type": types[i], "top": top, "file": file,
-                        "shape": list(array.shape), "dtype": "float32"})
+        records.append({**record, "file": file, "shape": list(array.shape), "dtype": "float32"})
     return records
 
 

@@ -12,12 +12,13 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ParityError, is_int, is_number
+from .errors import ParityError, is_int, is_number, parsing, require_file
 from .preprocess import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,16 +175,36 @@ def built_once(path: Path, build) -> Path:
     return path
 
 
+# A fixture name: folder names below fixtures/ joined by '/', each starting with a letter, digit or '_'
+# (so no '..', no '.', no hidden folder), nothing but letters, digits and '_.-' in them.
+FIXTURE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+
+
+def check_fixture_name(name: str) -> None:
+    """The name picks a folder below fixtures/ and names the fixture's weights in the cache and its
+    references: `--fixture ../../x` read a fixture from elsewhere and built its weights outside the
+    cache. Only plain names below fixtures/ (`vgg19`, `layers/eltwise`) are taken."""
+    root = fixtures_dir()
+    inside = FIXTURE_NAME.fullmatch(name) is not None and (root / name).resolve().is_relative_to(root.resolve())
+    if not inside:
+        raise ParityError(f"fixture name {name!r} is not a plain name below the fixtures folder (folder names "
+                          "of letters, digits and '_.-' joined by '/', no '..', not starting with '.')", root)
+
+
 def load_fixture(name: str) -> Fixture:
+    check_fixture_name(name)
     path = fixtures_dir() / name / "fixture.json"
-    if not path.is_file():
+    if not path.exists():
         known = ", ".join(list_fixtures()) or "none"
         raise ParityError(f"unknown fixture {name!r} (known: {known})", fixtures_dir())
     try:
-        description = json.loads(path.read_text(encoding="utf-8"))
+        with parsing(path, "fixture.json"):  # validate too: it shows a wrong value's repr, which recurses
+            description = json.loads(require_file(path, "fixture.json").read_text(encoding="utf-8"))
+            validate(description, path)
     except json.JSONDecodeError as exc:
         raise ParityError(f"invalid JSON: {exc.msg}", path, exc.lineno) from None
-    validate(description, path)
+    except OSError as exc:
+        raise ParityError(f"cannot read fixture.json ({exc.strerror or exc})", path) from None
     return Fixture(name, path.parent, description)
 
 

@@ -16,15 +16,18 @@ override all of them. Where only one of atol and rtol is given, the other is par
 """
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import json
 import math
+import os
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .compare import FAIL, PASS, K, NoiseRule, Tolerance
-from .errors import ParityError
+from .errors import ParityError, parsing, require_file
 from .fixtures import fixtures_dir
 from .reference import shown
 
@@ -77,7 +80,8 @@ def project_settings(pyproject: Path | None = None) -> tuple[dict, Path | None]:
     if path is None:
         return {}, None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with parsing(path, "pyproject.toml"):
+            data = tomllib.loads(require_file(path, "pyproject.toml").read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ParityError(f"cannot read [tool.parity] ({exc})", path) from None
     settings = data.get("tool", {}).get("parity", {})
@@ -214,11 +218,12 @@ class Baseline:
         """The baseline at `path`, its structure checked now: a wrong type deep inside it otherwise
         surfaced as a traceback only after every model had run."""
         path = Path(path)
+        if not path.exists():
+            raise ParityError("no such baseline (make one with `parity baseline update`)", path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ParityError("no such baseline (make one with `parity baseline update`)", path) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            with parsing(path, "baseline"):
+                data = json.loads(require_file(path, "baseline").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
             raise ParityError(f"cannot read the baseline ({exc})", path) from None
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ParityError('not a parity baseline (expected {"models": {...}})', path)
@@ -266,6 +271,47 @@ class Baseline:
                                                "the gate fails a layer whose error/noise ratio (the fixed rule: "
                                                "max_abs) grows past growth x this",
                                       "models": {m: self.models[m] for m in sorted(self.models)}})
+
+
+def record_baseline(path: Path, reports) -> Baseline:
+    """Accept the passing `reports` into the baseline at `path`, keeping every other entry it holds.
+
+    Read, merged and written under a lock: two `parity baseline update` runs at once each read the file
+    before their (long) checks, and the second to write dropped the first one's models while both said
+    "recorded". Re-read inside the lock, the file holds whatever the other run wrote; the write is atomic."""
+    with _locked(path):
+        baseline = Baseline.load(path) if path.exists() else Baseline(path)
+        for report in reports:
+            baseline.record(report)
+        baseline.write()
+    return baseline
+
+
+@contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on `path`.lock (beside it), one holder at a time across processes.
+
+    The lock file is removed by its holder, so none is left beside the baseline; a waiter that then gets
+    the lock on the removed file sees the path now names another file (or none), and locks again."""
+    lock_path = path.with_name(f"{path.name}.lock")
+    while True:
+        lock = open(lock_path, "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _same_file(os.stat(lock_path), os.fstat(lock.fileno())):
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        lock.close()
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _check_accepted(node, path: Path, keys: tuple[str, ...] = ()) -> None:

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .convert import ConvertedModel, convert_net, keras_name_for
-from .errors import ParityError
+from .errors import ParityError, parsing, require_file
 from .user_modules import call_user_code, import_user_module
 
 
@@ -46,9 +46,10 @@ def load_builder(spec: str, model: bool = True) -> Callable:
 def read_mapping(path: str | Path | None) -> dict[str, str]:
     if path is None:
         return {}
-    p = Path(path)
+    p = require_file(path, "layer mapping")
     try:
-        mapping = json.loads(p.read_text(encoding="utf-8"))
+        with parsing(p, "layer mapping"):
+            mapping = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ParityError(f"cannot read the layer mapping ({exc})", p) from None
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):

@@ -54,7 +54,6 @@ def plan_units(net: Net, ref: Reference) -> tuple[list[Unit], dict[str, str]]:
 
 def _sources(net: Net, chain: tuple[str, ...], by_key: dict) -> tuple[dict[str, Entry], list[str]]:
     """For each blob the chain reads from outside, the reference entry of its last writer before the chain."""
-    head = net.layer(chain[0]).index
     made: set[str] = set()
     sources, missing = {}, []
     for name in chain:
@@ -62,7 +61,7 @@ def _sources(net: Net, chain: tuple[str, ...], by_key: dict) -> tuple[dict[str, 
         for bottom in layer.bottoms:
             if bottom in made or bottom in sources or bottom in missing:
                 continue
-            writer = next((l for l in reversed(net.layers[:head]) if bottom in l.tops), None)
+            writer = net.writer_before(chain[0], bottom)
             entry = by_key.get((writer.name, bottom)) if writer else None
             if entry is None:
                 missing.append(bottom)

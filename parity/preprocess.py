@@ -6,7 +6,11 @@ reference, so the Keras side is fed bit-identical input and never re-implements 
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import struct
+import warnings
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -83,38 +87,63 @@ def _from_json(key: str, value):
 # PIL modes that convert("RGB") turns into the image's true 8-bit colours. 16-bit ("I;16"), 32-bit ("I")
 # and float ("F") images would be clipped to 255 instead, giving a reference of a different picture.
 EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+# The most pixels parity decodes: 64 Mi (a 48-megapixel photo fits), at most 256 MB in these modes.
+# Below PIL's own bomb threshold (89 M pixels), whose warning would be a second stderr line.
+MAX_IMAGE_PIXELS = 1 << 26
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as an RGB uint8 (H, W, 3) array; unreadable files and images that are not
-    8 bits per channel are a ParityError."""
+def load_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An image file as an RGB uint8 (H, W, 3) array; unreadable files, images that are not 8 bits per
+    channel, larger than MAX_IMAGE_PIXELS or (given `size`, (height, width)) of another size are a
+    ParityError, each found from the header before a pixel is decoded."""
+    p = require_file(path, "image")
+    with _opened(p) as im:
+        _check_header(im, p)
+        if size is not None and (im.height, im.width) != tuple(size):
+            raise ParityError(f"image is {im.height}x{im.width}, the net's input is {size[0]}x{size[1]}; "
+                              f"pass --resize {size[0]},{size[1]}", p)
+        return np.asarray(im.convert("RGB"))
+
+
+@contextlib.contextmanager
+def _opened(p: Path):
+    """The image opened lazily (PIL reads the header only), with every failure to open or decode it,
+    PIL's decompression-bomb error and warning included, as one ParityError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
-    p = require_file(path, "image")
     try:
-        with Image.open(p) as im:
-            if im.mode not in EIGHT_BIT_MODES:
-                raise ParityError(f"image mode {im.mode} is not 8 bits per channel: its values would be clipped "
-                                  "to 0..255; convert it to 8-bit RGB or grayscale first", p)
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ParityError(f"cannot read image ({exc})", p) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open(p, "rb") as fh, Image.open(fh) as im:  # our handle: closed even when PIL refuses
+                yield im
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ParityError(f"image has more pixels than parity decodes ({MAX_IMAGE_PIXELS:,}): {exc}", p) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+            MemoryError) as exc:
+        raise ParityError(f"cannot read image ({str(exc) or type(exc).__name__})", p) from None
+
+
+def _check_header(im, p: Path) -> None:
+    """Mode and size, known before decoding: refuse what would be clipped or too large to decode."""
+    if im.mode not in EIGHT_BIT_MODES:
+        raise ParityError(f"image mode {im.mode} is not 8 bits per channel: its values would be clipped "
+                          "to 0..255; convert it to 8-bit RGB or grayscale first", p)
+    if im.width * im.height > MAX_IMAGE_PIXELS:
+        raise ParityError(f"image is {im.height}x{im.width}, {im.width * im.height:,} pixels: more pixels than "
+                          f"parity decodes ({MAX_IMAGE_PIXELS:,}); shrink it first", p)
 
 
 def preprocess_image(path: str | Path, prep: Preprocessing, input_shape: Sequence[int]) -> np.ndarray:
     """Load and preprocess one image into a (1, C, H, W) float32 blob for an input of `input_shape`."""
     _, channels, height, width = input_shape
     prep.check_size(height, width, path)
-    rgb = load_image(path)
+    if channels != 3:
+        raise ParityError(f"the net's input has {channels} channels; images give 3 (use --input FILE.npy)", path)
+    rgb = load_image(path, None if prep.resize else (height, width))
     if prep.resize and rgb.shape[:2] != tuple(prep.resize):
         from PIL import Image
 
         rgb = np.asarray(Image.fromarray(rgb).resize((prep.resize[1], prep.resize[0]), Image.BILINEAR))
-    if rgb.shape[:2] != (height, width):
-        raise ParityError(f"image is {rgb.shape[0]}x{rgb.shape[1]}, the net's input is {height}x{width}; "
-                          f"pass --resize {height},{width}", path)
-    if channels != 3:
-        raise ParityError(f"the net's input has {channels} channels; images give 3 (use --input FILE.npy)", path)
     chw = rgb.transpose(2, 0, 1).astype(np.float32)
     if prep.channel_order == "BGR":
         chw = chw[::-1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .errors import ParityError
+from .errors import ParityError, printable
 
 PROPERTY = "parity_layer"
 
@@ -58,7 +58,7 @@ def pytest_configure(config):
         try:
             check_options(config)
         except ParityError as exc:
-            raise pytest.UsageError(f"parity: {exc}") from None
+            raise pytest.UsageError(printable(f"parity: {exc}")) from None
     config.pluginmanager.register(_Collector(config), "parity-collector")
 
 
@@ -150,7 +150,7 @@ def pytest_generate_tests(metafunc):
     try:
         cases = list(_cases(metafunc.config))
     except ParityError as exc:
-        raise pytest.UsageError(f"parity: {exc}") from None
+        raise pytest.UsageError(printable(f"parity: {exc}")) from None
     metafunc.parametrize(
         "parity_case",
         [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(f"parity-{c.model}-{c.image}")) for c in cases],
@@ -301,7 +301,7 @@ class _Session:
         result = self.reports[key]
         if isinstance(result, ParityError):
             self._record_error(key, result, item)
-            pytest.fail(f"parity: {result}", pytrace=False)
+            pytest.fail(printable(f"parity: {result}"), pytrace=False)
         return result
 
     def _record_error(self, key: tuple[str, str], error: ParityError, item) -> None:
@@ -390,11 +390,11 @@ class Case:
     def check(self) -> None:
         if not self.tops:
             holder = f"; its output is checked at {self.overwritten_by} (in place)" if self.overwritten_by else ""
-            pytest.skip(f"no reference entry for {self.layer} at {self.granularity} granularity{holder}")
+            pytest.skip(printable(f"no reference entry for {self.layer} at {self.granularity} granularity{holder}"))
         report = self.session.report(self.model, self.image, self.item)
         results = [r for r in report.layers if r.layer == self.layer]
         if not results:  # a graph op no layer of the hand-written Keras model is paired with
-            pytest.skip(f"no layer of the checked model is paired with {self.layer}: nothing to compare")
+            pytest.skip(printable(f"no layer of the checked model is paired with {self.layer}: nothing to compare"))
         self.item.user_properties.append((PROPERTY, {
             "model": report.model, "image": report.image, "atol": report.atol, "rtol": report.rtol,
             "first_divergence": report.first_divergence,
@@ -405,7 +405,7 @@ class Case:
         if lines:
             if report.first_divergence and all(r.layer != report.first_divergence for r in results):
                 lines.append(f"first divergence of {self.model}/{self.image}: {report.first_divergence}")
-            pytest.fail("\n".join(lines), pytrace=False)
+            pytest.fail("\n".join(map(printable, lines)), pytrace=False)  # a name's newline forges no line
 
 
 def failure_lines(r, report) -> list[str]:
@@ -472,11 +472,11 @@ class _Collector:
         if payload:
             terminalreporter.section("parity")
         for r in payload:
-            terminalreporter.write_line(f"{r['model']}/{r['image']}: {r['status'].upper()}: {_verdict(r)}")
+            terminalreporter.write_line(printable(f"{r['model']}/{r['image']}: {r['status'].upper()}: {_verdict(r)}"))
         try:  # written even when empty: CI must never upload an older run's report as this one's
             self._write_reports(payload, terminalreporter)
         except (OSError, ParityError) as exc:  # checked writable at start; the disk can still say no
-            terminalreporter.write_line(f"parity: error: cannot write the report: {exc}", red=True)
+            terminalreporter.write_line(printable(f"parity: error: cannot write the report: {exc}"), red=True)
 
     def _write_reports(self, payload: list[dict], terminalreporter) -> None:
         path = self.config.getoption("--parity-json")
@@ -484,7 +484,7 @@ class _Collector:
             from .report import write_json
 
             write_json(path, payload)
-            terminalreporter.write_line(f"parity: wrote {path}")
+            terminalreporter.write_line(printable(f"parity: wrote {path}"))
         html_path = self.config.getoption("--parity-html")
         if html_path:
             from .html import page, report_key, summary_item, write_html
@@ -493,7 +493,7 @@ class _Collector:
             summaries = [summary_item(f"r{report_key(r['model'], r['image'])}", r["model"], r["image"], r["status"],
                                       r["first_divergence"]) for r in payload]
             write_html(html_path, page(summaries, [self.articles.get(k, "") for k in keys]))
-            terminalreporter.write_line(f"parity: wrote {html_path}")
+            terminalreporter.write_line(printable(f"parity: wrote {html_path}"))
 
 
 def _verdict(r: dict) -> str:

@@ -10,13 +10,15 @@ entry), raised before any model runs where the manifest alone shows it.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ParityError, is_int
+from .errors import ParityError, file_kind, is_int, parsing, require_file
 from .layout import caffe_shape, keras_shape, to_caffe_layout
 
 FORMAT = "parity-reference"
@@ -85,6 +87,8 @@ def load_npy(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
 
     Read with numpy.lib.format, not np.load: np.load also opens zip archives (.npz) and calls any other
     file one that needs pickle; here a file without .npy's magic bytes is said to be not a .npy file.
+    The header is judged before a byte of data is read: its dtype, its shape against the manifest's,
+    and the bytes it claims against what the file holds (numpy would allocate the claim first).
     """
     if not path.is_file():
         raise ParityError("reference array not found", path)
@@ -93,30 +97,53 @@ def load_npy(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
             if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
                 raise ParityError("not a .npy file (it does not start with numpy's magic bytes)", path)
             fh.seek(0)
-            array = np.lib.format.read_array(fh, allow_pickle=False)
+            _check_npy_header(fh, path, shape)
+            fh.seek(0)
+            return np.lib.format.read_array(fh, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise ParityError("this .npy holds Python objects and would need pickle to load; refusing", path) from None
         raise ParityError(f"not a valid .npy file ({exc})", path) from None
     except (OSError, EOFError) as exc:
         raise ParityError(f"cannot read .npy ({exc})", path) from None
-    if array.dtype.kind != "f":
-        raise ParityError(f"expected a float array, found dtype {array.dtype}", path)
-    if shape is not None and tuple(array.shape) != tuple(shape):
-        raise ParityError(f"array shape {array.shape} differs from the manifest's {tuple(shape)}", path)
-    return array
+
+
+def _check_npy_header(fh, path: Path, shape: tuple[int, ...] | None) -> None:
+    """Read the .npy header at `fh` (parsed by numpy as literals, never unpickled) and refuse a dtype that is
+    not float, a shape unlike `shape`, or a claim of more bytes than follow the header in the file."""
+    version = np.lib.format.read_magic(fh)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:  # 3.0 only adds UTF-8 field names, which no float array has
+        raise ParityError(f"not a .npy file parity reads (format version {version[0]}.{version[1]})", path)
+    stored, _, dtype = readers[version](fh)
+    stored = tuple(stored)
+    if any(d < 0 for d in stored):
+        raise ParityError(f"not a valid .npy file (negative dimension in shape {stored})", path)
+    if dtype.hasobject:
+        raise ParityError("this .npy holds Python objects and would need pickle to load; refusing", path)
+    if dtype.kind != "f":
+        raise ParityError(f"expected a float array, found dtype {dtype}", path)
+    if shape is not None and stored != tuple(shape):
+        raise ParityError(f"array shape {stored} differs from the manifest's {tuple(shape)}", path)
+    claimed = math.prod(stored) * dtype.itemsize  # Python ints: a corrupt header cannot wrap around
+    held = os.fstat(fh.fileno()).st_size - fh.tell()
+    if claimed > held:
+        raise ParityError(f"the .npy header claims shape {stored} of {dtype} ({claimed:,} bytes), but the file "
+                          f"holds {held:,} bytes of data", path)
 
 
 def load_reference(directory: str | Path) -> Reference:
     d = Path(directory)
     path = d / "manifest.json"
     if not d.is_dir():
-        raise ParityError("reference folder not found", d)
-    if not path.is_file():
+        raise ParityError(f"not a reference folder (it is {file_kind(d)})" if d.exists() else
+                          "reference folder not found", d)
+    if not path.exists():
         raise ParityError("no manifest.json in this reference folder (make one with `parity dump`)", d)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        with parsing(path, "manifest"):
+            manifest = json.loads(require_file(path, "manifest").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
         raise ParityError(f"manifest is not valid JSON ({exc})", path, getattr(exc, "lineno", None)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ParityError(f"not a parity reference manifest (format must be {FORMAT!r})", path)
@@ -154,7 +181,10 @@ def _check_inputs(blobs, folder: Path, manifest: Path) -> None:
     for blob, spec in blobs.items():
         if not isinstance(spec, dict) or not {"file", "shape"} <= set(spec):
             raise ParityError(f"manifest input blob {blob!r} needs 'file' and 'shape'", manifest)
-        _array_spec(spec, folder, manifest, f"input blob {blob!r}")
+        shape, _ = _array_spec(spec, folder, manifest, f"input blob {blob!r}")
+        if shape and shape[0] == 0:  # else TensorFlow fails inside the first convolution, blamed on the net
+            raise ParityError(f"manifest input blob {blob!r} has shape {list(shape)}: a batch of 0 samples, "
+                              "nothing to run the net on", manifest)
 
 
 def _entry(i: int, raw, folder: Path, manifest: Path) -> Entry:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_path
 from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
+from .errors import printable
 
 
 @dataclass
@@ -88,7 +90,8 @@ def layer_line(r: LayerResult, first: str | None, local: bool = False) -> str:
     if r.flips:
         mark += f"  ({r.flips} decision(s) flipped within noise)"
     shape = "x".join(str(s) for s in r.shape)
-    line = (f"{r.order:>4} {r.layer[:24]:<24} {r.type[:12]:<12} {shape:<16} {number(r.max_abs):>9} "
+    name, kind = printable(r.layer)[:24], printable(r.type)[:12]  # escaped before cut, so columns stay aligned
+    line = (f"{r.order:>4} {name:<24} {kind:<12} {shape:<16} {number(r.max_abs):>9} "
             f"{number(r.noise):>9} {times(r.ratio):>8} {number(r.rel_l2):>9} {number(r.cosine, '{:.6f}'):>9}")
     if local:
         own = "-" if r.local is None else f"{number(r.local.max_abs)} {STATUS_WORDS[r.local.status]}"
@@ -122,6 +125,8 @@ def describe(r: LayerResult, tol_atol: float | None, tol_rtol: float | None) -> 
         text = (f"{r.layer} ({r.type}, top {r.top}): {size}max_rel {number(r.max_rel)}, rel_l2 {number(r.rel_l2)}, "
                 f"cosine {number(r.cosine, '{:.6f}')}; {100 * (r.outside or 0):.3g}% of elements {outside}; worst "
                 f"at (n, c, h, w) = {r.worst}: Caffe {r.worst_ref:.6g}, Keras {r.worst_got:.6g}")
+        if r.worst_ref is not None and not math.isfinite(r.worst_ref):
+            text += " (Caffe's reference itself holds NaN or Inf there)"
     if r.flips:
         text += f"; {r.flips} decision(s) within noise of flipping differ (not counted)"
     if r.covers:
@@ -136,6 +141,8 @@ def describe(r: LayerResult, tol_atol: float | None, tol_rtol: float | None) -> 
 
 
 def render(report: Report) -> str:
+    """The terminal report: header, one row per layer, the verdict. Each line is escaped on its own
+    (parity.errors.printable): names from files can hold a newline that would forge a line."""
     lines = [f"parity: {report.model} / {report.image}  ({report.rule})"]
     env = report.header.get("environment")
     if env:
@@ -161,7 +168,7 @@ def render(report: Report) -> str:
                  f"{'rel_l2':>9} {'cosine':>9}{local_head}  status")
     lines += [layer_line(r, report.first_divergence, report.local) for r in report.layers]
     lines += verdict_lines(report)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def environment_line(env: dict) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError, require_writable
+from ..errors import ParityError, printable, require_writable
 
 HELP = """Record the accepted per-layer errors of fixtures (all by default) for the CI gate.
   parity baseline update                          (every fixture, into [tool.parity] baseline)
   parity baseline update --model vgg19 --baseline parity-baseline.json
 Every model checked must pass: a failure is not a baseline. If any fails, they are all listed, the
-file is left as it was, and the exit code is 1. Other models' entries in the file are kept."""
+file is left as it was, and the exit code is 1. Other models' entries in the file are kept, also those
+another `baseline update` records at the same time (the file is merged under a lock)."""
 
 
 def add(sub) -> None:
@@ -25,30 +26,31 @@ def add(sub) -> None:
 def run(args) -> int:
     from ..check import check_target, gate_settings, target_from_fixture
     from ..fixtures import list_fixtures
-    from ..gate import Baseline, configured_baseline
+    from ..gate import Baseline, configured_baseline, record_baseline
 
     path = args.baseline or configured_baseline()
     if path is None:
         raise ParityError("no baseline file: pass --baseline PATH or set baseline in [tool.parity] of pyproject.toml")
     path = require_writable(path, "baseline")
-    baseline = Baseline.load(path) if path.exists() else Baseline(path)
+    if path.exists():
+        Baseline.load(path)  # a broken file is said now, not after every model has run
     models = args.model or list_fixtures()
     targets = {model: target_from_fixture(model) for model in models}  # every name checked before any model runs
-    failing = []
+    failing, passing = [], []
     for i, model in enumerate(models, 1):
         print(f"parity: [{i}/{len(models)}] checking {model} ...", file=sys.stderr, flush=True)
         target = targets[model]
         policy, _ = gate_settings(target, None, None, None, None)
         for report in check_target(target, policy):
             if report.status == "pass":
-                baseline.record(report)
+                passing.append(report)
             else:
                 where = f" (first divergence at {report.first_divergence})" if report.first_divergence else ""
-                failing.append(f"{report.model}/{report.image}{where}")
+                failing.append(printable(f"{report.model}/{report.image}{where}"))
     if failing:
         print(f"parity: {path} left unchanged; these checks fail, and a failure is not a baseline: "
               + ", ".join(failing), file=sys.stderr)
         return 1
-    baseline.write()
+    record_baseline(path, passing)
     print(f"parity: recorded {len(models)} model(s) in {path}")
     return 0

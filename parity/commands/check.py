@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import ParityError, require_file, require_writable
+from ..errors import ParityError, printable, require_file, require_writable
 
 HELP = """Check a conversion layer by layer against real Caffe's blobs (or a frozen TensorFlow graph's).
   parity check --model vgg19                      (a fixture by name)
@@ -64,6 +64,25 @@ def _check_options(args) -> None:
             require_writable(path, what)
 
 
+def _check_reports_apart(args, target) -> None:
+    """A report written into a reference folder replaced its manifest.json or a blob (or would sit among
+    them), and one written over an input replaced the prototxt, weights or baseline: refuse both, before
+    the run, naming the report's path."""
+    folders = [ref.dir.resolve() for ref in target.references]
+    inputs = {Path(p).resolve() for p in (args.prototxt, args.caffemodel, args.graph, args.weights, args.mapping,
+                                          args.baseline, *target.sources().values()) if p}
+    for path, option in ((args.json, "--json"), (args.html, "--html")):
+        if path is None:
+            continue
+        resolved = path.resolve()
+        inside = next((f for f in folders if f == resolved or f in resolved.parents), None)
+        if inside is not None:
+            raise ParityError(f"{option} would write into the reference folder {inside}; write the report "
+                              "elsewhere", path)
+        if resolved in inputs:
+            raise ParityError(f"{option} would overwrite one of the check's own input files", path)
+
+
 def _graph_references(args) -> list:
     """The references of --blobs when a frozen TensorFlow graph made them (`parity dump-tf`), else []."""
     if args.model or args.prototxt or not args.blobs:
@@ -80,7 +99,7 @@ def _graph_references(args) -> list:
 
 def run(args) -> int:
     from ..check import check_target, gate_settings, target_from_files, target_from_fixture, up_to
-    from ..report import render, write_json
+    from ..report import render, verdict_lines, write_json
 
     _check_options(args)
     graph_refs = _graph_references(args)
@@ -102,6 +121,7 @@ def run(args) -> int:
         target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
                                    args.blobs)
     target = up_to(target, args.until)
+    _check_reports_apart(args, target)
     policy, baseline = gate_settings(target, args.atol, args.rtol, args.baseline, args.growth)
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
     convert = None
@@ -114,7 +134,7 @@ def run(args) -> int:
                            baseline=baseline)
     for report in reports:
         text = render(report)
-        print(text.splitlines()[-1] if args.quiet else text)
+        print(printable(verdict_lines(report)[0]) if args.quiet else text)  # -q: the verdict, not a hint after it
     if args.json:
         payload = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
         write_json(args.json, payload)

@@ -38,7 +38,7 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from ..blas import choose_core
-    from ..dump import dump
+    from ..dump import check_sample_names, dump, preflight
 
     core = choose_core(args.blas_core)  # before anything is read or built: a CPU that cannot run it stops here
     fixture = _fixture(args)
@@ -53,9 +53,11 @@ def run(args) -> int:
         raise ParityError("give --out DIR")
     require_writable(out, "output folder", folder=True)
     granularity = args.granularity or (fixture.granularity if fixture else "layer")
-    samples = _samples(prototxt, images, args.npy, prep)
+    check_sample_names(images + args.npy, out)  # the cheap checks first: names, the net, the weights
+    net = preflight(prototxt, caffemodel)
+    samples = _samples(net, images, args.npy, prep)
     dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True),
-         blas_core=core)
+         blas_core=core, net=net)
     return 0
 
 
@@ -71,21 +73,20 @@ def _fixture(args):
     return fixture
 
 
-def _samples(prototxt: Path, images: list[Path], npys: list[Path], prep: Preprocessing) -> list:
-    """One Sample per image or array, each checked against the net's input before Caffe could abort on it."""
+def _samples(net, images: list[Path], npys: list[Path], prep: Preprocessing) -> list:
+    """One Sample per image or array, each checked against the net's input before Caffe could abort on it.
+    Called once the net passed its preflight: decoding and resizing images is the costly part."""
     from ..atomic import sha256_file
-    from ..dump import Sample, check_fits, check_sample_names, input_shapes
-    from ..graph import Net
+    from ..dump import Sample, check_fits, input_shapes
     from ..preprocess import preprocess_image
     from ..reference import load_npy
 
-    check_sample_names(images + npys)
-    blob, shape = next(iter(input_shapes(Net.from_prototxt(prototxt)).items()))
+    blob, shape = next(iter(input_shapes(net).items()))
     if images and len(shape) != 4:
         raise ParityError(f"the net's input {blob!r} is {tuple(shape)}, images make (1, C, H, W) blobs: "
-                          "use --input FILE.npy", prototxt)
+                          "use --input FILE.npy", net.path)
     if images:
-        prep.check_size(*shape[2:], prototxt)
+        prep.check_size(*shape[2:], net.path)
     samples = []
     for image in images:
         array = preprocess_image(image, prep, shape)

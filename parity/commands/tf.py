@@ -59,7 +59,7 @@ def run_dump(args) -> int:
     from ..dump import Sample, check_sample_names
     from ..fixtures import load_fixture
     from ..preprocess import Preprocessing, preprocess_image
-    from ..tfgraph.dump import dump_graph
+    from ..tfgraph.dump import check_side_effect_free, dump_graph
     from ..tfgraph.graph import guess_input_layout, load_graph, placeholder_shape, placeholders
 
     if args.fixture and args.graph:
@@ -70,7 +70,8 @@ def run_dump(args) -> int:
     if fixture is not None and fixture.kind != "tensorflow-graph":
         raise ParityError(f"fixture {fixture.name!r} is a Caffe fixture: use `parity dump`")
     graph = require_file(args.graph, "graph") if args.graph else fixture.graph_path()
-    _, net = load_graph(graph)
+    graph_def, net = load_graph(graph)
+    check_side_effect_free(graph_def, graph)  # before anything runs: the graph is data
     spec = fixture.description["input"] if fixture else {}
     name = args.input_name or spec.get("name") or _only_placeholder(net, graph)
     layer = next((p for p in placeholders(net) if p.name == name), None)
@@ -88,7 +89,7 @@ def run_dump(args) -> int:
     if out is None:
         raise ParityError("give --out DIR")
     require_writable(out, "output folder", folder=True)
-    check_sample_names(images)
+    check_sample_names(images, out)
     samples = [Sample(image.stem, {name: preprocess_image(image, prep, nchw)},
                       {"kind": "image", "file": image.name, "sha256": sha256_file(image), "preprocessing": prep.to_dict()})
                for image in images]

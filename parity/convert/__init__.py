@@ -6,7 +6,9 @@ every (Caffe layer, top) to the Keras tensor holding it, which the capture step 
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import ParityError, ShapeDivergence
@@ -66,6 +68,20 @@ def check_supported(net: Net) -> None:
         raise ParityError(". ".join(problems), net.path, net.line_of(first))
 
 
+@contextmanager
+def recursion_room(depth: int):
+    """Python's recursion limit raised, for the duration, to what a graph `depth` layers deep needs.
+
+    Why: Keras walks a functional graph recursively while it builds the model, about three frames per
+    layer, so a chain of a few thousand layers (a legitimate, if unusual, net) ended in RecursionError."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 4 * depth + 1000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
 def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
     """Build the Keras model for `net`, loading `weights` (Caffe layout) into it."""
     import keras
@@ -99,5 +115,6 @@ def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
     if not inputs:
         raise ParityError("the net has no Input layer or input fields", net.path)
     finals = [blobs[name].tensor for name in dict.fromkeys(t for l in net.layers for t in l.tops) if name not in consumed]
-    model = keras.Model(inputs=inputs, outputs=finals, name=keras_name_for(net.name or "caffe_net"))
+    with recursion_room(len(net.layers)):
+        model = keras.Model(inputs=inputs, outputs=finals, name=keras_name_for(net.name or "caffe_net"))
     return ConvertedModel(model, net, tensors, shapes, ctx.keras_names, input_blobs)

@@ -1,9 +1,10 @@
 """What every layer converter shares: blobs as Keras tensors, weights, Keras names, strict params."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -14,6 +15,14 @@ from ..reading.caffemodel import CaffeWeights
 
 # Caffe axis -> channels-last axis for 4-D blobs (N, C, H, W) held as (N, H, W, C).
 NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
+
+GIB = 1 << 30
+# What one forward pass may hold: every top of the net in float32, summed. The check keeps every
+# compared output and runs a float64 twin besides; the zoo's largest (dilation8) is far below this.
+ACTIVATION_LIMIT = 8 * GIB
+# Zero weights a shape-only conversion (the shape-conflict diagnosis) may allocate; real zoo nets need
+# at most a few hundred MB, and a huge Input must not turn a one-line error into a 46 GiB allocation.
+ZERO_WEIGHTS_LIMIT = 2 * GIB
 
 
 @dataclass
@@ -47,6 +56,12 @@ class Context:
     weights: CaffeWeights | None
     keras_names: dict[str, str] = field(default_factory=dict)
     _used_names: set[str] = field(default_factory=set)
+    _zero_bytes: int = 0  # zero weights handed out so far (shape-only conversion)
+
+    def __post_init__(self):
+        """A conversion starts here: refuse a net whose activations no machine would hold, by its Input,
+        before Keras builds a layer (symbolic tensors cost nothing; the capture run would)."""
+        check_activations(self.net)
 
     # -- naming ---------------------------------------------------------------------------
     def name(self, layer: Layer, suffix: str = "") -> str:
@@ -83,12 +98,17 @@ class Context:
     def blobs(self, layer: Layer, expected: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
         """The layer's learned blobs, checked against the shapes the prototxt implies.
 
-        Without weights (shape-only conversion, used to diagnose shape conflicts) they are zeros.
+        Without weights (shape-only conversion, used to diagnose shape conflicts) they are zeros, up to
+        ZERO_WEIGHTS_LIMIT in all. With a caffemodel, the file is checked unchanged first: its arrays
+        are views of a memory map, and reading a page a truncation took away is a SIGBUS.
         """
         if self.weights is None:
-            return [np.zeros(shape, np.float32) for shape in expected]
-        where = self.weights.path if self.weights is not None else None
-        found = self.weights.get(layer.name) if self.weights is not None else []
+            return self._zeros(layer, expected)
+        check_unchanged = getattr(self.weights, "check_unchanged", None)
+        if check_unchanged is not None:
+            check_unchanged()
+        where = self.weights.path
+        found = self.weights.get(layer.name)
         if not found:
             raise ParityError(f"no weights for layer {layer.name!r} ({layer.type}); it needs {len(expected)} blob(s)", where)
         if len(found) != len(expected):
@@ -101,6 +121,61 @@ class Context:
                                   f"the prototxt implies {tuple(shape)}", where)
             out.append(array.reshape(shape))
         return out
+
+    def _zeros(self, layer: Layer, expected: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+        """Zero blobs for a shape-only conversion, refused past ZERO_WEIGHTS_LIMIT before allocating."""
+        self._zero_bytes += sum(math.prod(int(d) for d in shape) for shape in expected) * 4
+        if self._zero_bytes > ZERO_WEIGHTS_LIMIT:
+            raise self.error(layer, f"a shape-only conversion would allocate {self._zero_bytes / GIB:.1f} GiB of "
+                                    f"zero weights by this layer, more than {ZERO_WEIGHTS_LIMIT // GIB} GiB")
+        return [np.zeros(shape, np.float32) for shape in expected]
+
+
+def pure_shapes(net: Net) -> Iterator[tuple[Layer, object]]:
+    """(layer, its Shapes) for every layer the registered converters size in pure Python, in order.
+
+    A layer without such shapes, or whose shapes fail in any way, is left out with whatever reads its
+    tops: this is an estimate ahead of the conversion, which reports such a layer properly, in order."""
+    from .handler import checked_shapes
+    from .registry import shapes_for
+
+    known: dict[str, tuple[int, ...]] = {}
+    for layer in net.layers:
+        handler = shapes_for(layer.type)
+        if handler is None or any(b not in known for b in layer.bottoms):
+            continue
+        try:
+            shapes = checked_shapes(handler, layer, [known[b] for b in layer.bottoms])
+        except Exception:  # the conversion raises it again, after its parameter checks
+            continue
+        known.update((top, tuple(int(d) for d in shape)) for top, shape in zip(layer.tops, shapes.tops))
+        yield layer, shapes
+
+
+def check_activations(net: Net, limit: int = ACTIVATION_LIMIT) -> None:
+    """Refuse, naming the Input layer and its shape, a net whose float32 tops sum past `limit`."""
+    total, inputs = 0, []
+    for layer, shapes in pure_shapes(net):
+        total += sum(math.prod(shape) for shape in shapes.tops) * 4
+        if layer.type == "Input":
+            inputs += [(math.prod(shape), layer, tuple(shape)) for shape in shapes.tops]
+        if total > limit:
+            raise _too_large(net, inputs, total, limit)
+
+
+def zero_weights_bytes(net: Net) -> int:
+    """The float32 bytes of the learned blobs a shape-only conversion of `net` makes (those it can size)."""
+    return sum(math.prod(param.shape) for _, shapes in pure_shapes(net) for param in shapes.params) * 4
+
+
+def _too_large(net: Net, inputs: list, total: int, limit: int) -> ParityError:
+    """The error for check_activations, at the largest Input's prototxt line."""
+    message = (f"makes activations of {total / GIB:.1f} GiB or more (float32), past parity's limit of "
+               f"{limit // GIB} GiB for one forward pass")
+    if not inputs:
+        return ParityError(f"the net {message}", net.path)
+    _, layer, shape = max(inputs, key=lambda item: item[0])
+    return net.error(layer.name, f"input shape {shape} {message}: give the Input a smaller shape")
 
 
 def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:

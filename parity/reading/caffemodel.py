@@ -6,19 +6,26 @@ time to find ~40 offsets, and pages are read from disk only when a weight is act
 
 Handled: current (`layer`, field 100) and V1 (`layers`, field 2) nets; BlobShape and the legacy
 num/channels/height/width dims; packed and unpacked floats; `double_data` (converted to float32,
-as Caffe's Blob::FromProto does).
+as Caffe's Blob::FromProto does). Unpacked floats (one tag per value) are found as runs and
+copied out in one strided read, never as a Python object per value.
+
+The arrays are views of the map, so a file truncated while parity holds them turns the next read of a
+lost page into SIGBUS, which ends the process without a word. `CaffeWeights.check_unchanged` notices
+a change of size or modification time since the mapping; the conversion calls it before it takes a
+layer's weights. A truncation in the moment a page is being read cannot be caught.
 """
 from __future__ import annotations
 
 import math
 import mmap
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ParityError, require_file
-from .wire import I32, I64, LEN, VARINT, WireError, iter_fields, read_varint
+from .wire import I32, I64, LEN, VARINT, WireError, fixed_values, iter_fields, read_varint
 
 # Field numbers from Caffe's caffe.proto.
 NET_LAYER, NET_V1_LAYERS = 100, 2
@@ -37,6 +44,31 @@ class CaffeWeights:
     path: Path
     blobs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)  # layer name -> type as stored (V1: enum number)
+    mapped: mmap.mmap | None = field(default=None, repr=False)  # the map the arrays view, if any
+    stamp: tuple[int, int, int, int] | None = None  # (device, inode, size, mtime_ns) of the file when mapped
+
+    def check_unchanged(self) -> None:
+        """Raise a ParityError if the mapped file changed since it was read.
+
+        Why: the arrays are views of the map. A shrunk file makes touching a lost page a SIGBUS (exit
+        135, no message); a file rewritten in place at the same size silently feeds other weights.
+        The size is the mapped file's own (even after a rename over its path); the modification time
+        is compared while the path still names that file (an atomic replacement leaves the map intact).
+        """
+        if self.mapped is None or self.stamp is None:
+            return
+        device, inode, size, mtime = self.stamp
+        now = self.mapped.size()
+        if now != size:
+            raise ParityError(f"caffemodel changed on disk while parity was using it (was {size} bytes, now "
+                              f"{now}); run again once it is written completely", self.path)
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == (device, inode) and st.st_mtime_ns != mtime:
+            raise ParityError("caffemodel was rewritten on disk while parity was using it (same size, new "
+                              "modification time); run again once it is written completely", self.path)
 
     def __contains__(self, layer: str) -> bool:
         return layer in self.blobs
@@ -52,7 +84,8 @@ def read_caffemodel(path: str | Path) -> CaffeWeights:
         raise ParityError("caffemodel is empty", p)
     with open(p, "rb") as fh:
         buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    weights = CaffeWeights(p)
+        st = os.fstat(fh.fileno())
+    weights = CaffeWeights(p, mapped=buf, stamp=(st.st_dev, st.st_ino, len(buf), st.st_mtime_ns))
     try:
         _read_net(buf, weights)
     except WireError as exc:
@@ -105,9 +138,9 @@ def _text(buf, f) -> str:
 def _read_blob(buf, start: int, end: int) -> np.ndarray:
     shape: list[int] | None = None
     legacy: list[int | None] = [None, None, None, None]
-    floats: list[np.ndarray] = []  # every occurrence of `data`, in file order (packed runs or single values)
+    floats: list[np.ndarray] = []  # every occurrence of `data`, in file order (packed, or a run of unpacked values)
     doubles: list[np.ndarray] = []
-    for f in iter_fields(buf, start, end):
+    for f in iter_fields(buf, start, end, runs=True):
         if f.number == BLOB_SHAPE and f.wire_type == LEN:  # a repeated `shape` merges, as protobuf (so Caffe) merges it
             shape = (shape or []) + _read_shape(buf, f.start, f.end)
         elif f.number in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH) and f.wire_type == VARINT:
@@ -115,11 +148,11 @@ def _read_blob(buf, start: int, end: int) -> np.ndarray:
         elif f.number == BLOB_DATA and f.wire_type == LEN:
             floats.append(_packed(buf, f, "<f4", 4))
         elif f.number == BLOB_DATA and f.wire_type == I32:
-            floats.append(np.frombuffer(buf, "<f4", 1, f.start))
+            floats.append(fixed_values(buf, f, "<f4"))
         elif f.number == BLOB_DOUBLE_DATA and f.wire_type == LEN:
             doubles.append(_packed(buf, f, "<f8", 8))
         elif f.number == BLOB_DOUBLE_DATA and f.wire_type == I64:
-            doubles.append(np.frombuffer(buf, "<f8", 1, f.start))
+            doubles.append(fixed_values(buf, f, "<f8"))
     data = _choose_data(floats, doubles)
     if any(d is not None for d in legacy):  # Caffe's Blob::FromProto: legacy dims win when any is set
         shape = [d or 0 for d in legacy]

@@ -71,9 +71,11 @@ def layer_name_lines(text: str) -> list[tuple[str, int]]:
 
     A small scanner rather than a regex over the text, so that commented-out layers, the net's own
     `name:` and nested fields such as `param { name: ... }` are never mistaken for a layer's name.
+    One pass: line numbers are counted on from the previous name found, never from the start.
     """
     found: list[tuple[str, int]] = []
     depth, block, previous = 0, None, []
+    line, counted = 1, 0  # the line at offset `counted`
     for m in _TOKENS.finditer(text):
         token = m.group()
         if token.startswith("#"):
@@ -86,13 +88,17 @@ def layer_name_lines(text: str) -> list[tuple[str, int]]:
             depth = max(depth - 1, 0)
         elif (depth == 1 and block in ("layer", "layers") and token[0] in "\"'"
               and previous[-2:] == ["name", ":"]):
-            found.append((token[1:-1], text.count("\n", 0, m.start()) + 1))
+            line += text.count("\n", counted, m.start())
+            counted = m.start()
+            found.append((token[1:-1], line))
         previous = (previous + [token])[-2:]
     return found
 
 
 def line_of_layer(text: str, layer_name: str, occurrence: int = 1) -> int | None:
-    """Line of the `occurrence`-th definition of layer `layer_name` in the prototxt, for error messages."""
+    """Line of the `occurrence`-th definition of layer `layer_name` in the prototxt, for error messages.
+
+    One scan of the text per call: for many layers, scan once with layer_name_lines (as Net.line_of does)."""
     lines = [line for name, line in layer_name_lines(text) if name == layer_name]
     return lines[occurrence - 1] if len(lines) >= occurrence else None
 
@@ -109,11 +115,10 @@ def _parse_message(exc: text_format.ParseError) -> str:
 def _upgrade_v1(net: caffe_pb2.NetParameter, text: str, path) -> None:
     """Rewrite V1 `layers` entries as current `layer` entries, field by field."""
     new_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
-    for old in net.layers:
-        line = line_of_layer(text, old.name)
+    for old in net.layers:  # the text is scanned for a layer's line only to raise: once, not per layer
         if old.HasField("layer"):
             raise ParityError("V0 prototxt (layers { layer { ... } }) is not supported; upgrade it with "
-                              "Caffe's upgrade_net_proto_text", path, line)
+                              "Caffe's upgrade_net_proto_text", path, line_of_layer(text, old.name))
         layer = net.layer.add()
         layer.name = old.name
         type_name = caffe_pb2.V1LayerParameter.LayerType.Name(old.type)
@@ -128,7 +133,8 @@ def _upgrade_v1(net: caffe_pb2.NetParameter, text: str, path) -> None:
             if fd.name in V1_HANDLED or fd.name in V1_TRAINING_ONLY:
                 continue
             if fd.name not in new_fields:
-                raise ParityError(f"V1 layer {old.name!r}: field {fd.name!r} has no current equivalent", path, line)
+                raise ParityError(f"V1 layer {old.name!r}: field {fd.name!r} has no current equivalent", path,
+                                  line_of_layer(text, old.name))
             getattr(layer, fd.name).CopyFrom(value)
     del net.layers[:]
 

@@ -5,6 +5,11 @@ preprocessed input, and every op that yields a float tensor is fetched in that o
 has the same manifest + .npy layout as a Caffe dump. 4-D outputs are saved as the graph holds them,
 and each entry records its layout: NCHW ones are compared like Caffe's blobs (transposed to
 channels-last), NHWC ones as they are.
+
+A .pb is untrusted data, and a GraphDef is a program: TensorFlow would run a WriteFile, ReadFile, Save
+or PrintV2 op reached through any control dependency. So before TensorFlow sees the graph, every op
+type must be one of SAFE_OPS, ops that only compute their outputs from their inputs; anything else is
+refused by name.
 """
 from __future__ import annotations
 
@@ -17,16 +22,69 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_directory, sha256_file
+from ..dump import sample_folder, written_by_parity
 from ..errors import ParityError
 from ..layout import to_keras_layout
 from ..reference import FORMAT, FORMAT_VERSION, safe_filename
-from .graph import constants, damaged_graph, load_graph, output_layouts, placeholders
+from .graph import PLUMBING, RESIZE_OPS, constants, damaged_graph, load_graph, output_layouts, placeholders
 
 SOURCE = "tensorflow-graph"
+
+# Op types that compute their outputs from their inputs and nothing else: no files, printing, variables,
+# queues, random state, function calls or loops. What tf_saliency and ordinary inference graphs use.
+SAFE_OPS = frozenset({
+    "Placeholder", "PlaceholderWithDefault", "Identity", "IdentityN", "StopGradient", "Snapshot",
+    "Conv2D", "Conv2DBackpropInput", "Conv3D", "DepthwiseConv2dNative", "BiasAdd", "BiasAddV1",
+    "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3",
+    "Relu", "Relu6", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Softplus",
+    "Softsign", "Erf", "MaxPool", "MaxPoolV2", "AvgPool", "MaxPool3D", "AvgPool3D",
+    "Add", "AddV2", "AddN", "Sub", "Mul", "RealDiv", "Div", "DivNoNan", "FloorDiv", "FloorMod", "Maximum",
+    "Minimum", "Neg", "Abs", "Exp", "Log", "Log1p", "Pow", "Rsqrt", "Sqrt", "Square", "SquaredDifference",
+    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "ClipByValue",
+    "Mean", "Sum", "Max", "Min", "Prod", "ArgMax", "ArgMin", "All", "Any", "Cumsum", "TopKV2",
+    "ConcatV2", "Concat", "Split", "SplitV", "Slice", "StridedSlice", "Reshape", "Transpose", "Pad", "PadV2",
+    "MirrorPad", "Squeeze", "ExpandDims", "Shape", "ShapeN", "Size", "Rank", "Pack", "Unpack", "Tile",
+    "Fill", "Range", "ZerosLike", "OnesLike", "Cast", "Select", "SelectV2", "GatherV2", "GatherNd",
+    "OneHot", "ReverseV2", "BroadcastTo", "BroadcastArgs",
+    "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual", "LogicalAnd", "LogicalOr", "LogicalNot",
+    "FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3", "LRN", "DepthToSpace", "SpaceToDepth",
+    "SpaceToBatchND", "BatchToSpaceND",
+}) | PLUMBING | RESIZE_OPS
+SHOWN_NAMES = 20  # op names listed in the refusal; the rest are counted
+
+
+def check_side_effect_free(graph_def, where=None) -> None:
+    """Refuse a graph holding any op outside SAFE_OPS (or one the graph's own function library defines,
+    which could shadow a safe name), listing every such op type and its op names, escaped, in one line."""
+    functions = {f.signature.name for f in graph_def.library.function}
+    refused: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        if node.op not in SAFE_OPS or node.op in functions:
+            refused.setdefault(node.op, []).append(node.name)
+    if refused:
+        raise ParityError("the graph holds ops parity does not run, since they may have side effects (files, "
+                          "printing, state) or are not plain inference ops: " + _listed(refused), where)
+
+
+def _listed(refused: dict[str, list[str]]) -> str:
+    """'WriteFile ('a', 'b'); PrintV2 ('p')', names as Python literals (control characters escaped)."""
+    parts, shown = [], 0
+    for op, names in refused.items():
+        quoted = [_quoted(name) for name in names[:max(SHOWN_NAMES - shown, 1)]]
+        shown += len(quoted)
+        more = f" and {len(names) - len(quoted)} more" if len(names) > len(quoted) else ""
+        parts.append(f"{_quoted(op)[1:-1]} ({', '.join(quoted)}{more})")
+    return "; ".join(parts)
+
+
+def _quoted(text: str, limit: int = 120) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[:limit - 4] + "...'"
 
 
 def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], where=None) -> dict[str, np.ndarray]:
     """Values of `fetches` (tensor names) with `feeds` (placeholder name -> array), in one Session run."""
+    check_side_effect_free(graph_def, where)
     import tensorflow as tf
 
     from .._tf import quiet_native_stderr
@@ -57,6 +115,7 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
     import tensorflow as tf
 
     graph_def, net = load_graph(path)
+    check_side_effect_free(graph_def, path)
     names = [p.name for p in placeholders(net)]
     if input_name not in names:
         raise ParityError(f"the graph has no placeholder {input_name!r} (placeholders: {', '.join(names) or 'none'})",
@@ -75,8 +134,8 @@ def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layo
         fed = to_keras_layout(feed) if input_layout == "NHWC" else feed
         log(f"parity dump-tf: {sample.name}: running the graph ({len(float_ops)} float outputs) ...")
         values = run_graph(graph_def, {input_name: fed}, [top for _, top in float_ops], path)
-        target = out / safe_filename(sample.name)
-        with atomic_directory(target) as stage:
+        target = out / sample_folder(sample.name)
+        with atomic_directory(target, written_by_parity) as stage:
             entries = []
             for layer, top in float_ops:
                 array = np.ascontiguousarray(values[top], np.float32)

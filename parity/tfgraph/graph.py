@@ -8,6 +8,7 @@ nodes, their Identity readers and NoOps are weights or plumbing, not computation
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from ..graph import Layer, Net
 PLUMBING = {"Const", "NoOp"}
 RESIZE_OPS = {"ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic", "ResizeArea"}  # NHWC by definition
 TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+# Bytes of Const values a graph may ask to be filled in: a Const storing fewer values than its shape holds
+# is completed with its last value, by numpy here and by TensorFlow when it runs the graph.
+FILLED_CONST_LIMIT = 1 << 30
 
 
 def read_graph_def(path: str | Path):
@@ -33,6 +37,8 @@ def read_graph_def(path: str | Path):
         raise ParityError(f"not a TensorFlow GraphDef (.pb): {exc}", p) from None
     if not graph_def.node:
         raise ParityError("the graph has no nodes (is this a frozen GraphDef .pb?)", p)
+    with damaged_graph(p):
+        check_constant_sizes(graph_def, p)
     return graph_def
 
 
@@ -48,21 +54,65 @@ def data_inputs(node) -> list[str]:
 
 
 def execution_order(graph_def, path: Path | None = None) -> list:
-    """The nodes in a topological order that keeps the file's order where it can (Kahn's algorithm)."""
-    nodes = {n.name: n for n in graph_def.node}
-    done: set[str] = set()
+    """The nodes in a topological order that keeps the file's order where it can (Kahn's algorithm).
+
+    In rounds: each round takes every node whose inputs (data and control) all ran in earlier rounds,
+    in file order. Each node waits on a count of its unfinished inputs, decremented as they finish, so
+    the whole costs time linear in the graph (plus sorting each round), where rescanning every pending
+    node each round was quadratic for a deep graph. Names are held once, everything else by position.
+    """
+    nodes = list(graph_def.node)
+    names = [node.name for node in nodes]
+    first: dict[str, int] = {}  # name -> the position of its first node: a name's place in the tables below
+    for position, name in enumerate(names):
+        first.setdefault(name, position)
+    waiting = [0] * len(nodes)  # per node: inputs (by name, each once) that have not run yet
+    consumers: list[list[int] | None] = [None] * len(nodes)  # per name (first position): the nodes waiting on it
+    for position, node in enumerate(nodes):
+        deps = {producer(i.lstrip("^"))[0] for i in node.input}
+        waiting[position] = len(deps)
+        for dep in deps:
+            at = first.get(dep)  # None: a missing node, never runs
+            if at is not None:
+                if consumers[at] is None:
+                    consumers[at] = [position]
+                else:
+                    consumers[at].append(position)
+    repeated: dict[str, list[int]] = {}  # a name held by more than one node (a malformed graph): all of them
+    if len(first) < len(nodes):
+        for position, name in enumerate(names):
+            if first[name] != position:
+                repeated.setdefault(name, [first[name]]).append(position)
+    ran = bytearray(len(nodes))  # per name (first position): a node of that name ran
+    taken = bytearray(len(nodes))  # per node: ran, or shares its name with a node that ran in an earlier round
     order = []
-    pending = list(graph_def.node)
-    while pending:
-        ready = [n for n in pending if all(producer(i.lstrip("^"))[0] in done for i in n.input)]
-        if not ready:
-            missing = sorted({producer(i.lstrip("^"))[0] for n in pending for i in n.input} - set(nodes))
-            what = f"inputs from missing nodes: {', '.join(missing[:5])}" if missing else "a cycle"
-            raise ParityError(f"the graph cannot be ordered ({what})", path)
-        for n in ready:
-            done.add(n.name)
-        order.extend(ready)
-        pending = [n for n in pending if n.name not in done]
+    ready = [position for position, count in enumerate(waiting) if count == 0]
+    while ready:
+        ready.sort()  # file order within the round
+        finished = []
+        for position in ready:
+            if not taken[position]:
+                taken[position] = 1
+                order.append(nodes[position])
+                at = first[names[position]]
+                if not ran[at]:
+                    ran[at] = 1
+                    finished.append(at)
+        upcoming = []
+        for at in finished:
+            for position in consumers[at] or ():
+                waiting[position] -= 1
+                if waiting[position] == 0:
+                    upcoming.append(position)
+        for at in finished:  # the name ran: its other nodes leave the queue without running
+            for position in repeated.get(names[at], ()):
+                taken[position] = 1
+        ready = [position for position in upcoming if not taken[position]]
+    if taken.count(0):  # never ready: waiting on a missing node, or on each other
+        pending = [node for position, node in enumerate(nodes) if not taken[position]]
+        missing = sorted({producer(i.lstrip("^"))[0] for n in pending for i in n.input} - first.keys())
+        what = f"inputs from missing nodes: {', '.join(missing[:5])}" if missing else "a cycle"
+        raise ParityError(f"the graph cannot be ordered ({what})", path)
     return order
 
 
@@ -126,11 +176,49 @@ def _transpose_layout(node, consts: dict[str, np.ndarray]) -> str | None:
     return {TO_NHWC: "NHWC", TO_NCHW: "NCHW"}.get(perm)
 
 
+def check_constant_sizes(graph_def, path: str | Path | None = None) -> None:
+    """Refuse Consts that claim more values than they store, past FILLED_CONST_LIMIT in all, before
+    anything materialises them: one stored float with a huge tensor_shape is a 161-byte .pb that
+    tf.make_ndarray, or TensorFlow running the graph, turns into gigabytes."""
+    filled = 0
+    for node in graph_def.node:
+        if node.op != "Const" or "value" not in node.attr:
+            continue
+        tensor = node.attr["value"].tensor
+        dims = tuple(d.size for d in tensor.tensor_shape.dim)
+        if any(d < 0 for d in dims):
+            raise ParityError(f"Const {node.name!r} has a dimension below 0 in its shape {dims}", path)
+        claimed, stored = math.prod(dims), _stored_values(tensor)
+        if claimed <= stored:
+            continue  # no more than the file holds
+        size = claimed * _itemsize(tensor.dtype)
+        filled += size
+        if filled > FILLED_CONST_LIMIT:
+            raise ParityError(f"Const {node.name!r} claims shape {dims} ({size:,} bytes) from {stored} stored "
+                              f"value(s); parity fills in at most {FILLED_CONST_LIMIT >> 30} GiB of such constants",
+                              path)
+
+
+def _stored_values(tensor) -> int:
+    """How many values a TensorProto holds itself: its raw content, or its longest repeated `*_val` list."""
+    if tensor.tensor_content:
+        return len(tensor.tensor_content) // max(_itemsize(tensor.dtype), 1)
+    return max((len(value) for fd, value in tensor.ListFields() if fd.name.endswith("_val")), default=0)
+
+
+def _itemsize(dtype_enum: int) -> int:
+    """Bytes per value of a TensorFlow dtype as numpy holds it (object references for strings)."""
+    from tensorflow.python.framework import dtypes
+
+    return np.dtype(dtypes.as_dtype(dtype_enum).as_numpy_dtype).itemsize
+
+
 def constants(graph_def, path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Every Const node's value, by node name."""
+    """Every Const node's value, by node name (sizes checked first: see check_constant_sizes)."""
     from tensorflow.python.framework import tensor_util
 
     with damaged_graph(path):
+        check_constant_sizes(graph_def, path)
         return {n.name: tensor_util.MakeNdarray(n.attr["value"].tensor) for n in graph_def.node if n.op == "Const"}
 
 

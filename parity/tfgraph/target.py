@@ -8,9 +8,12 @@ scope named like it (Keras `conv1_conv1_1` against `conv1/conv1_1/Relu`), or wha
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from ..check import Target
 from ..errors import ParityError
@@ -121,14 +124,115 @@ def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str,
 
 
 def _load_weights_file(model, path: Path) -> None:
-    from ..errors import require_file
-
     import zipfile
 
+    from ..errors import require_file
+
     try:
-        model.load_weights(str(require_file(path, "weights")))
+        check_weights_file(model, require_file(path, "weights"))
+        model.load_weights(str(path))
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # a .keras is a zip: a damaged one says so
         raise ParityError(f"cannot load these weights into the Keras model ({str(exc).splitlines()[0]})", path) from None
+
+
+KERAS_WEIGHTS = "model.weights.h5"  # the weights inside a .keras archive
+
+
+def check_weights_file(model, path: Path) -> None:
+    """Refuse, naming the dataset, a weights file whose stored arrays do not fit `model`, before Keras
+    reads a byte of them. Why: Keras reads a whole dataset before it compares shapes, and HDF5 keeps a
+    dataset never written as its shape and a fill value, so a 15 KB file can claim terabytes.
+
+    A .keras is a zip: only its model.weights.h5 is read, in place, metadata only."""
+    import zipfile
+
+    if path.name.endswith(".keras"):
+        with zipfile.ZipFile(path) as archive, archive.open(KERAS_WEIGHTS) as member:
+            _check_h5(model, member, path, f" in {KERAS_WEIGHTS}")
+    elif path.name.endswith(".weights.h5"):
+        _check_h5(model, path, path, "")
+    else:
+        raise ParityError("--weights takes a .keras or a .weights.h5 file (what `parity tf-import` writes)", path)
+
+
+def _check_h5(model, source, path: Path, where: str) -> None:
+    """Every dataset of the HDF5 file `source`: where Keras reads a variable, that variable's shape and
+    dtype; elsewhere (an optimizer's state, say), a shape and dtype some variable has, or one value."""
+    import h5py
+
+    expected = _expected_datasets(model)
+    fits = {(shape, dtype) for shape, dtype, _ in expected.values()} or {
+        (tuple(v.shape), _described(v)[1]) for v in model.weights}
+    found: list[tuple[str, object]] = []
+    with h5py.File(source, "r") as fh:
+        fh.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+        for name, dataset in found:
+            problem = _dataset_problem(dataset, expected.get(name), fits)
+            if problem:
+                raise ParityError(f"dataset {name}{where} {problem}; refusing the file before Keras reads it", path)
+
+
+def _dataset_problem(dataset, wanted: tuple | None, fits: set) -> str | None:
+    """Why Keras must not read `dataset` (None when it may): its storage, or a shape or dtype unlike
+    `wanted` (shape, dtype, variable), or, where no variable is read from it, unlike any in `fits`."""
+    if dataset.is_virtual or dataset.external:
+        return "keeps its data outside this file"
+    shape = dataset.shape
+    dtype = "bfloat16" if dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") else dataset.dtype.name
+    if shape is None:
+        return "has no shape"
+    nbytes = math.prod(shape) * dataset.dtype.itemsize
+    if dataset.chunks and math.prod(dataset.chunks) * dataset.dtype.itemsize > max(nbytes, 1 << 20):
+        return f"is stored in chunks of {dataset.chunks}, larger than the data itself"
+    if wanted is not None and (shape, dtype) != wanted[:2]:
+        return f"is {shape} {dtype}, but the model's variable {wanted[2]} is {wanted[0]} {wanted[1]}"
+    if wanted is None and (shape, dtype) not in fits and math.prod(shape) > 1:
+        return f"is {shape} {dtype}, which no variable of the model is"
+    return None
+
+
+def _expected_datasets(model) -> dict[str, tuple]:
+    """Dataset path -> (shape, dtype, variable path) for every variable Keras would load into `model`,
+    found by letting Keras' own saving walk the model into a store that writes nothing. Empty where
+    that walk is not available (a Keras without these internals): then only the shapes are checked."""
+    try:
+        from keras.src.saving import saving_lib
+
+        layout = _layout_store(saving_lib.H5IOStore)
+        saving_lib._save_state(model, weights_store=layout, assets_store=None, inner_path="", visited_saveables=set())
+    except (ImportError, AttributeError, TypeError):
+        return {}
+    return layout.found
+
+
+def _layout_store(base: type):
+    """A `base` (Keras' H5IOStore) that records what would be written, and where, instead of writing."""
+
+    class Layout(base):
+        def __init__(self):  # opens no file
+            self.found, self.group = {}, "vars"
+
+        def __bool__(self):
+            return True
+
+        def make(self, path, metadata=None):
+            self.group = f"{path}/vars" if path else "vars"
+            return self
+
+        def __setitem__(self, key, value):
+            self.found[f"{self.group}/{key}"] = (*_described(value), getattr(value, "path", key))
+
+    return Layout()
+
+
+def _described(value) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype name) of what Keras saves: a variable, usually, read without copying its values."""
+    import keras
+
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return tuple(value.shape), keras.backend.standardize_dtype(value.dtype)
+    array = np.asarray(value)
+    return array.shape, keras.backend.standardize_dtype(array.dtype)
 
 
 def restricted(target: Target, tensors: dict) -> Target:
