@@ -343,10 +343,7 @@ def scale(kind: str, folder: str) -> dict:
 
             weights = read_caffemodel(out / "chain.caffemodel")
             tick("read_caffemodel")
-            # Keras's functional API walks the graph recursively, a frame per layer of depth (keras/src/ops/
-            # function.py, _build_map_helper): past about 1,000 layers in a chain, Python's default limit
-            # raises RecursionError inside keras.Model(), whatever parity does
-            sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * len(net.layers) + 1000))
+            # convert_net gives Keras's recursive graph walk the recursion room a chain this deep needs
             with _timing_keras_map_graph() as spent:
                 converted = convert_net(net, weights)
             tick("convert")

@@ -626,9 +626,10 @@ def render_markdown(facts: dict, rows: list[dict], loads: dict, why_not: str, fo
             out += ["", f"Of the {caffe['n']:,}-layer chain's {caffe['total_s']:.1f} s, {100 * share:.0f}% is "
                     "`convert_net`: Keras building one layer per Caffe layer, then the functional model, whose "
                     "validation (`map_graph`) checks that names are unique with `all_names.count(name)` for every "
-                    "name, quadratic in the layers. The probe raises Python's recursion limit for the conversion: "
-                    "Keras walks the functional graph recursively, a frame per layer of depth, and a chain deeper "
-                    "than about 1,000 layers otherwise stops with RecursionError inside `keras.Model()`."]
+                    "name, quadratic in the layers. Keras also walks the functional graph recursively, a frame per "
+                    "layer of depth; `convert_net` raises Python's recursion limit for its own duration "
+                    "(`recursion_room`), or a chain deeper than about 1,000 layers would stop with RecursionError "
+                    "inside `keras.Model()`."]
 
     out += ["", "## 4. Peak RSS", "",
             "ru_maxrss of each subprocess (os.wait4): its largest resident set, including the interpreter and its "
