@@ -127,6 +127,7 @@ class Prepared:
     build: Callable | None = None  # the converter used (parity's, a planted bug's, or a hand-written model's)
     twin: object = None  # parity.noise.Twin: what runs in float64 to measure each output's noise
     parents: dict = field(default_factory=dict)  # key -> the captured keys it reads (for inherited noise)
+    left_out: dict = field(default_factory=dict)  # reference dir -> notes on entries a hand-written model lacks
     _local: dict = field(default_factory=dict, repr=False)  # entry layout -> LocalRunner
 
     def local_runner(self, ref: Reference):
@@ -177,15 +178,35 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
                 raise
             raise explain_shape_conflict(exc, net, target, build) from None
         notes = provenance.result()
-    if target.partial_match:
+    if target.partial_match or converted.left_out is not None:
         from .tfgraph.target import restricted
 
+        left_out = left_out_notes(target, converted) if converted.left_out else {}
         target = restricted(target, converted.tensors)
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
     keys += [k for k in decision_inputs(net, target, converted.tensors) if k not in keys]
     capture = Capture(converted, keys)
     return Prepared(target, net, converted, capture, notes, environment(), weights, build,
-                    twin_for(capture, target, net, weights, build, keys), parents_of(net, keys))
+                    twin_for(capture, target, net, weights, build, keys), parents_of(net, keys),
+                    left_out if target.partial_match or converted.left_out is not None else {})
+
+
+def left_out_notes(target: Target, converted) -> dict[Path, list[str]]:
+    """Per reference: the entries a hand-written model has no tensor for, and why (a value inside a fused
+    Keras layer, a Keras layer nothing in Caffe pairs with)."""
+    result = {}
+    for ref in target.references:
+        found = [f"not compared: {layer} ({converted.left_out[(layer, top)]})" for layer, top in
+                 dict.fromkeys((e.layer, e.top) for e in ref.entries)
+                 if (layer, top) not in converted.tensors and (layer, top) in converted.left_out]
+        found += [why for (layer, _), why in converted.left_out.items() if not layer]
+        missing = [e.layer for e in ref.entries if (e.layer, e.top) not in converted.tensors
+                   and (e.layer, e.top) not in converted.left_out]
+        if missing:
+            found.append(f"not compared: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} "
+                         "(no Keras layer pairs with them)")
+        result[ref.dir] = found
+    return result
 
 
 def decision_inputs(net: Net, target: Target, tensors: dict) -> list[Key]:
@@ -337,6 +358,9 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
         results.append(result)
     first = attribute(results, prepared.net)
     header = _header(ref, tol, prepared.environment, prepared.notes.get(ref.dir, []), local, baseline, about)
+    if prepared.converted.checked:
+        header["checked"] = prepared.converted.checked
+        header["notes"] = [*header["notes"], *prepared.left_out.get(ref.dir, [])]
     report = Report(prepared.target.name, ref.name, *_fixed_values(tol), results, first, header)
     _keep_evidence(report, arrays, local_run.outputs if local_run else {}, prepared)
     return report

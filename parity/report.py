@@ -147,6 +147,9 @@ def render(report: Report) -> str:
     env = report.header.get("environment")
     if env:
         lines.append(f"  numerics: {environment_line(env)}")
+    checked = report.header.get("checked")
+    if checked:
+        lines.append(f"  checked: {checked_line(checked)}")
     noise = report.header.get("noise") or {}
     if noise.get("source"):
         lines.append(f"  noise: measured by {noise['source']}")
@@ -169,6 +172,12 @@ def render(report: Report) -> str:
     lines += [layer_line(r, report.first_divergence, report.local) for r in report.layers]
     lines += verdict_lines(report)
     return "\n".join(printable(line) for line in lines)
+
+
+def checked_line(checked: dict) -> str:
+    """What was checked when it is not parity's own conversion: the hand-written model and its pairing."""
+    mapping = f"mapping {checked['mapping']}" if checked.get("mapping") else "no mapping"
+    return f"hand-written Keras model {checked.get('model')} ({mapping}; layers paired: {checked.get('pairing')})"
 
 
 def environment_line(env: dict) -> str:

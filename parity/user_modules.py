@@ -6,6 +6,7 @@ line of a syntax error), not a traceback through parity.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -20,15 +21,37 @@ from .errors import ParityError
 
 
 def import_user_module(spec: str) -> ModuleType:
-    """'package.module' or 'path/to/file.py' -> the imported module (a file is imported once per path)."""
+    """'package.module' or 'path/to/file.py' -> the imported module (a file is imported once per path).
+
+    A module is looked for in the working folder first, as `python -m` would; a file sees its own folder,
+    so its sibling imports work as they do when it is run as a script."""
     try:
-        return _module_from_file(spec) if spec.endswith(".py") else importlib.import_module(spec)
+        if spec.endswith(".py"):
+            with _on_path(Path(spec).resolve().parent):
+                return _module_from_file(spec)
+        with _on_path(Path.cwd()):
+            return importlib.import_module(spec)
     except SyntaxError as exc:
         raise ParityError(f"cannot import {spec!r}: {exc.msg}", exc.filename, exc.lineno) from None
     except ImportError as exc:
         raise ParityError(f"cannot import {spec!r} ({exc})") from None
     except Exception as exc:  # the module's own code failed while importing
         raise user_code_error(f"importing {spec!r}", exc, _file_of(spec)) from None
+
+
+@contextlib.contextmanager
+def _on_path(folder: Path):
+    """`folder` first on sys.path for the duration (left as it was if it was there already)."""
+    entry = str(folder)
+    if entry in sys.path:
+        yield
+        return
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if entry in sys.path:
+            sys.path.remove(entry)
 
 
 def call_user_code(what: str, fn: Callable, *args, returns: type | None = None):

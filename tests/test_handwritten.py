@@ -36,7 +36,7 @@ def test_weight_shape_mismatches_are_named(capsys, tmp_path):
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"fc7": "fc6"}))  # a wrong mapping: fc6's kernel does not fit fc7
     code, _, out = check(capsys, tmp_path, "build_vgg19", "--mapping", str(mapping))
-    assert code == 2 and "fc7.kernel: shape (4096, 4096) but Caffe's fc6/kernel is (25088, 4096)" in out.err
+    assert code == 2 and "fc7.kernel: shape (4096, 4096), Caffe's fc6 gives (25088, 4096)" in out.err
 
 
 def test_a_mapping_that_pairs_nothing_is_refused(capsys, tmp_path):

@@ -35,7 +35,10 @@ def add(sub) -> None:
     p.add_argument("--keras-model", metavar="MODULE:FN", help="check your own Keras model (FN() returns it) instead of "
                    "parity's conversion; Caffe's weights are loaded into it by layer name")
     p.add_argument("--mapping", type=Path, help='with --keras-model: JSON {"keras layer": "caffe layer"} (or graph op '
-                   'or scope) where names differ')
+                   'or scope), or {"keras layer": {"weights": "caffe layer", "output": "caffe layer"}}, where the '
+                   'automatic pairing (names, then type and shape in graph order) needs help')
+    p.add_argument("--save-mapping", type=Path, metavar="PATH", help="with --keras-model: write the pairing parity "
+                   "made as a mapping file (JSON), to review or edit and pass back with --mapping")
     p.add_argument("--weights", type=Path, help="with --keras-model and a TensorFlow-graph reference: the model's "
                    "weights (a `parity tf-import` output, .keras or .weights.h5)")
     p.add_argument("--graph", type=Path, help="with a TensorFlow-graph reference: the frozen graph (.pb); its sha256 "
@@ -56,10 +59,11 @@ def _check_options(args) -> None:
     """Options that only mean something beside another are refused alone, not silently ignored; output
     files are checked writable before the run, so a finished check never ends on a bad path."""
     for option, needs, given in (("--image", "--model", args.model), ("--mapping", "--keras-model", args.keras_model),
+                                 ("--save-mapping", "--keras-model", args.keras_model),
                                  ("--growth", "--baseline", args.baseline)):
         if getattr(args, option[2:].replace("-", "_")) is not None and not given:
             raise ParityError(f"{option} goes with {needs}")
-    for path, what in ((args.json, "JSON report"), (args.html, "HTML report")):
+    for path, what in ((args.json, "JSON report"), (args.html, "HTML report"), (args.save_mapping, "mapping")):
         if path is not None:
             require_writable(path, what)
 
@@ -128,7 +132,8 @@ def run(args) -> int:
     if args.keras_model and not target.partial_match:
         from ..handwritten import handwritten_converter, load_builder, read_mapping
 
-        convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping))
+        convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping), args.keras_model,
+                                        args.mapping, args.save_mapping)
     reports = check_target(target, policy, allow_mismatch=args.allow_mismatch, convert=convert, progress=progress,
                            local=args.local, numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
                            baseline=baseline)

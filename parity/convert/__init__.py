@@ -33,6 +33,8 @@ class ConvertedModel:
     caffe_shapes: dict[tuple[str, str], tuple[int, ...]]
     keras_names: dict[str, str]  # caffe layer -> keras layer
     input_blobs: list[str]  # Caffe blob fed by each of model.inputs, in order
+    checked: dict | None = None  # a hand-written model: what was checked (builder, mapping, pairing)
+    left_out: dict | None = None  # a hand-written model: Caffe value -> why no Keras tensor holds it
 
 
 # Layer types that only make sense while training or evaluating (data sources, losses, metrics),
