@@ -268,6 +268,9 @@ def render_header(report: Report) -> str:
         if key == "caffe" and isinstance(value, Mapping):
             summary = f"{value.get('distribution', 'caffe')} {value.get('version', '')}"
             body = f"<details><summary>{_e(summary)}</summary>{body}</details>"  # long: folded
+        elif key == "checked" and isinstance(value, Mapping):
+            summary = f"hand-written Keras model {value.get('model')} (pairing: {value.get('pairing')})"
+            body = f"<details><summary>{_e(summary)}</summary>{body}</details>"
         rows.append((_e(key), body))
     notes = "".join(f'<p class="warn">note: {_e(n)}</p>' for n in report.header.get("notes", []) or [])
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
