@@ -74,11 +74,17 @@ def up_to(target: Target, until: str | None) -> Target:
 
 
 def target_from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) -> Target:
-    """The model is named after the prototxt's folder, resolved: a bare 'deploy.prototxt' has the
-    parent '.', whose name is empty. A prototxt at the root falls back to its own file name's stem."""
+    """The model is named by the prototxt's `name:`, else its file's stem: never its folder's name (one
+    package's folder holds several nets: "models" for an age net and a gender net alike)."""
     refs = find_references(blobs_dir)
     path = Path(prototxt)
-    return Target(name or path.parent.resolve().name or path.stem, path, Path(caffemodel), refs)
+    return Target(name or model_name(path), path, Path(caffemodel), refs)
+
+
+def model_name(prototxt: Path) -> str:
+    from .reading.prototxt import read_prototxt
+
+    return read_prototxt(prototxt).name.strip() or prototxt.stem or "model"
 
 
 def target_from_fixture(name: str, images: list[str] | None = None) -> Target:

@@ -81,6 +81,9 @@ def test_keras_applications_resnet50_pairs_batchnorm_and_scale_into_one_layer(ca
     Everything before pool1 passes, and pool1 is named."""
     code, report, out = check(capsys, tmp_path, "resnet50", f"{apps}:resnet50")
     assert code == 1 and report["first_divergence"] == "pool1", out.err
+    # -q: one line, model and sample, then the verdict (hints never replace it)
+    assert out.out.splitlines() == [out.out.splitlines()[0]]
+    assert out.out.startswith("resnet50/chelsea: FAIL: first divergence at pool1 (Pooling")
     status = {l["layer"]: l["status"] for l in report["layers"]}
     assert status["conv1_relu"] == "pass" and status["data"] == "pass"
     assert "by position" in report["checked"]["pairing"]

@@ -130,7 +130,9 @@ def test_the_terminal_report_escapes_names_line_by_line(capsys, monkeypatch, hos
     assert len({line.index(" Pooling ") for line in rows}) == 1, rows  # escaped before cut: columns stay aligned
     assert main(["check", "--model", "hostile", "-q"]) == 1
     quiet = capsys.readouterr().out.splitlines()
-    assert len(quiet) == 1 and quiet[0].startswith("FAIL: first divergence at pool") and quiet[0] in lines  # the verdict, escaped
+    assert len(quiet) == 1 and quiet[0].startswith("hostile/chel\\x1b[31msea\\nparity: error: forged")
+    model_and_sample, verdict_line = quiet[0].split(": FAIL: ", 1)
+    assert f"FAIL: {verdict_line}" == verdict  # the verdict, escaped, after the model and sample
 
 
 def test_baseline_update_lists_failing_models_escaped(capsys, monkeypatch, tmp_path, hostile):
@@ -336,5 +338,19 @@ def test_a_bare_prototxt_name_still_names_the_model(monkeypatch, weights):
     from parity.check import target_from_files
 
     monkeypatch.chdir(TINY.prototxt.parent)
-    assert target_from_files("deploy.prototxt", weights, TINY.references / "chelsea").name == "tiny"
+    assert target_from_files("deploy.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
     assert target_from_files(Path("deploy.prototxt"), weights, TINY.references / "chelsea", name="given").name == "given"
+
+
+def test_a_model_is_named_by_its_prototxt_never_its_folder(tmp_path, weights):
+    """One package's folder holds several nets ("models/age.prototxt", "models/gender.prototxt"): the
+    folder's name would call both "models". The prototxt's `name:` names it, else the file's stem."""
+    from parity.check import target_from_files
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    text = TINY.prototxt.read_text()
+    (folder / "age.prototxt").write_text(text)
+    (folder / "gender.prototxt").write_text(text.replace('name: "parity_tiny"', ""))
+    assert target_from_files(folder / "age.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
+    assert target_from_files(folder / "gender.prototxt", weights, TINY.references / "chelsea").name == "gender"

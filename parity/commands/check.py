@@ -51,8 +51,16 @@ def add(sub) -> None:
                    help="let GPUs use TF32 matmuls/convolutions (off by default: about 1e-3 relative error)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even if the files' sha256 differ from the manifest's (said in the report)")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the verdict lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="print one line per sample: MODEL/SAMPLE: the verdict "
+                   "(PASS or FAIL first, so a log grepped for FAIL finds it)")
     p.set_defaults(run=run)
+
+
+def quiet_line(report) -> str:
+    """-q's line: which model and sample, then the verdict (never a hint that follows it)."""
+    from ..report import verdict_lines
+
+    return printable(f"{report.model}/{report.image}: {verdict_lines(report)[0]}")
 
 
 def _check_options(args) -> None:
@@ -139,7 +147,7 @@ def run(args) -> int:
                            baseline=baseline)
     for report in reports:
         text = render(report)
-        print(printable(verdict_lines(report)[0]) if args.quiet else text)  # -q: the verdict, not a hint after it
+        print(quiet_line(report) if args.quiet else text)
     if args.json:
         payload = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
         write_json(args.json, payload)
