@@ -157,6 +157,24 @@ def pytest_generate_tests(metafunc):
         indirect=True)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """xdist controller: a worker's collected ids must carry their group ("...@parity-MODEL-SAMPLE"), or
+    the scheduler hands one model's items to every worker and each converts it (pytest 9.2 with
+    pytest-xdist 3.8: xdist renames a node id attribute pytest no longer reads). Said once, loudly."""
+    config = node.config
+    if not _grouped(config) or getattr(config, "_parity_ungrouped_said", False):
+        return
+    ours = [i for i in ids if "test_parity.py::test_layer[" in i]
+    if ours and not any("@parity-" in i for i in ours):
+        config._parity_ungrouped_said = True
+        message = (f"parity: pytest-xdist's groups are ignored with pytest {pytest.__version__}: every worker "
+                   "will convert every model (slower, same verdicts). Install pytest<9.2 (pip install -e '.[test]').")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(message, yellow=True, bold=True)
+
+
 def _grouped(config) -> bool:
     """Whether pytest-xdist hands out whole groups: in the controller, or told so in a worker."""
     return (getattr(config.option, "dist", "no") == "loadgroup"

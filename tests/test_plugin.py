@@ -258,3 +258,19 @@ def test_the_plugin_checks_the_project_settings_only_where_the_parity_suite_may_
     assert _runs_parity(config(REPO / "parity")) and _runs_parity(config(REPO))
     assert _runs_parity(config(REPO / "parity" / "test_parity.py"))
     assert _runs_parity(config(REPO / "tests", model=["tiny"]))
+
+
+def test_under_xdist_each_model_runs_on_one_worker():
+    """What caught pytest 9.2 with pytest-xdist 3.8: the groups were silently dropped, and both workers
+    converted both models. Every item of one (model, sample) must run on one worker, tagged with its group."""
+    import re
+
+    proc = run_suite("--model=tiny", "--model=tiny_v1", "-n", "2", "-v")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    workers: dict[str, set[str]] = {}
+    for worker, case in re.findall(r"\[(gw\d+)\].*PASSED parity/test_parity.py::test_layer\[(tiny(?:_v1)?-\w+)-",
+                                   proc.stdout):
+        workers.setdefault(case, set()).add(worker)
+    assert set(workers) == {"tiny-chelsea", "tiny_v1-coffee"}, proc.stdout[-3000:]
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert "@parity-tiny-chelsea" in proc.stdout and "groups are ignored" not in proc.stdout
