@@ -6,6 +6,7 @@ says what it uses.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -30,16 +31,50 @@ def fails_with(capsys, argv, *expected) -> str:
     return message[0]
 
 
+PINNED_CAFFE = ("brocolli-caffe", "9.0.2")  # tools/build_caffe.sh's SDIST_VERSION: what the references came from
+
+_PROBE = """
+import json, pathlib, caffe
+record = pathlib.Path(caffe.__file__).resolve().parents[2] / "parity-build.json"
+info = json.loads(record.read_text()) if record.is_file() else {}
+print(json.dumps([info.get("distribution", "unknown"), info.get("version", "unknown")]))
+"""
+
+
 @functools.cache
-def caffe_python() -> str | None:
-    """A Python where pycaffe imports: this one, or the one tools/build_caffe.sh made."""
+def caffe_search() -> tuple[str | None, str]:
+    """(a Python where the pinned pycaffe imports, or None; why not). The tests that need pycaffe compare
+    its output with references made by the pinned build (bit for bit, sometimes), so another pycaffe, one
+    not built by tools/build_caffe.sh, would fail them for the wrong reason: they skip, saying so."""
     candidates = [sys.executable, str(Path(os.environ.get("PARITY_CAFFE_DIR", REPO / ".cache" / "caffe"))
                                       / "venv" / "bin" / "python")]
-    for python in candidates:
-        if Path(python).exists() and subprocess.run([python, "-c", "import caffe"], capture_output=True,
-                                                    env={**os.environ, "GLOG_minloglevel": "2"}).returncode == 0:
-            return python
-    return None
+    why = "pycaffe does not import here (build it with tools/build_caffe.sh)"
+    for python in dict.fromkeys(candidates):
+        if not Path(python).exists():
+            continue
+        probe = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
+                               env={**os.environ, "GLOG_minloglevel": "2"})
+        if probe.returncode != 0:
+            continue
+        found = tuple(json.loads(probe.stdout.strip().splitlines()[-1]))
+        if found == PINNED_CAFFE:
+            return python, ""
+        what = "has no parity-build.json" if found == ("unknown", "unknown") else f"is {' '.join(found)}"
+        why = (f"the pycaffe {python} imports {what}: not the pinned {' '.join(PINNED_CAFFE)} built by "
+               "tools/build_caffe.sh, which made the references")
+    return None, why
+
+
+def caffe_python() -> str | None:
+    """A Python where the pinned pycaffe imports: this one, or the one tools/build_caffe.sh made."""
+    return caffe_search()[0]
+
+
+def caffe_python_or_skip() -> str:
+    import pytest
+
+    python, why = caffe_search()
+    return python or pytest.skip(why)
 
 
 def edited(layer, edit):

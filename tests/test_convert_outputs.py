@@ -122,11 +122,9 @@ def test_batchnorm_with_a_zero_scale_factor_matches_real_caffe(tmp_path):
 
     from parity.reading.caffemodel_writer import write_caffemodel
     from parity.reading.prototxt import read_prototxt
-    from support import caffe_python
+    from support import caffe_python_or_skip
 
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     prototxt = tmp_path / "bn.prototxt"
     prototxt.write_text(BATCHNORM_NET)
     blobs = {"bn": [np.array([1.0, 2.0], np.float32), np.array([3.0, 4.0], np.float32), np.array([0.0], np.float32)]}

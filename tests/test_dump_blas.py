@@ -18,7 +18,7 @@ from parity import blas
 from parity.blas import AUTO, KERNELS, Pin, choose_core, cpu_flags, describe, pin, verify
 from parity.errors import ParityError
 from parity.fixtures import REPO, load_fixture
-from support import caffe_python, fails_with
+from support import caffe_python_or_skip, fails_with
 
 HASWELL_CPU = "processor\t: 0\nflags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx avx2 fma\n"
 
@@ -133,9 +133,7 @@ def test_another_blas_is_recorded_as_such_and_only_an_explicit_kernel_is_refused
 def dump_tiny(out: Path, *options: str, coretype: str | None = None) -> dict:
     """`parity dump --fixture tiny` in the pycaffe environment, with OPENBLAS_CORETYPE as given (unset if
     None) and 4 threads asked for, which the dump must override; the manifest's caffe.blas record."""
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     env.update({"OPENBLAS_NUM_THREADS": "4", "PYTHONPATH": str(REPO), **({"OPENBLAS_CORETYPE": coretype} if coretype else {})})
     proc = subprocess.run([python, "-m", "parity", "dump", "--fixture", "tiny", *options, "--out", str(out)],
@@ -194,7 +192,7 @@ except ParityError as exc:
 def test_a_kernel_asked_for_after_openblas_loaded_is_refused(tmp_path):
     """OpenBLAS reads OPENBLAS_CORETYPE once: a later request cannot take effect and must not be recorded."""
     needs("Haswell")
-    python = caffe_python() or pytest.skip("pycaffe does not import here")
+    python = caffe_python_or_skip()
     proc = subprocess.run([python, "-c", CHANGE_KERNEL_AFTER_LOAD], capture_output=True, text=True, timeout=300,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "GLOG_minloglevel": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]

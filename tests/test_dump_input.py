@@ -24,7 +24,7 @@ from parity.fixtures import REPO, load_fixture
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
-from support import caffe_python
+from support import caffe_python_or_skip
 
 TINY = load_fixture("tiny")
 IMAGE = TINY.image_path("chelsea")
@@ -53,9 +53,7 @@ def one_error_line(stderr: str, *expected) -> str:
 
 def dump_fails_with(tmp_path: Path, argv: list, *expected, memory_limit: int | None = None) -> str:
     """Run `parity dump ARGV --out OUT` with pycaffe: exit 2, one error line, and no OUT at all."""
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     out = tmp_path / "out"
     proc = run_parity(python, ["dump", *argv, "--out", out], memory_limit)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
@@ -163,7 +161,7 @@ def test_a_layer_only_the_caffemodel_has_is_ignored_as_caffe_does(tmp_path):
     extra.CopyFrom(proto.layer[-1])
     extra.name = "extra"
     rich = edited_caffemodel(tmp_path, lambda b: b.__setitem__("extra", [np.ones(3, np.float32)]), proto)
-    proc = run_parity(caffe_python() or pytest.skip("pycaffe does not import here"),
+    proc = run_parity(caffe_python_or_skip(),
                       ["dump", *with_image(TINY.prototxt, rich), "--out", tmp_path / "out"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out" / "chelsea" / "manifest.json").is_file()
@@ -250,8 +248,8 @@ def test_dump_tf_checks_the_shared_options_too(capsys, tmp_path, option, value):
 @pytest.mark.caffe
 def test_dump_tf_without_tensorflow_says_where_to_run_it(tmp_path):
     """The pycaffe venv has no TensorFlow: a ModuleNotFoundError traceback became one line."""
-    python = caffe_python()
-    if python is None or python == sys.executable:
+    python = caffe_python_or_skip()
+    if python == sys.executable:
         pytest.skip("needs the pycaffe environment, which has no TensorFlow")
     graph = tmp_path / "graph.pb"
     graph.write_bytes(b"")

@@ -23,7 +23,7 @@ from parity.errors import ParityError
 from parity.fixtures import REPO, load_fixture
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
-from support import caffe_python, fails_with
+from support import caffe_python_or_skip, fails_with
 
 TINY = load_fixture("tiny")
 IMAGE = TINY.image_path("chelsea")
@@ -41,7 +41,7 @@ def _run(python: str, argv: list) -> subprocess.CompletedProcess:
 
 
 def _pycaffe() -> str:
-    return caffe_python() or pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    return caffe_python_or_skip()
 
 
 # -- 1. a frozen graph is data: ops that touch files are refused before anything runs ----------------

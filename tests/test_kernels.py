@@ -18,7 +18,7 @@ from parity.check import check_reference, prepare, target_from_fixture
 from parity.compare import K, NoiseRule
 from parity.fixtures import REPO
 from parity.reference import find_references
-from support import caffe_python
+from support import caffe_python_or_skip
 
 DEEP = ["mobilenet", "resnet50", "googlenet", "vgg19"]
 
@@ -33,9 +33,7 @@ def other_kernels() -> list[str]:
 @pytest.fixture(scope="module")
 def kernel_dumps(tmp_path_factory):
     """{kernel: reference root}, each holding a fresh dump of every deep fixture made with that kernel."""
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     kernels = other_kernels()
     if len(kernels) < 2:
         pytest.skip("this CPU runs fewer than two OpenBLAS kernels besides Haswell")

@@ -13,7 +13,7 @@ import pytest
 from parity.fixtures import REPO, list_fixtures, load_fixture
 from parity.atomic import sha256_file
 from parity.reference import find_references
-from support import caffe_python
+from support import caffe_python_or_skip
 
 BUDGET_BYTES = 150 * 1000 * 1000  # 150 MB; decimal, the stricter reading
 SDIST_SHA256 = re.search(r"SDIST_SHA256=(\w+)", (REPO / "tools" / "build_caffe.sh").read_text()).group(1)
@@ -76,9 +76,7 @@ def same_up_to_caffes_own_noise(ref_file: Path, fresh_file: Path, layer_type: st
 @pytest.mark.caffe
 @pytest.mark.parametrize("name", FIXTURES)
 def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     core = references(name)[0].manifest["caffe"]["blas"]["core"]  # the kernel the references name, whatever
     proc = subprocess.run([python, "-m", "parity", "dump", "--fixture", name, "--blas-core", core,  # the env says
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
@@ -94,9 +92,7 @@ def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
 @pytest.mark.caffe
 def test_dump_of_a_raw_input_array_reproduces_the_references(tmp_path):
     """--input feeds an NCHW array as it is: Caffe's saved input gives back Caffe's saved blobs."""
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     fixture = load_fixture("tiny")
     (ref,) = references("tiny")
     array = tmp_path / "chelsea.npy"
@@ -125,9 +121,7 @@ def test_a_caffemodel_caffe_saved_reads_like_the_one_it_loaded(name, tmp_path):
     with no BlobShape at all, which Caffe reads back as 0-D."""
     from parity.reading.caffemodel import read_caffemodel
 
-    python = caffe_python()
-    if python is None:
-        pytest.skip("pycaffe does not import here (build it with tools/build_caffe.sh)")
+    python = caffe_python_or_skip()
     fixture = load_fixture(name)
     ours, saved = fixture.weights_path(quiet=True), tmp_path / "saved.caffemodel"
     proc = subprocess.run([python, "-c", SAVE_WITH_CAFFE, str(fixture.prototxt), str(ours), str(saved)],
@@ -139,3 +133,20 @@ def test_a_caffemodel_caffe_saved_reads_like_the_one_it_loaded(name, tmp_path):
         assert [a.shape for a in got[layer]] == [a.shape for a in arrays], layer
         for a, b in zip(arrays, got[layer]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_pycaffe_that_is_not_the_pinned_build_makes_the_caffe_tests_skip_saying_why(tmp_path, monkeypatch):
+    """A user's own pycaffe imports fine, but the references came from the pinned build: comparing would
+    fail for the wrong reason, so the pycaffe tests skip, naming what was found and what is pinned."""
+    import support
+
+    fake = tmp_path / "site" / "python" / "caffe"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '1.0.0'\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setenv("PARITY_CAFFE_DIR", str(tmp_path / "none"))
+    python, why = support.caffe_search.__wrapped__()
+    assert python is None
+    assert "has no parity-build.json: not the pinned brocolli-caffe 9.0.2" in why and "tools/build_caffe.sh" in why
+    (fake.parents[1] / "parity-build.json").write_text('{"distribution": "brocolli-caffe", "version": "9.0.2"}')
+    assert support.caffe_search.__wrapped__()[0] is not None  # the pinned build's record: accepted
