@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
-from .report import Report, describe, number, times, verdict_lines
+from .report import Report, describe, environment_line, number, times, verdict_lines
 
 # Viridis at nine evenly spaced points: perceptually uniform, luminance rises monotonically (so
 # "brighter" always means "larger", also in greyscale print), readable with colour blindness.
@@ -268,6 +268,9 @@ def render_header(report: Report) -> str:
         if key == "caffe" and isinstance(value, Mapping):
             summary = f"{value.get('distribution', 'caffe')} {value.get('version', '')}"
             body = f"<details><summary>{_e(summary)}</summary>{body}</details>"  # long: folded
+        elif key == "environment" and isinstance(value, Mapping):
+            summary = environment_line(value)
+            body = f"<details><summary>{_e(summary)}</summary>{body}</details>"
         elif key == "checked" and isinstance(value, Mapping):
             summary = f"hand-written Keras model {value.get('model')} (pairing: {value.get('pairing')})"
             body = f"<details><summary>{_e(summary)}</summary>{body}</details>"
@@ -348,7 +351,7 @@ def render_report(index: int, report: Report) -> str:
     more = sum(r.status == FAIL for r in report.layers) - len(pictured)
     return (f'<article class="report" id="r{index}"><h2>{_e(report.model)} / {_e(report.image)} '
             f'<span class="badge {_e(report.status)}">{_e(report.status.upper())}</span></h2>'
-            + render_header(report) + verdict(report)
+            + verdict(report) + render_header(report)
             + render_table(index, report, {_anchor(index, report, r) for r in pictured})
             + "".join(render_layer(index, report, r) for r in pictured)
             + (f'<p class="note">{more} more failing layer(s) not shown.</p>' if more > 0 else "")

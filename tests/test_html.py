@@ -454,3 +454,30 @@ def test_the_page_shows_each_layer_s_noise_and_its_error_in_units_of_it():
     assert "<th>noise</th><th>x noise</th>" in text and "12 x float32 noise" in text
     for r in report.layers:
         assert f"<td>{page._e(times(r.ratio))}</td>" in text
+
+
+def test_the_verdict_comes_before_the_header_and_the_environment_is_folded():
+    report, _, _ = border_report()
+    text = page.render_html([report])
+    assert text.index("FAIL: first divergence at conv1") < text.index('<table class="kv header">')
+    folded = text[text.index("<th>environment</th>"):]
+    assert folded.index("<details>") < folded.index("tensorflow") < folded.index("</details>")
+
+
+def test_every_layer_that_fails_on_its_own_gets_its_heatmap(tmp_path):
+    """Two roots (conv1 and conv2 on two branches of the input): both pictured, not only the first."""
+    from parity.graph import Net
+
+    prototxt = tmp_path / "two.prototxt"
+    prototxt.write_text('layer { name: "data" type: "Input" top: "data" }\n'
+                        'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" }\n'
+                        'layer { name: "conv2" type: "Convolution" bottom: "data" top: "conv2" }\n')
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((1, 9, 11, 4)).astype(np.float32)
+    layers = [measured("conv1", 1, ref, ref + 1.0), measured("conv2", 2, ref, ref - 1.0)]
+    first = attribute(layers, Net.from_prototxt(prototxt))
+    assert [r.status for r in layers] == ["fail", "fail"]
+    report = Report("tinynet", "chelsea", TOL.atol, TOL.rtol, layers, first, {"notes": []}, {},
+                    {"conv1": (ref, ref + 1.0), "conv2": (ref, ref - 1.0)})
+    imgs = Images(page.render_html([report]))
+    assert len(imgs.kind("error")) == 2
