@@ -368,7 +368,7 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
         header["checked"] = prepared.converted.checked
         header["notes"] = [*header["notes"], *prepared.left_out.get(ref.dir, [])]
     report = Report(prepared.target.name, ref.name, *_fixed_values(tol), results, first, header)
-    _keep_evidence(report, arrays, local_run.outputs if local_run else {}, prepared)
+    _keep_evidence(report, arrays, local_run.outputs if local_run else {}, prepared, ref)
     return report
 
 
@@ -428,9 +428,11 @@ def _measure_rule(result: LayerResult, expected: np.ndarray, got: np.ndarray, ru
     return result
 
 
-def _keep_evidence(report: Report, arrays: dict, local_outputs: dict, prepared: Prepared) -> None:
-    """Arrays and cause hints for the layers a reader will look at: roots and local failures."""
+def _keep_evidence(report: Report, arrays: dict, local_outputs: dict, prepared: Prepared, ref: Reference) -> None:
+    """Arrays and cause hints for the layers a reader will look at: roots and local failures. Causes
+    verified by a rerun on Caffe's own bottoms (parity.verify) come first, then what the arrays suggest."""
     from .hints import diagnose
+    from .verify import verify
 
     for r in report.layers:
         local_fail = r.local is not None and r.local.status == FAIL
@@ -444,6 +446,10 @@ def _keep_evidence(report: Report, arrays: dict, local_outputs: dict, prepared: 
         report.arrays[r.layer] = (ref_keras, got)
         hints = diagnose(ref_keras, got, judged.atol, judged.rtol, layer_type=r.type,
                          flatten_source=_flatten_source(prepared, r.layer), is_input=r.type == "Input")
+        if r.type != "Input" and judged.atol is not None:
+            verified = verify(prepared.net, prepared.converted, ref, r.layer, r.top, expected, judged.atol,
+                              judged.rtol or 0.0)
+            hints = verified + [h for h in hints if h.cause not in {v.cause for v in verified}]
         if hints:
             report.hints[r.layer] = hints
 

@@ -44,7 +44,7 @@ def plan_units(net: Net, ref: Reference) -> tuple[list[Unit], dict[str, str]]:
     for chain in chains:
         if any(net.layer(name).type == "Input" for name in chain):
             continue  # its "input" is what was fed: the propagated result is the local one
-        sources, missing = _sources(net, chain, by_key)
+        sources, missing = bottom_sources(net, chain, by_key)
         if missing:
             skipped[chain[-1]] = f"Caffe's value of {', '.join(missing)} as this layer read it is not in the dump"
         else:
@@ -52,7 +52,7 @@ def plan_units(net: Net, ref: Reference) -> tuple[list[Unit], dict[str, str]]:
     return units, skipped
 
 
-def _sources(net: Net, chain: tuple[str, ...], by_key: dict) -> tuple[dict[str, Entry], list[str]]:
+def bottom_sources(net: Net, chain: tuple[str, ...], by_key: dict) -> tuple[dict[str, Entry], list[str]]:
     """For each blob the chain reads from outside, the reference entry of its last writer before the chain."""
     made: set[str] = set()
     sources, missing = {}, []

@@ -230,7 +230,8 @@ def worst_ratio(layers: list) -> str:
 def hint_lines(report: Report, layer: str) -> list[str]:
     """One line per likely cause (parity.hints.Hint, or its dict form from JSON)."""
     hints = [h if isinstance(h, dict) else h.to_dict() for h in report.hints.get(layer, [])]
-    return [f"  likely cause ({h['cause']}): {h['message']}" for h in hints]
+    return [f"  {'verified' if (h.get('evidence') or {}).get('verified') else 'likely'} cause ({h['cause']}): "
+            f"{h['message']}" for h in hints]
 
 
 def write_json(path: str | Path, payload) -> Path:
