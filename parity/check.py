@@ -143,7 +143,12 @@ class Prepared:
         require_local_support(self.build)
         layout = tuple((e.layer, e.top, e.shape) for e in ref.entries)
         if layout not in self._local:
-            self._local[layout] = LocalRunner(self.net, ref, self.weights, self.build or _default_build())
+            if getattr(self.build, "cut_local", False):  # a hand-written model: cut its layers out of it
+                from .local import CutRunner
+
+                self._local[layout] = CutRunner(self.net, ref, self.converted)
+            else:
+                self._local[layout] = LocalRunner(self.net, ref, self.weights, self.build or _default_build())
         return self._local[layout]
 
 

@@ -143,7 +143,100 @@ class LocalRun:
 
 
 def require_local_support(build: Callable | None) -> None:
-    """A hand-written model cannot be cut into single layers by parity: say so instead of guessing."""
-    if build is not None and not getattr(build, "supports_local", True):
-        raise ParityError("--local checks parity's own conversion layer by layer; it is not available with "
-                          "--keras-model (nor for a TensorFlow-graph reference, always checked against one)")
+    """A model that can be neither reconverted nor cut (a TensorFlow graph's): say so instead of guessing."""
+    if build is not None and not getattr(build, "supports_local", True) and not getattr(build, "cut_local", False):
+        raise ParityError("--local is not available for a TensorFlow-graph reference (always checked against a "
+                          "hand-written model whose ops it cannot pair one by one)")
+
+
+# -- --local for a model parity did not build: cut out of it ------------------------------------------
+@dataclass
+class CutUnit:
+    """One reference entry's computation cut out of the checked model: from the tensors that hold its
+    Caffe bottoms to its own tensor (a hand-written model's ZeroPadding2D before a conv comes along)."""
+
+    layer: str  # the Caffe layer of the entry
+    chain: tuple[str, ...]  # the Caffe layers it covers (an in-place chain at blob granularity)
+    model: object  # keras.Model from the bottoms' tensors to the entry's tensor
+    sources: tuple[tuple[str, str], ...]  # the reference entries (layer, top) holding its bottoms
+    bottoms: tuple[str, ...]  # their blob names
+    feeds: list[np.ndarray]  # the first sample's bottoms, channels-last
+
+    def feeds_for(self, ref: Reference) -> list[np.ndarray]:
+        from .layout import to_keras_layout
+
+        by_key = {(e.layer, e.top): e for e in ref.entries}
+        return [to_keras_layout(np.asarray(ref.load(by_key[key]), np.float32)) for key in self.sources]
+
+    def __call__(self, feeds: list[np.ndarray] | None = None) -> np.ndarray:
+        return np.asarray(self.model(feeds if feeds is not None else self.feeds, training=False))
+
+    def keras_layers(self) -> list:
+        return [layer for layer in self.model.layers if type(layer).__name__ != "InputLayer"]
+
+
+def cut_unit(net: Net, converted, ref: Reference, layer: str, top: str) -> CutUnit | None:
+    """The entry (layer, top)'s computation as its own model, or None where a bottom's Caffe value is
+    not in the dump or not held by a tensor of the checked model (inside a fused layer)."""
+    import keras
+
+    referenced = {e.layer for e in ref.entries}
+    chain = tuple(net.inplace_chain(layer, top, referenced))
+    by_key = {(e.layer, e.top): e for e in ref.entries}
+    sources, missing = bottom_sources(net, chain, by_key)
+    output = converted.tensors.get((layer, top))
+    if missing or not sources or output is None:
+        return None
+    keys = tuple((entry.layer, entry.top) for entry in sources.values())
+    tensors = [converted.tensors.get(key) for key in keys]
+    if any(t is None for t in tensors):
+        return None
+    try:
+        model = keras.Model(tensors, output)
+    except (ValueError, TypeError):  # the output does not depend on those tensors alone
+        return None
+    unit = CutUnit(layer, chain, model, keys, tuple(sources), [])
+    unit.feeds = unit.feeds_for(ref)
+    return unit
+
+
+class CutRunner:
+    """--local for a hand-written model: each entry's computation cut out of it (parity.local.cut_unit),
+    fed Caffe's bottoms from the dump, with its own float64 twin for its noise."""
+
+    def __init__(self, net: Net, ref: Reference, converted):
+        self.net, self.converted = net, converted
+        self.units: dict[tuple[str, str], CutUnit] = {}
+        self.skipped: dict[str, str] = {}
+        self.twins: dict = {}
+        for entry in ref.entries:
+            if entry.type == "Input":
+                continue
+            unit = cut_unit(net, converted, ref, entry.layer, entry.top)
+            if unit is None:
+                self.skipped[entry.layer] = ("Caffe's values of its bottoms are not in the dump, or no layer of the "
+                                             "model holds them (inside a fused layer)")
+            else:
+                self.units[(entry.layer, entry.top)] = unit
+
+    def run(self, ref: Reference, peaks: dict | None = None) -> LocalRun:
+        outputs, noise = {}, {}
+        for key, unit in self.units.items():
+            feeds = unit.feeds_for(ref)
+            outputs[key] = unit(feeds)
+            if peaks is not None and key in peaks:
+                measured = self._noise(key, unit, feeds, outputs[key], peaks[key])
+                if measured is not None:
+                    noise[key] = measured
+        return LocalRun(outputs, noise, self.skipped)
+
+    def _noise(self, key, unit: CutUnit, feeds, out, peak_value) -> float | None:
+        from .capture import Capture
+        from .convert import ConvertedModel
+        from .noise import Twin, output_noise
+
+        if key not in self.twins:
+            converted = ConvertedModel(unit.model, self.net, {key: unit.model.outputs[0]}, {}, {}, list(unit.bottoms))
+            self.twins[key] = Twin(Capture(converted, [key]))
+        table = self.twins[key].table(feeds, {key: out})
+        return None if table is None else output_noise(table, [key], {key: peak_value}, {}).get(key)

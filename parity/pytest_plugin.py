@@ -91,9 +91,6 @@ def check_options(config) -> None:
             finite_number(config.getoption(option), option, least)
     if config.getoption("--mapping") and not config.getoption("--keras-model"):
         raise ParityError("--mapping needs --keras-model")
-    if config.getoption("--local") and config.getoption("--keras-model"):
-        raise ParityError("--local checks parity's own conversion layer by layer; it is not available with "
-                          "--keras-model")
     until = config.getoption("--until")
     if until is not None:
         _check_until(config.option.model or sorted(known), until)

@@ -23,7 +23,7 @@ import numpy as np
 from .graph import Net
 from .hints import EXPLAINS, Hint
 from .layout import to_keras_layout
-from .local import bottom_sources
+from .local import CutUnit, cut_unit
 from .shapes import conv_geometry, pool_geometry
 
 
@@ -32,46 +32,6 @@ class Trial:
     cause: str  # a parity.hints cause
     change: str  # the one change, as a sentence fragment: "the kernel flipped in H and W"
     run: Callable[[], np.ndarray | None]  # the unit's output with the change applied (None: not applicable)
-
-
-@dataclass
-class Unit:
-    """One reference entry's computation in the checked model, fed Caffe's bottoms."""
-
-    layer: str  # the Caffe layer of the entry
-    chain: tuple[str, ...]  # the Caffe layers it covers (an in-place chain at blob granularity)
-    model: object  # keras.Model from the bottoms' tensors to the entry's tensor
-    feeds: list[np.ndarray]  # Caffe's bottoms, channels-last, in model.inputs order
-    bottoms: tuple[str, ...]  # their blob names
-
-    def __call__(self, feeds: list[np.ndarray] | None = None) -> np.ndarray:
-        return np.asarray(self.model(feeds if feeds is not None else self.feeds, training=False))
-
-    def keras_layers(self) -> list:
-        return [layer for layer in self.model.layers if type(layer).__name__ != "InputLayer"]
-
-
-def cut_unit(net: Net, converted, ref, layer: str, top: str) -> Unit | None:
-    """The entry (layer, top)'s computation as its own model, or None where a bottom's Caffe value is
-    not in the dump or not held by a tensor of the checked model (inside a fused layer)."""
-    import keras
-
-    referenced = {e.layer for e in ref.entries}
-    chain = tuple(net.inplace_chain(layer, top, referenced))
-    by_key = {(e.layer, e.top): e for e in ref.entries}
-    sources, missing = bottom_sources(net, chain, by_key)
-    output = converted.tensors.get((layer, top))
-    if missing or not sources or output is None:
-        return None
-    tensors = [converted.tensors.get((entry.layer, entry.top)) for entry in sources.values()]
-    if any(t is None for t in tensors):
-        return None
-    try:
-        model = keras.Model(tensors, output)
-    except (ValueError, TypeError):  # the output does not depend on those tensors alone
-        return None
-    feeds = [to_keras_layout(np.asarray(ref.load(entry), np.float32)) for entry in sources.values()]
-    return Unit(layer, chain, model, feeds, tuple(sources))
 
 
 # -- the changes ----------------------------------------------------------------------------------
@@ -98,18 +58,18 @@ def changed_weight(variable, value: np.ndarray):
         variable.assign(old)
 
 
-def _under(context_factory, unit: Unit, feeds=None) -> Callable[[], np.ndarray]:
+def _under(context_factory, unit: CutUnit, feeds=None) -> Callable[[], np.ndarray]:
     def run():
         with context_factory():
             return unit(feeds)
     return run
 
 
-def _caffe(net: Net, unit: Unit, *types: str) -> list:
+def _caffe(net: Net, unit: CutUnit, *types: str) -> list:
     return [net.layer(name) for name in unit.chain if net.layer(name).type in types]
 
 
-def trials(net: Net, unit: Unit, want_shape: tuple[int, ...]) -> Iterator[Trial]:
+def trials(net: Net, unit: CutUnit, want_shape: tuple[int, ...]) -> Iterator[Trial]:
     """Every single change that applies to this unit, each a cause the issue tracker has seen."""
     yield from _channel_trials(unit)
     for layer in unit.keras_layers():
@@ -131,7 +91,7 @@ def _variable(layer, name: str, ndim: int):
     return found[0] if found else None
 
 
-def _channel_trials(unit: Unit) -> Iterator[Trial]:
+def _channel_trials(unit: CutUnit) -> Iterator[Trial]:
     yield Trial("channel-order", f"{unit.layer}'s output channels reversed", lambda: unit()[..., ::-1])
     if len(unit.feeds) == 1 and unit.feeds[0].ndim >= 2:
         feeds = [unit.feeds[0][..., ::-1].copy()]
@@ -139,7 +99,7 @@ def _channel_trials(unit: Unit) -> Iterator[Trial]:
                     lambda: unit(feeds))
 
 
-def _pooling_trials(net: Net, unit: Unit) -> Iterator[Trial]:
+def _pooling_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
     for caffe in _caffe(net, unit, "Pooling"):
         p = caffe.param.pooling_param
         if p.global_pooling or unit.feeds[0].ndim != 4:
@@ -156,7 +116,7 @@ def _pooling_trials(net: Net, unit: Unit) -> Iterator[Trial]:
                         _under(lambda l=layer, n=names: changed(l, **{n[0]: kernel, n[1]: stride}), unit))
 
 
-def _flatten_trials(unit: Unit) -> Iterator[Trial]:
+def _flatten_trials(unit: CutUnit) -> Iterator[Trial]:
     """A Dense after a flatten of a (H, W, C) bottom: its rows reordered between C,H,W and H,W,C."""
     if len(unit.feeds) != 1 or unit.feeds[0].ndim != 4:
         return
@@ -173,7 +133,7 @@ def _flatten_trials(unit: Unit) -> Iterator[Trial]:
                         _under(lambda k=kernel, v=value: changed_weight(k, v), unit))
 
 
-def _padding_trials(net: Net, unit: Unit, want_shape: tuple[int, ...]) -> Iterator[Trial]:
+def _padding_trials(net: Net, unit: CutUnit, want_shape: tuple[int, ...]) -> Iterator[Trial]:
     """Caffe pads the top and left by `pad`, and the bottom and right by `pad` too, or by what its output
     size needs (a ceil-rounded pool's overhang). 'same' with a stride of 2, and ZeroPadding2D((1, 1)) before
     a floor-rounded pool, put it elsewhere."""
@@ -208,7 +168,7 @@ def _padding_trials(net: Net, unit: Unit, want_shape: tuple[int, ...]) -> Iterat
                             _under(lambda l=layer, c=padded_call: changed(l, padding="valid", call=c), unit))
 
 
-def _lrn_trials(net: Net, unit: Unit) -> Iterator[Trial]:
+def _lrn_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
     for caffe in _caffe(net, unit, "LRN"):
         n = caffe.param.lrn_param.local_size
         for layer in unit.keras_layers():
@@ -219,7 +179,7 @@ def _lrn_trials(net: Net, unit: Unit) -> Iterator[Trial]:
                                 _under(lambda l=layer, a=alpha: changed(l, alpha=a), unit))
 
 
-def _batchnorm_trials(net: Net, unit: Unit) -> Iterator[Trial]:
+def _batchnorm_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
     for caffe in _caffe(net, unit, "BatchNorm"):
         eps = float(caffe.param.batch_norm_param.eps)
         for layer in unit.keras_layers():

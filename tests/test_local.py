@@ -110,10 +110,19 @@ def test_cli_local_shows_both_errors_and_names_the_bug(monkeypatch, capsys, tmp_
     assert "Conversion bug (fails on Caffe's own inputs): conv2" in html and "data:image/png;base64," in html
 
 
-def test_local_is_refused_for_a_handwritten_model(capsys):
-    code = main(["check", "--model", "vgg19", "--keras-model", "handwritten_vgg19:build_vgg19", "--local", "-q"])
-    err = capsys.readouterr().err
-    assert code == 2 and "--local" in err and "--keras-model" in err and len(err.strip().splitlines()) == 1
+def test_local_runs_a_handwritten_model_layer_by_layer(capsys, tmp_path):
+    """--local with --keras-model: each paired layer is cut out of the user's model and fed Caffe's
+    bottoms. The planted bug (one conv's padding moved) is a conversion bug at its own layer, and the
+    layers after it pass on Caffe's inputs (drift, not bugs)."""
+    out = tmp_path / "r.json"
+    code = main(["check", "--model", "vgg19", "--keras-model", "handwritten_vgg19:build_vgg19_shifted_pad",
+                 "--local", "--json", str(out), "-q"])
+    report = json.loads(out.read_text())
+    assert code == 1 and report["conversion_bugs"] == ["relu3_2"], report["conversion_bugs"]
+    later = next(l for l in report["layers"] if l["layer"] == "relu4_1")
+    assert later["local"]["status"] == "pass" and later["status"] == "downstream"
+    assert capsys.readouterr().out.startswith("vgg19/chelsea: FAIL: conversion bug at relu3_2")
+    assert main(["check", "--model", "vgg19", "--keras-model", "handwritten_vgg19:build_vgg19", "--local", "-q"]) == 0
 
 
 def test_local_result_is_exactly_the_propagated_one_at_the_first_layer():

@@ -170,7 +170,6 @@ def test_wrong_options_are_one_usage_error_before_any_model_runs(tmp_path):
                            (["--model=tiny", "--atol=nan"], "--atol must be a finite number"),
                            (["--model=tiny", "--parity-growth=0.5"], "--parity-growth must be a finite number >= 1"),
                            (["--model=tiny", "--mapping=m.json"], "--mapping needs --keras-model"),
-                           (["--model=tiny", "--local", "--keras-model=x:y"], "not available with --keras-model"),
                            (["--model=tiny", f"--parity-json={a_file / 'r.json'}"], "plain.txt is not a folder"),
                            (["--model=tiny", f"--parity-baseline={tmp_path / 'missing.json'}"], "no such baseline")):
         proc = run_suite(*args, env_extra={"PARITY_TRACE": str(trace)})
