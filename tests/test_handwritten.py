@@ -106,3 +106,17 @@ def test_a_bad_mapping_is_one_error_in_pytest_not_one_per_layer(tmp_path):
     assert " 1 failed" in last and "skipped" in last, last
     assert proc.stdout.count("fc7.kernel: shape (4096, 4096), Caffe's fc6 gives (25088, 4096)") >= 1
     assert "could not be checked: see parity/test_parity.py::test_layer[vgg19-chelsea-" in proc.stdout
+
+
+def test_every_report_says_a_handwritten_model_was_checked(capsys, tmp_path):
+    page, report_path = tmp_path / "r.html", tmp_path / "r.json"
+    code = main(["check", "--model", "vgg19", "--keras-model", "handwritten_vgg19:build_vgg19",
+                 "--html", str(page), "--json", str(report_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "  checked: hand-written Keras model handwritten_vgg19:build_vgg19 (no mapping; layers paired:" in out
+    assert json.loads(report_path.read_text())["checked"]["model"] == "handwritten_vgg19:build_vgg19"
+    assert "hand-written Keras model handwritten_vgg19:build_vgg19" in page.read_text()
+    # parity's own conversion says nothing of the kind
+    assert main(["check", "--model", "tiny", "--json", str(report_path)]) == 0
+    assert "checked:" not in capsys.readouterr().out and "checked" not in json.loads(report_path.read_text())
