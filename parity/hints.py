@@ -47,9 +47,9 @@ import numpy as np
 
 from .layout import caffe_shape, to_caffe_layout
 
-CAUSES = ("padding", "layout", "channel-order", "scale", "rounding", "nonfinite",
-          # verified only (parity.verify): no pattern in the arrays names these
-          "kernel-flip", "pooling", "lrn-alpha", "batchnorm-eps")
+DETECTED_CAUSES = ("padding", "layout", "channel-order", "scale", "rounding", "nonfinite")
+VERIFIED_CAUSES = ("kernel-flip", "pooling", "lrn-alpha", "batchnorm-eps")  # only by a rerun (parity.verify)
+CAUSES = DETECTED_CAUSES + VERIFIED_CAUSES
 
 MATCH_REL_L2 = 1e-3  # a candidate this close (relative L2) reproduces the output even outside atol/rtol
 EXPLAINS = 10.0  # ... and it must cut the raw error norm at least this many times

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from parity.hints import CAUSES, DETECTORS, Hint, diagnose
+from parity.hints import CAUSES, DETECTED_CAUSES, DETECTORS, VERIFIED_CAUSES, Hint, diagnose
 from parity.layout import to_keras_layout
 
 ATOL, RTOL = 1e-2, 1e-4  # parity's defaults
@@ -128,7 +128,8 @@ def test_hint_is_frozen_serializable_and_knows_its_causes():
         h.cause = "scale"
     with pytest.raises(ValueError):
         Hint("gremlins", "m", {})
-    assert {cause for cause, _ in DETECTORS} == set(CAUSES)
+    assert {cause for cause, _ in DETECTORS} == set(DETECTED_CAUSES)
+    assert set(CAUSES) == set(DETECTED_CAUSES) | set(VERIFIED_CAUSES)
 
 
 def test_the_module_imports_numpy_only():
