@@ -71,7 +71,7 @@ def _caffe(net: Net, unit: CutUnit, *types: str) -> list:
 
 def trials(net: Net, unit: CutUnit, want_shape: tuple[int, ...]) -> Iterator[Trial]:
     """Every single change that applies to this unit, each a cause the issue tracker has seen."""
-    yield from _channel_trials(unit)
+    yield from _channel_trials(net, unit)
     for layer in unit.keras_layers():
         kernel = _variable(layer, "kernel", ndim=4)
         if kernel is not None:
@@ -91,12 +91,15 @@ def _variable(layer, name: str, ndim: int):
     return found[0] if found else None
 
 
-def _channel_trials(unit: CutUnit) -> Iterator[Trial]:
-    yield Trial("channel-order", f"{unit.layer}'s output channels reversed", lambda: unit()[..., ::-1])
+def _channel_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
+    """Channels reversed inside the model (a permutation: `layout`, as the hint says), or the network's
+    input reversed before the layer (RGB where Caffe expects BGR: `channel-order`)."""
+    yield Trial("layout", f"{unit.layer}'s output channels reversed", lambda: unit()[..., ::-1])
     if len(unit.feeds) == 1 and unit.feeds[0].ndim >= 2:
         feeds = [unit.feeds[0][..., ::-1].copy()]
-        yield Trial("channel-order", f"the channels of {unit.bottoms[0]} reversed before {unit.layer}",
-                    lambda: unit(feeds))
+        writer = net.layer(unit.sources[0][0])
+        cause = "channel-order" if writer.type == "Input" else "layout"
+        yield Trial(cause, f"the channels of {unit.bottoms[0]} reversed before {unit.layer}", lambda: unit(feeds))
 
 
 def _pooling_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:

@@ -16,6 +16,9 @@ BUILDERS = textwrap.dedent("""
     def vgg19():
         return keras.applications.VGG19(weights=None)
 
+    def vgg16():
+        return keras.applications.VGG16(weights=None, input_shape=(32, 32, 3))
+
     def resnet50():
         return keras.applications.ResNet50(weights=None, input_shape=INPUT)
 
@@ -107,3 +110,11 @@ def test_a_module_builder_imports_from_the_working_folder(capsys, tmp_path, apps
     monkeypatch.chdir(tmp_path)
     code, report, out = check(capsys, tmp_path, "vgg19", "apps:vgg19", "--image", "chelsea")
     assert code == 0, out.err
+
+
+def test_keras_applications_vgg16_unchanged_passes_without_a_mapping(capsys, tmp_path, apps):
+    """The Caffe twin runs at 32x32 (the reference budget): pool5 is 1x1x512, so fc1 reads 512 values."""
+    code, report, out = check(capsys, tmp_path, "vgg16", f"{apps}:vgg16")
+    assert code == 0 and report["status"] == "pass", out.out + out.err
+    compared = {l["layer"] for l in report["layers"]}
+    assert {"relu1_1", "pool5", "drop6", "prob"} <= compared
