@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import this module (or file.py) first, e.g. one that registers converters for "
                              "your own layer types (repeatable; before the command: parity --plugin M check ...)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    from .commands import baseline, check, convert, dump, tf
+    from .commands import baseline, check, convert, dump, repro, tf
 
-    for add in (convert.add, convert.add_export, dump.add, tf.add, check.add, baseline.add):
+    for add in (convert.add, convert.add_export, dump.add, tf.add, check.add, baseline.add, repro.add):
         add(sub)
     return parser
 
