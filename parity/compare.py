@@ -119,7 +119,7 @@ class LayerResult:
         return self.status != PASS and self.local is not None and self.local.status == PASS
 
     def to_dict(self) -> dict:
-        d = _json_safe(asdict(self))
+        d = json_safe(asdict(self))
         if self.local is not None:
             d["local"] = {k: d["local"][k] for k in LOCAL_KEYS}
         d["drift"] = self.drift
@@ -130,12 +130,12 @@ LOCAL_KEYS = ("status", "max_abs", "max_rel", "rel_l2", "cosine", "outside", "wo
               "problem", "got_shape", "noise", "ratio", "flips")
 
 
-def _json_safe(value):
+def json_safe(value):
     """Tuples as lists, inf/nan as strings: strict JSON has no such numbers."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     return value

@@ -435,14 +435,3 @@ replace=True), as `parity --plugin` files do) and name it:
 def _shown(value) -> str:
     """A number of the manifest as people read it (non-finite ones arrive as the strings "inf", "nan")."""
     return f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-
-
-def strict_json(value):
-    """`value` with non-finite floats as strings ("inf", "nan"): strict JSON has no such numbers."""
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value

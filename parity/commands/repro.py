@@ -119,9 +119,10 @@ def _write(out: Path, args, target, ref, chosen, proto, text: str, weights, bott
 
     from .. import __version__
     from ..atomic import atomic_directory, sha256_file
+    from ..compare import json_safe
     from ..numerics import environment
     from ..reading.caffemodel_writer import write_caffemodel
-    from ..repro import (BUNDLE_FORMAT, BUNDLE_VERSION, bundle_names, generated_test, readme_text, strict_json,
+    from ..repro import (BUNDLE_FORMAT, BUNDLE_VERSION, bundle_names, generated_test, readme_text,
                          written_by_repro)
 
     files = bundle_names(bottoms)
@@ -144,7 +145,7 @@ def _write(out: Path, args, target, ref, chosen, proto, text: str, weights, bott
                 "entry": {"layer": entry.layer, "top": entry.top, "file": entry.file}},
         "weights": {name: [list(a.shape) for a in arrays] for name, arrays in blobs.items()},
         "rule": verdict.rule.describe(),
-        "verdict": strict_json(verdict.to_dict()),
+        "verdict": json_safe(verdict.to_dict()),
         "notes": [f"ALLOWED MISMATCH: {p}" for p in problems],
         "plugins": list(getattr(args, "plugin", []) or []),
         "environment": environment(),
