@@ -44,7 +44,9 @@ def load_builder(spec: str, model: bool = True) -> Callable:
     return build
 
 
-def read_mapping(path: str | Path | None) -> dict[str, str | dict]:
+def read_mapping(path: str | Path | None, names_only: bool = False) -> dict[str, str | dict]:
+    """A mapping file; `names_only` (a TensorFlow graph's ops and scopes) refuses the {"weights", "output"}
+    entries, which pair with Caffe layers."""
     if path is None:
         return {}
     p = require_file(path, "layer mapping")
@@ -62,6 +64,10 @@ def read_mapping(path: str | Path | None) -> dict[str, str | dict]:
             read_entry(key, value)
     except ParityError as exc:
         raise ParityError(exc.message, p) from None
+    entries = [k for k, v in mapping.items() if not isinstance(v, str)]
+    if names_only and entries:
+        raise ParityError(f"entry {entries[0]!r}: a TensorFlow graph's mapping pairs a Keras layer with an op or "
+                          'scope name; {"weights": ..., "output": ...} entries are for Caffe references', p)
     return mapping
 
 

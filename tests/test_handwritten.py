@@ -120,3 +120,20 @@ def test_every_report_says_a_handwritten_model_was_checked(capsys, tmp_path):
     # parity's own conversion says nothing of the kind
     assert main(["check", "--model", "tiny", "--json", str(report_path)]) == 0
     assert "checked:" not in capsys.readouterr().out and "checked" not in json.loads(report_path.read_text())
+
+
+def test_mapping_entries_are_checked_when_read(tmp_path):
+    from parity.errors import ParityError
+    from parity.handwritten import read_mapping
+
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"conv": {"weights": "conv1", "output": "relu1"}, "fc": "fc6"}))
+    assert read_mapping(path)["fc"] == "fc6"
+    with pytest.raises(ParityError, match="are for Caffe references"):
+        read_mapping(path, names_only=True)  # a TensorFlow graph pairs names with ops and scopes
+    path.write_text(json.dumps({"conv": {"weights": 3}}))
+    with pytest.raises(ParityError, match="'weights' must be a Caffe layer name"):
+        read_mapping(path)
+    path.write_text(json.dumps({"conv": {"kernel": "conv1"}}))
+    with pytest.raises(ParityError, match="expected a Caffe layer name or"):
+        read_mapping(path)

@@ -125,7 +125,7 @@ def run(args) -> int:
 
         graph = require_file(args.graph, "graph") if args.graph else None
         target = GraphTarget(args.blobs.name, graph, graph, graph_refs, keras_model=args.keras_model or "",
-                             weights=args.weights, mapping=read_mapping(args.mapping))
+                             weights=args.weights, mapping=read_mapping(args.mapping, names_only=True))
     else:
         if not (args.prototxt and args.caffemodel and args.blobs):
             raise ParityError("give PROTOTXT CAFFEMODEL --blobs DIR, or --model NAME")

@@ -119,7 +119,7 @@ def run_import(args) -> int:
     _check_suffix(args.weights_h5, ".weights.h5")
     consts = constants(read_graph_def(args.graph), args.graph)
     model = load_builder(args.keras_model)()
-    count = load_graph_weights(model, consts, read_mapping(args.mapping), args.graph)
+    count = load_graph_weights(model, consts, read_mapping(args.mapping, names_only=True), args.graph)
     print(f"parity: matched {count} weights", file=sys.stderr)
     write_together({args.output: model.save, args.weights_h5: model.save_weights})
     return 0
