@@ -173,3 +173,17 @@ def test_pytest_names_the_verified_cause_too(tmp_path):
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "FAILED parity/test_parity.py::test_layer[layers/lrn-" in proc.stdout and "-across]" in proc.stdout
     assert "verified cause (lrn-alpha): with across's alpha over local_size 5" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_the_cli_names_the_verified_cause(tmp_path, capsys, monkeypatch):
+    """`parity --plugin bug.py check`: the same planted LRN bug, through the command a user runs."""
+    from parity.cli import main
+
+    monkeypatch.setitem(registry._CONVERTERS, "LRN", registry.converter_for("LRN"))  # put back afterwards
+    plugin = tmp_path / "planted_lrn_cli.py"
+    plugin.write_text(PLANTED_LRN)
+    code = main(["--plugin", str(plugin), "check", "--model", "layers/lrn"])
+    out = capsys.readouterr().out
+    assert code == 1
+    verdict = out.index("FAIL: first divergence at across")
+    assert out.index("  verified cause (lrn-alpha): with across's alpha over local_size 5", verdict) > verdict
