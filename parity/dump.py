@@ -10,9 +10,11 @@ thread, checked after the import and recorded in the manifest as caffe.blas (par
 
 Caffe answers bad input by aborting the whole process (glog CHECK, SIGABRT), and silently fills a
 layer missing from the caffemodel with its random fillers. So before Caffe sees anything, `preflight`
-reads the net and the weights with parity's own readers and refuses, as one line, everything it
-would abort on or quietly make up: a blob of more than 2**31 - 1 elements (Caffe's INT_MAX CHECK)
-included, at the declared shapes and at each input's batch, and a run that cannot fit in memory.
+reads the net and the weights with parity's own readers and refuses, as one line, what it knows Caffe
+would abort on or quietly make up, for the layers parity knows: a blob of more than 2**31 - 1 elements
+(Caffe's INT_MAX CHECK) included, at the declared shapes and at each input's batch, and a run that
+cannot fit in memory. Caffe itself decides what it can run, in a child process (parity.caffe_child):
+what it stops on is one line too, and the net it built says which layers ran on fillers.
 Caffe runs before a sample's stage folder exists, so an abort that no check foresaw leaves nothing on
 disk; and a dump replaces only a sample folder parity wrote (one holding its manifest).
 """
@@ -22,6 +24,7 @@ import datetime
 import json
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,28 +78,49 @@ def caffe_build_info(caffe, blas: dict) -> dict:
     return info
 
 
-def preflight(prototxt: Path, caffemodel: Path) -> Net:
-    """The net, once parity's readers have found nothing in it or in the caffemodel that Caffe would
-    abort on (or fill with random weights): types parity cannot convert (`parity convert`'s error),
-    shapes that do not work out, blobs too large (`check_sizes`, at the declared input shapes), and
-    learned blobs missing or of the wrong count or shape, checked by
-    the converter's own rules (`learned_blobs` sizes them, `Context.blobs` compares). A caffemodel
-    layer the prototxt does not have is fine: Caffe ignores it."""
-    from .convert import check_supported
+def preflight(prototxt: Path, caffemodel: Path, until: str | None = None) -> Net:
+    """The net (cut after `until`), once parity's readers have found nothing in it or in the caffemodel
+    that Caffe would abort on or fill with random weights, as far as parity knows Caffe's rules: up to
+    the first layer parity cannot size (a type it does not convert, or parameters its rules refuse),
+    blobs too large (`check_sizes`, at the declared input shapes) and learned blobs missing or of the
+    wrong count or shape. Past that layer Caffe decides (parity.caffe_child), and a layer the caffemodel
+    lacks is found from the net Caffe built. A caffemodel layer the prototxt does not have is fine:
+    Caffe ignores it."""
     from .convert.context import Context
     from .reading.caffemodel import read_caffemodel
-    from .recipes import learned_blobs
 
     net = Net.from_prototxt(prototxt)
-    check_supported(net)
+    if until:
+        net = net.until(until)
     check_sizes(net, {})
-    expected = learned_blobs(net)
     ctx = Context(net, read_caffemodel(caffemodel))
-    for layer in net.layers:
-        shapes = [param.shape for param in expected.get(layer.name, [])]
+    for layer, _, params in known_prefix(net, {})[0]:
+        shapes = [param.shape for param in params]
         if shapes or ctx.weights.get(layer.name):  # blobs for a layer without any: Caffe aborts as well
             ctx.blobs(layer, shapes)
     return net
+
+
+def known_prefix(net: Net, inputs: dict[str, "Shape"]) -> tuple[list, tuple[str, str] | None]:
+    """(layer, its top shapes, its learned blobs' Params) for the layers parity can size, in order, up to the first it cannot; and that
+    layer with the reason (None when parity knows them all). `inputs`: blob -> shape for Input tops."""
+    from .convert.handler import checked_shapes
+    from .convert.registry import shapes_for
+
+    shapes: dict[str, Shape] = {}
+    known = []
+    for layer in net.layers:
+        handler = shapes_for(layer.type)
+        if handler is None:
+            return known, (layer.name, f"parity does not convert {layer.type}")
+        try:
+            result = checked_shapes(handler, layer, [shapes[b] for b in layer.bottoms])
+        except (ValueError, KeyError) as exc:
+            return known, (layer.name, str(exc))
+        tops = [tuple(inputs.get(t, s)) if layer.type == "Input" else tuple(s) for t, s in zip(layer.tops, result.tops)]
+        shapes.update(zip(layer.tops, tops))
+        known.append((layer, tops, list(result.params)))
+    return known, None
 
 
 INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape CHECKs that a blob's count fits an int
@@ -119,24 +143,16 @@ class BlobSize:
 
 
 def caffe_blobs(net: Net, inputs: dict[str, Shape]) -> list[BlobSize]:
-    """Every blob Caffe would make for `net` fed `inputs` (blob -> shape; the others as declared): tops,
-    learned blobs and the convolutions' im2col buffers, by the converters' own shape rules."""
-    from .convert.handler import checked_shapes
-    from .convert.registry import shapes_for
-
+    """Every blob Caffe would make for `net` fed `inputs` (blob -> shape; the others as declared), up to
+    the first layer parity cannot size: tops, learned blobs and the convolutions' im2col buffers, by the
+    converters' own shape rules."""
     shapes: dict[str, Shape] = {}
     sizes = []
-    for layer in net.layers:
-        bottoms = [shapes[b] for b in layer.bottoms]
-        try:
-            result = checked_shapes(shapes_for(layer.type), layer, bottoms)
-        except ValueError as exc:
-            raise net.error(layer.name, str(exc)) from None
-        tops = [tuple(inputs.get(t, s)) if layer.type == "Input" else tuple(s) for t, s in zip(layer.tops, result.tops)]
+    for layer, tops, params in known_prefix(net, inputs)[0]:
         sizes += [BlobSize(layer.name, f"top {t!r}", s, allocated=t not in shapes, copied=True)
                   for t, s in zip(layer.tops, tops)]
-        sizes += [BlobSize(layer.name, f"learned blob {i}", tuple(p.shape)) for i, p in enumerate(result.params)]
-        sizes += _im2col_buffer(layer, bottoms, tops)
+        sizes += [BlobSize(layer.name, f"learned blob {i}", tuple(p.shape)) for i, p in enumerate(params)]
+        sizes += _im2col_buffer(layer, [shapes[b] for b in layer.bottoms], tops)
         shapes.update(zip(layer.tops, tops))
     return sizes
 
@@ -306,43 +322,131 @@ def check_samples(net: Net, samples: list["Sample"], out: Path) -> None:
 
 
 def dump(prototxt: Path, caffemodel: Path, samples: list[Sample], out: Path, granularity: str = "layer",
-         log=print, blas_core: Pin | None = None, net: Net | None = None) -> list[Path]:
+         log=print, blas_core: Pin | None = None, net: Net | None = None, until: str | None = None) -> list[Path]:
     """Run Caffe on each sample and write OUT/<sample>/. `blas_core`: the OpenBLAS kernel to pin
     (blas.choose_core; by default OPENBLAS_CORETYPE if set, else Haswell), always on one thread.
-    `net`: what `preflight` returned for these files, when the caller ran it already."""
+    `net`: what `preflight` returned for these files, when the caller ran it already. `until`: run the net
+    only up to this layer (inclusive; the manifest says so). Caffe runs in a child process
+    (parity.caffe_child): whatever it stops on is one ParityError naming the layer."""
+    import shutil
+    import tempfile
+
     if granularity not in ("layer", "blob"):
         raise ParityError(f"granularity must be 'layer' or 'blob', got {granularity!r}")
     core = blas_core or choose_core(None)
-    own_net = net or preflight(prototxt, caffemodel)
+    own_net = net or preflight(prototxt, caffemodel, until)
     check_samples(own_net, samples, out)
-    own_layers = {layer.name for layer in own_net.layers}
-    caffe, blas = import_caffe(core, log)
-    caffe.set_mode_cpu()
     model = {"prototxt": {"file": prototxt.name, "sha256": sha256_file(prototxt)},
              "caffemodel": {"file": caffemodel.name, "sha256": sha256_file(caffemodel)}}
-    caffe_net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
-    build = caffe_build_info(caffe, blas)
-    log(f"parity dump: BLAS {blas['library']} {blas.get('version', '')}, kernel {blas.get('core') or 'unknown'}, "
-        f"{blas.get('threads', '?')} thread(s) ({blas['file']})")
-    written = []
-    for sample in samples:
-        target = out / sample_folder(sample.name)
-        log(f"parity dump: {sample.name}: running Caffe ({granularity} granularity) ...")
-        arrays = _run(caffe_net, sample, granularity, own_layers)  # before the stage: an abort leaves nothing
-        with atomic_directory(target, written_by_parity) as stage:
-            entries = _save(arrays, stage)
-            manifest = _manifest(model, build, sample, entries, granularity, stage)
-            (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
-        log(f"parity dump: {sample.name}: {len(entries)} entries, {size:.1f} MB -> {target}")
-        written.append(target)
-    return written
+    work = Path(tempfile.mkdtemp(prefix="parity-caffe-"))
+    try:
+        runnable = _cut_prototxt(own_net, work) if until else prototxt
+        log(f"parity dump: running Caffe on {len(samples)} sample(s) ({granularity} granularity) ...")
+        ran = _run_caffe(own_net, runnable, caffemodel, samples, granularity, core, work)
+        blas = ran["build"]["blas"]
+        log(f"parity dump: BLAS {blas['library']} {blas.get('version', '')}, kernel {blas.get('core') or 'unknown'}, "
+            f"{blas.get('threads', '?')} thread(s) ({blas['file']})")
+        _check_filled(own_net, caffemodel, ran["params"])
+        written = []
+        for sample, records in zip(samples, ran["samples"]):
+            target = out / sample_folder(sample.name)
+            with atomic_directory(target, written_by_parity) as stage:
+                entries = _save(records, work, stage)
+                manifest = _manifest(model, ran["build"], sample, entries, granularity, stage)
+                if until:
+                    manifest["until"] = until
+                (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
+            log(f"parity dump: {sample.name}: {len(entries)} entries, {size:.1f} MB -> {target}")
+            written.append(target)
+        return written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(net, sample: Sample, granularity: str, own_layers: set[str]) -> list[tuple[dict, np.ndarray]]:
-    """Forward `sample`: each entry's record (without its file) and array, in Caffe's order. Split layers
-    Caffe inserted itself (a blob read by several layers) are not in the user's net and only copy their
-    bottom, so they get no entry."""
+def _cut_prototxt(net: Net, work: Path) -> Path:
+    """The net up to --until as a prototxt of its own, for Caffe to build (the layers as parity read them)."""
+    from google.protobuf import text_format
+
+    from .schema import caffe_pb2
+
+    proto = caffe_pb2.NetParameter(name=net.name)
+    for layer in net.layers:
+        proto.layer.add().CopyFrom(layer.param)
+    path = work / "until.prototxt"
+    path.write_text(text_format.MessageToString(proto))
+    return path
+
+
+def _run_caffe(net: Net, prototxt: Path, caffemodel: Path, samples: list[Sample], granularity: str, core: Pin,
+               work: Path) -> dict:
+    """Every sample through Caffe, in a child process; its arrays in `work`, their records returned."""
+    from .caffe_child import PROGRESS, CaffeFailure, run_in_child
+
+    own_layers = {layer.name for layer in net.layers}
+
+    def job(folder: Path) -> dict:
+        caffe, blas = import_caffe(core, lambda message: print(message, file=sys.stderr))
+        caffe.set_mode_cpu()
+        caffe_net = caffe.Net(str(prototxt), caffe.TEST, weights=str(caffemodel))
+        params = {name: [list(blob.data.shape) for blob in blobs] for name, blobs in caffe_net.params.items()}
+        done = []
+        for i, sample in enumerate(samples):
+            def progress(layer: str, i=i) -> None:
+                (folder / PROGRESS).write_text(json.dumps({"sample": i, "layer": layer}))
+
+            records = []
+            for k, (record, array) in enumerate(_run(caffe_net, sample, granularity, own_layers, progress)):
+                np.save(folder / f"s{i}_{k}.npy", array, allow_pickle=False)
+                records.append({**record, "work_file": f"s{i}_{k}.npy"})
+            done.append(records)
+        (folder / PROGRESS).unlink(missing_ok=True)
+        return {"build": caffe_build_info(caffe, blas), "params": params, "samples": done}
+
+    try:
+        return run_in_child(work, job)
+    except CaffeFailure as failure:
+        raise caffe_error(net, failure) from None
+
+
+def caffe_error(net: Net, failure) -> ParityError:
+    """Caffe's failure as one line: the layer it was setting up or running, its own words, and what
+    parity's rules had against that layer, if anything."""
+    if failure.error is not None:
+        return failure.error
+    stop = known_prefix(net, {})[1]
+    layer = failure.layer if failure.layer in {l.name for l in net.layers} else None
+    if layer is None and failure.unknown_type:
+        layer = next((l.name for l in net.layers if l.type == failure.unknown_type), None)
+    if layer is None and stop:  # Caffe does not say which layer it was setting up: parity's rules may
+        return ParityError(f"Caffe could not build the net: {failure.message} (parity's rules stop at layer "
+                           f"{stop[0]!r}: {stop[1]})", net.path, net.line_of(stop[0]))
+    note = f" (parity: {stop[1]})" if stop and layer == stop[0] else ""
+    if layer is None:
+        return ParityError(f"Caffe could not build the net: {failure.message}", net.path)
+    doing = "running" if failure.running else "setting up"
+    return ParityError(f"Caffe stopped {doing} layer {layer!r} ({net.layer(layer).type}): {failure.message}{note}",
+                       net.path, net.line_of(layer))
+
+
+def _check_filled(net: Net, caffemodel: Path, params: dict[str, list]) -> None:
+    """A layer with learned blobs the caffemodel lacks ran on Caffe's random fillers: refuse it. (parity's
+    preflight finds these for the layers it knows; this is for the others, from the net Caffe built.)"""
+    from .reading.caffemodel import read_caffemodel
+
+    weights = read_caffemodel(caffemodel)
+    for name in params:
+        if not weights.get(name):
+            raise ParityError(f"layer {name!r} has learned blobs and the caffemodel has none for it: Caffe ran it "
+                              "on its random fillers", caffemodel)
+
+
+def _run(net, sample: Sample, granularity: str, own_layers: set[str], progress=lambda layer: None
+         ) -> list[tuple[dict, np.ndarray]]:
+    """Forward `sample` one layer at a time (`progress` told of each first, so a failure is placed):
+    each entry's record (without its file) and array, in Caffe's order. At blob granularity each blob's
+    final value is kept, labelled with the layer that wrote it last. Split layers Caffe inserted itself
+    (a blob read by several layers) are not in the user's net and only copy their bottom: no entry."""
     for blob, array in sample.arrays.items():
         if blob not in net.blobs:
             raise ParityError(f"the net has no input blob {blob!r} (inputs: {', '.join(net.inputs)})")
@@ -352,13 +456,13 @@ def _run(net, sample: Sample, granularity: str, own_layers: set[str]) -> list[tu
     names = list(net._layer_names)
     types = [layer.type for layer in net.layers]
     entries: dict[tuple[int, str], np.ndarray] = {}
-    if granularity == "layer":
-        for i, name in enumerate(names):
-            net._forward(i, i)
+    for i, name in enumerate(names):
+        progress(name)
+        net._forward(i, i)
+        if granularity == "layer":
             for top in net.top_names[name]:
                 entries[(i, top)] = np.array(net.blobs[top].data, dtype=np.float32, copy=True)
-    else:
-        net._forward(0, len(names) - 1)
+    if granularity == "blob":
         last_writer = {top: i for i, name in enumerate(names) for top in net.top_names[name]}
         for top, i in sorted(last_writer.items(), key=lambda kv: kv[1]):
             entries[(i, top)] = np.array(net.blobs[top].data, dtype=np.float32, copy=True)
@@ -368,14 +472,19 @@ def _run(net, sample: Sample, granularity: str, own_layers: set[str]) -> list[tu
             if names[i] in own_layers or types[i] != "Split"]
 
 
-def _save(arrays: list[tuple[dict, np.ndarray]], stage: Path) -> list[dict]:
-    """Write each entry's .npy into the stage; the manifest's entry records."""
-    records = []
-    for record, array in arrays:
-        file = f"{len(records):03d}_{safe_filename(record['layer'])}{record.pop('suffix')}.npy"
-        np.save(stage / file, array, allow_pickle=False)
-        records.append({**record, "file": file, "shape": list(array.shape), "dtype": "float32"})
-    return records
+def _save(records: list[dict], work: Path, stage: Path) -> list[dict]:
+    """Move each entry's .npy from the child's work folder into the stage; the manifest's entry records."""
+    import shutil
+
+    out = []
+    for record in records:
+        record = dict(record)
+        file = f"{len(out):03d}_{safe_filename(record['layer'])}{record.pop('suffix')}.npy"
+        source = work / record.pop("work_file")
+        shape = list(np.load(source, mmap_mode="r", allow_pickle=False).shape)
+        shutil.move(source, stage / file)  # a rename where the work folder and OUT share a file system
+        out.append({**record, "file": file, "shape": shape, "dtype": "float32"})
+    return out
 
 
 def _manifest(model, build, sample: Sample, entries, granularity, stage: Path) -> dict:

@@ -43,7 +43,7 @@ def run_parity(python: str, argv: list, memory_limit: int | None = None) -> subp
 def one_error_line(stderr: str, *expected) -> str:
     """The single 'parity: error:' line of `stderr` (argparse may add its usage), holding every `expected`."""
     lines = stderr.strip().splitlines()
-    assert "Traceback" not in stderr and "Check failed" not in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr and "Check failure stack trace" not in stderr, stderr[-3000:]
     errors = [line for line in lines if line.startswith("parity: error:")]
     assert len(errors) == 1, lines
     for text in expected:
@@ -95,12 +95,14 @@ def weights() -> Path:
 
 @pytest.mark.caffe
 @pytest.mark.parametrize("old, new, layer, expected", [
-    ('type: "Softmax"', 'type: "FancySoftmax"', "prob", ("unsupported layer types", "FancySoftmax (prob)")),
+    ('type: "Softmax"', 'type: "FancySoftmax"', "prob",
+     ("Caffe stopped setting up layer 'prob' (FancySoftmax)", "Unknown layer type: FancySoftmax")),
     ("kernel_size: 3 pad: 1 stride: 2 }", "kernel_size: 40 stride: 2 }", "conv1", ("output would be empty",)),
     ("pool: AVE", "pool: STOCHASTIC", "pool2", ("STOCHASTIC is not supported",)),
 ], ids=["unknown type", "kernel larger than input", "stochastic pooling"])
 def test_a_net_caffe_aborts_on_is_refused_at_its_line(tmp_path, weights, old, new, layer, expected):
-    """Caffe CHECK-fails (SIGABRT) on these; parity's converter rules name the layer's line instead."""
+    """Caffe CHECK-fails (SIGABRT) on these. It runs in a child process (parity.caffe_child): its own
+    message, what parity's rules say of the layer, and the layer's line make one error line."""
     bad = edited_prototxt(tmp_path, old, new)
     dump_fails_with(tmp_path, with_image(bad, weights), f"{bad}:{layer_line(bad, layer)}", *expected)
 

@@ -25,6 +25,8 @@ def add(sub) -> None:
     src.add_argument("--image", action="append", type=Path, default=[], help="an image to preprocess (repeatable)")
     src.add_argument("--input", action="append", type=Path, default=[], dest="npy",
                      help="an NCHW float .npy fed to the input blob as it is (repeatable)")
+    p.add_argument("--until", metavar="LAYER", help="run the net only up to this layer (inclusive), e.g. before a "
+                   "layer Caffe cannot run on your input; the manifest records it")
     p.add_argument("--out", type=Path, help="output folder (default for a fixture: reference_blobs/<fixture>)")
     p.add_argument("--granularity", choices=("layer", "blob"),
                    help="layer: every layer's tops right after it ran (default); blob: final value of each blob")
@@ -54,10 +56,10 @@ def run(args) -> int:
     require_writable(out, "output folder", folder=True)
     granularity = args.granularity or (fixture.granularity if fixture else "layer")
     check_sample_names(images + args.npy, out)  # the cheap checks first: names, the net, the weights
-    net = preflight(prototxt, caffemodel)
+    net = preflight(prototxt, caffemodel, args.until)
     samples = _samples(net, images, args.npy, prep)
     dump(prototxt, caffemodel, samples, out, granularity, log=lambda m: print(m, file=sys.stderr, flush=True),
-         blas_core=core, net=net)
+         blas_core=core, net=net, until=args.until)
     return 0
 
 

@@ -37,10 +37,10 @@ class ConvertedModel:
     left_out: dict | None = None  # a hand-written model: Caffe value -> why no Keras tensor holds it
 
 
-# Layer types that only make sense while training or evaluating (data sources, losses, metrics),
-# and SSD's DetectionOutput (non-maximum suppression: not a tensor-to-tensor layer to compare).
+# Layer types that only make sense while training or evaluating (data sources, losses, metrics).
+# SSD's DetectionOutput is not among them: it is the detector's output (not converted yet).
 NO_INFERENCE = {"Data", "ImageData", "HDF5Data", "HDF5Output", "MemoryData", "WindowData", "DummyData",
-                "AnnotatedData", "VideoData", "Accuracy", "DetectionEvaluate", "DetectionOutput", "Python"}
+                "AnnotatedData", "VideoData", "Accuracy", "DetectionEvaluate", "Python"}
 
 
 def has_inference_meaning(type_name: str) -> bool:
