@@ -189,6 +189,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
                 raise
             raise explain_shape_conflict(exc, net, target, build) from None
         notes = provenance.result()
+    left_out = {}  # reference dir -> notes on entries the checked model has no tensor for
     if target.partial_match or converted.left_out is not None:
         from .tfgraph.target import restricted
 
@@ -199,7 +200,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     capture = Capture(converted, keys)
     return Prepared(target, net, converted, capture, notes, environment(), weights, build,
                     twin_for(capture, target, net, weights, build, keys), parents_of(net, keys),
-                    left_out if target.partial_match or converted.left_out is not None else {})
+                    left_out)
 
 
 def left_out_notes(target: Target, converted) -> dict[Path, list[str]]:

@@ -187,19 +187,19 @@ class Pairer:
             return False
         if not layer.weights:
             return True
-        covers = [caffe.name]
-        if kind == "BatchNormalization" and (after := self._next(caffe)) is not None and after.type == "Scale":
-            covers.append(after.name)
+        covers = [c.name for c in self._weight_layers(kind, caffe)]
         return isinstance(weight_values(layer, covers, self.arrays), list)
+
+    def _weight_layers(self, kind: str, caffe: Layer) -> list[Layer]:
+        """The Caffe layers one Keras layer of `kind` takes its weights from: a BatchNormalization takes the
+        BatchNorm and the Scale right after it; everything else its one layer."""
+        after = self._next(caffe) if kind == "BatchNormalization" else None
+        return [caffe, after] if after is not None and after.type == "Scale" else [caffe]
 
     # -- what a pair covers ------------------------------------------------------------------------
     def _pair_with(self, layer, kind: str, caffe: Layer, how: str) -> None:
-        covers, weights = [caffe], [caffe.name] if layer.weights else []
-        if kind == "BatchNormalization":
-            after = self._next(caffe)
-            if after is not None and after.type == "Scale":
-                covers.append(after)
-                weights.append(after.name)
+        covers = self._weight_layers(kind, caffe)
+        weights = [c.name for c in covers] if layer.weights else []
         activation = fused_activation(layer)
         if activation is not None:
             after = self._next(covers[-1])
@@ -243,10 +243,8 @@ class Pairer:
         weights, output, explicit = read_entry(layer.name, self.mapping[layer.name])
         kind = keras_kind(layer)
         if layer.weights and weights:
-            covers = list(weights)
-            if not explicit and kind == "BatchNormalization" and (after := self._next(self.net.layer(weights[0]))) \
-                    is not None and after.type == "Scale":
-                covers.append(after.name)
+            covers = [c.name for c in self._weight_layers(kind, self.net.layer(weights[0]))] if not explicit \
+                else list(weights)
             values = weight_values(layer, covers, self.arrays)
             if isinstance(values, str):  # the user said so: their entry is the error, not the pairing
                 raise ParityError(f"cannot load Caffe's weights into the Keras model: {layer.name}.{values} "
@@ -255,14 +253,11 @@ class Pairer:
             self._pair_with(layer, kind, self.net.layer(weights[0]), "mapping")
             return
         covers = tuple(dict.fromkeys([*(weights or ()), *([output] if output else [])]))
-        key = (output, self.net.layer(output).tops[0]) if output else None
         self.taken.update(covers)
+        key = self._through_identities((output, self.net.layer(output).tops[0]), layer.name) if output else None
         self.pairing.pairs[layer.name] = Pair(layer.name, weights or (), covers, key, "mapping")
-        if key is not None:
-            self.value[layer.name] = self._through_identities(key, layer.name)
-            self.pairing.pairs[layer.name] = Pair(layer.name, weights or (), covers, self.value[layer.name], "mapping")
-        elif len(bottoms) == 1:
-            self.value[layer.name] = bottoms[0]
+        if key is not None or len(bottoms) == 1:
+            self.value[layer.name] = key if key is not None else bottoms[0]
 
     # -- when it fails ---------------------------------------------------------------------------
     def failure(self) -> ParityError | None:
