@@ -35,7 +35,7 @@ from .atomic import SWAP_TRIES, atomic_directory, check_replaceable, sha256_file
 from .blas import Pin, blas_library, choose_core, describe, pin, verify
 from .errors import ParityError
 from .graph import Net
-from .reference import FORMAT, FORMAT_VERSION, safe_filename
+from .reference import FORMAT, FORMAT_VERSION, safe_filename, write_npy_gz
 
 Shape = tuple[int, ...]
 
@@ -473,17 +473,17 @@ def _run(net, sample: Sample, granularity: str, own_layers: set[str], progress=l
 
 
 def _save(records: list[dict], work: Path, stage: Path) -> list[dict]:
-    """Move each entry's .npy from the child's work folder into the stage; the manifest's entry records."""
-    import shutil
-
+    """Each entry's .npy from the child's work folder compressed into the stage (.npy.gz: Caffe's outputs,
+    ReLU's zeros above all, take about half the room); the manifest's entry records."""
     out = []
     for record in records:
         record = dict(record)
-        file = f"{len(out):03d}_{safe_filename(record['layer'])}{record.pop('suffix')}.npy"
+        file = f"{len(out):03d}_{safe_filename(record['layer'])}{record.pop('suffix')}.npy.gz"
         source = work / record.pop("work_file")
-        shape = list(np.load(source, mmap_mode="r", allow_pickle=False).shape)
-        shutil.move(source, stage / file)  # a rename where the work folder and OUT share a file system
-        out.append({**record, "file": file, "shape": shape, "dtype": "float32"})
+        array = np.load(source, allow_pickle=False)  # the child's own file, written a moment ago
+        write_npy_gz(array, stage / file)
+        source.unlink()
+        out.append({**record, "file": file, "shape": list(array.shape), "dtype": "float32"})
     return out
 
 

@@ -1,4 +1,5 @@
-"""Reference blob folders: a manifest.json plus one float32 NCHW .npy per entry.
+"""Reference blob folders: a manifest.json plus one float32 NCHW array per entry (.npy, or .npy.gz as
+`parity dump` writes them: Caffe's outputs compress to about half).
 
 Written by `parity dump` (real Caffe) or `parity dump-tf` (a frozen TensorFlow graph; its NHWC entries
 say so with "layout" and are read back as NCHW). Reading is
@@ -9,10 +10,12 @@ entry), raised before any model runs where the manifest alone shows it.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,8 @@ FORMAT = "parity-reference"
 FORMAT_VERSION = 1
 ENTRY_KEYS = ("order", "layer", "type", "top", "file", "shape", "dtype")
 NPY_MAGIC = np.lib.format.MAGIC_PREFIX  # the first bytes of every .npy file
+GZIP_MAGIC = b"\x1f\x8b"  # a .npy.gz
+MAX_INFLATION = 1032  # deflate expands at most about 1032:1, so a .npy.gz holds at most this times its size
 MODEL_FILES = {"caffe": ("prototxt", "caffemodel"), "tensorflow-graph": ("graph",)}  # sha256s by source
 
 
@@ -83,39 +88,67 @@ class Reference:
 
 
 def load_npy(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """The float array in the .npy file at `path`, read without ever unpickling.
+    """The float array in the .npy (or gzip-compressed .npy.gz) file at `path`, read without ever unpickling.
 
     Read with numpy.lib.format, not np.load: np.load also opens zip archives (.npz) and calls any other
     file one that needs pickle; here a file without .npy's magic bytes is said to be not a .npy file.
     The header is judged before a byte of data is read: its dtype, its shape against the manifest's,
-    and the bytes it claims against what the file holds (numpy would allocate the claim first).
+    and the bytes it claims against what the file can hold (numpy would allocate the claim first). A
+    .npy.gz can hold at most deflate's largest expansion of its size, and its data is read only up to
+    the claim: a small file that claims (or inflates to) gigabytes is refused, never allocated.
     """
     if not path.is_file():
         raise ParityError("reference array not found", path)
     try:
-        with open(path, "rb") as fh:
-            if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
-                raise ParityError("not a .npy file (it does not start with numpy's magic bytes)", path)
-            fh.seek(0)
-            _check_npy_header(fh, path, shape)
-            fh.seek(0)
-            return np.lib.format.read_array(fh, allow_pickle=False)
+        with open(path, "rb") as raw:
+            start = raw.read(len(NPY_MAGIC))
+            raw.seek(0)
+            if start.startswith(GZIP_MAGIC):
+                return _read_gzipped(raw, path, shape)
+            if start != NPY_MAGIC:
+                raise ParityError("not a .npy file (it starts with neither numpy's magic bytes nor gzip's)", path)
+            raw.seek(0)
+            _check_npy_header(raw, path, shape, os.fstat(raw.fileno()).st_size)
+            raw.seek(0)
+            return np.lib.format.read_array(raw, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise ParityError("this .npy holds Python objects and would need pickle to load; refusing", path) from None
         raise ParityError(f"not a valid .npy file ({exc})", path) from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise ParityError(f"cannot read .npy ({exc})", path) from None
 
 
-def _check_npy_header(fh, path: Path, shape: tuple[int, ...] | None) -> None:
+def _read_gzipped(raw, path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
+    with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+        if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise ParityError("not a gzip-compressed .npy file (no numpy magic bytes inside)", path)
+        fh.seek(0)
+        stored, fortran, dtype = _check_npy_header(fh, path, shape, MAX_INFLATION * os.fstat(raw.fileno()).st_size)
+        claimed = math.prod(stored) * dtype.itemsize
+        data = fh.read(claimed)
+        if len(data) != claimed or fh.read(1):
+            raise ParityError(f"the .npy header claims shape {stored} of {dtype} ({claimed:,} bytes), but the "
+                              f"compressed file holds {'fewer' if len(data) != claimed else 'more'} bytes", path)
+    return np.frombuffer(data, dtype).reshape(stored, order="F" if fortran else "C").copy()
+
+
+def write_npy_gz(array: np.ndarray, path: Path) -> None:
+    """`array` as a gzip-compressed .npy at `path`, the same bytes for the same array (no name, no time
+    in the gzip header), so a re-dump that reproduces Caffe's values reproduces the file."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as fh:
+        np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _check_npy_header(fh, path: Path, shape: tuple[int, ...] | None, size: int):
     """Read the .npy header at `fh` (parsed by numpy as literals, never unpickled) and refuse a dtype that is
-    not float, a shape unlike `shape`, or a claim of more bytes than follow the header in the file."""
+    not float, a shape unlike `shape`, or a claim of more bytes than the file (of `size` bytes, or able to
+    inflate to `size`) can hold after the header. Returns (shape, fortran_order, dtype)."""
     version = np.lib.format.read_magic(fh)
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in readers:  # 3.0 only adds UTF-8 field names, which no float array has
         raise ParityError(f"not a .npy file parity reads (format version {version[0]}.{version[1]})", path)
-    stored, _, dtype = readers[version](fh)
+    stored, fortran, dtype = readers[version](fh)
     stored = tuple(stored)
     if any(d < 0 for d in stored):
         raise ParityError(f"not a valid .npy file (negative dimension in shape {stored})", path)
@@ -126,10 +159,11 @@ def _check_npy_header(fh, path: Path, shape: tuple[int, ...] | None) -> None:
     if shape is not None and stored != tuple(shape):
         raise ParityError(f"array shape {stored} differs from the manifest's {tuple(shape)}", path)
     claimed = math.prod(stored) * dtype.itemsize  # Python ints: a corrupt header cannot wrap around
-    held = os.fstat(fh.fileno()).st_size - fh.tell()
+    held = size - fh.tell()
     if claimed > held:
         raise ParityError(f"the .npy header claims shape {stored} of {dtype} ({claimed:,} bytes), but the file "
                           f"holds {held:,} bytes of data", path)
+    return stored, fortran, dtype
 
 
 def load_reference(directory: str | Path) -> Reference:

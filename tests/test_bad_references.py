@@ -70,7 +70,7 @@ MANIFEST_DAMAGE = {  # name: (edit, texts the error must hold besides the manife
     "input.blobs is a list": (lambda m: m["input"].update(blobs=[m["input"]["blobs"]["data"]]), ("input.blobs",)),
     "no entries": (lambda m: m.update(entries=[]), ("entries",)),
     "absolute file": (lambda m: m["entries"][1].update(file="/etc/passwd"), ("entry 1 (conv1)", "/etc/passwd")),
-    "file above the folder": (lambda m: m["entries"][1].update(file="../../001_conv1.npy"),
+    "file above the folder": (lambda m: m["entries"][1].update(file="../../001_conv1.npy.gz"),
                               ("entry 1 (conv1)", "inside the reference folder")),
 }
 
@@ -237,3 +237,48 @@ def test_an_edited_prototxt_is_a_provenance_mismatch_too(capsys, tmp_path, weigh
     assert len(notes) == 1 and notes[0].startswith("note: ALLOWED MISMATCH: prototxt deploy.prototxt has sha256")
     report = json.loads(out.read_text())
     assert report["allow_mismatch"] is True and report["notes"] == [notes[0][len("note: "):]]
+
+
+def gzipped_npy(path: Path, header_shape: tuple[int, ...], data: bytes) -> None:
+    """A .npy.gz whose header says `header_shape` (float32) and whose data is `data`."""
+    import gzip
+    import io
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+    with gzip.open(path, "wb") as fh:
+        fh.write(np.lib.format.magic(1, 0) + head.getvalue()[len(np.lib.format.magic(1, 0)):] + data)
+
+
+def test_a_compressed_array_round_trips_bit_for_bit(tmp_path):
+    from parity.reference import load_npy, write_npy_gz
+
+    array = np.random.default_rng(1).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    array[0, 1] = np.nan
+    write_npy_gz(array, tmp_path / "a.npy.gz")
+    write_npy_gz(array, tmp_path / "b.npy.gz")
+    assert (tmp_path / "a.npy.gz").read_bytes() == (tmp_path / "b.npy.gz").read_bytes()  # no name, no time inside
+    assert np.array_equal(load_npy(tmp_path / "a.npy.gz", array.shape), array, equal_nan=True)
+
+
+def test_a_compressed_array_claiming_more_than_deflate_can_hold_is_refused_unread(tmp_path, monkeypatch):
+    """A 100-byte .npy.gz claiming 4 TB: refused from its header, nothing allocated (a zip-bomb's shape)."""
+    from parity.errors import ParityError
+    from parity.reference import load_npy
+
+    path = tmp_path / "bomb.npy.gz"
+    gzipped_npy(path, (1 << 20, 1 << 20), b"")
+    monkeypatch.setattr(np, "frombuffer", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(ParityError, match="claims shape"):
+        load_npy(path, (1 << 20, 1 << 20))
+
+
+@pytest.mark.parametrize("data, says", [(bytes(4 * 5), "fewer"), (bytes(4 * 7), "more")])
+def test_a_compressed_array_whose_data_disagrees_with_its_header_is_refused(tmp_path, data, says):
+    from parity.errors import ParityError
+    from parity.reference import load_npy
+
+    path = tmp_path / "short.npy.gz"
+    gzipped_npy(path, (6,), data)
+    with pytest.raises(ParityError, match=says):
+        load_npy(path, (6,))

@@ -145,7 +145,7 @@ def test_bundle_holds_the_layer_its_weights_and_caffes_arrays_only(capsys, tmp_p
         np.testing.assert_array_equal(mine, theirs)
 
     assert manifest["bottoms"] == {"data": {"file": "bottoms/data.npy", "shape": [1, 3, 17, 23],
-                                            "entry": {"layer": "data", "top": "data", "file": "000_data.npy"}}}
+                                            "entry": {"layer": "data", "top": "data", "file": "000_data.npy.gz"}}}
     np.testing.assert_array_equal(load_npy(bundle / "bottoms/data.npy", (1, 3, 17, 23)), ref.load(ref.entries[0]))
     top = load_npy(bundle / "top.npy", tuple(manifest["top"]["shape"]))
     np.testing.assert_array_equal(top, ref.load(next(e for e in ref.entries if e.layer == "conv1")))
