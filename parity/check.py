@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 
 from .atomic import sha256_file
-from .compare import FAIL, LayerResult, NoiseRule, Tolerance, attribute, measure
-from .decisions import decision_bottom, is_decision, settle
+from .compare import FAIL, PASS, LayerResult, NoiseRule, Tolerance, attribute, measure
+from .decisions import DETECTIONS, decision_bottom, decision_bottoms, is_decision, settle
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .layout import to_caffe_layout, to_keras_layout
@@ -223,7 +223,8 @@ def left_out_notes(target: Target, converted) -> dict[Path, list[str]]:
 
 def decision_inputs(net: Net, target: Target, tensors: dict) -> list[Key]:
     """The bottoms of the decision layers (ArgMax, Threshold) compared, captured for their margins."""
-    found = (decision_bottom(net, e.layer) for ref in target.references for e in ref.entries if is_decision(e.type))
+    found = (key for ref in target.references for e in ref.entries if is_decision(e.type)
+             for key in decision_bottoms(net, e.layer))
     return [key for key in dict.fromkeys(found) if key is not None and key in tensors]
 
 
@@ -399,6 +400,8 @@ def _compare(result: LayerResult, prepared: Prepared, entry, expected: np.ndarra
     """Measure one entry under its rule; returns what was compared (decisions settled where undecided)."""
     key = (entry.layer, entry.top)
     got = outputs[key]
+    if entry.type == DETECTIONS:
+        return _compare_detections(result, prepared, entry, expected, outputs, rule, noise)
     if not isinstance(rule, NoiseRule):
         _measure_rule(result, expected, got, rule, None)
         return got
@@ -409,6 +412,36 @@ def _compare(result: LayerResult, prepared: Prepared, entry, expected: np.ndarra
                                            to_caffe_layout(got), rule.k * noise[bottom])
             got = to_keras_layout(settled).astype(got.dtype)
     _measure_rule(result, expected, got, rule, noise[key])
+    return got
+
+
+def _compare_detections(result: LayerResult, prepared: Prepared, entry, expected: np.ndarray, outputs: dict, rule,
+                        noise: dict) -> np.ndarray:
+    """DetectionOutput's boxes paired and judged with its bottoms' noise (parity.detections)."""
+    from .detections import compare_detections, settings_for
+
+    layer = prepared.net.layer(entry.layer)
+    loc, conf, priors = (decision_bottom(prepared.net, entry.layer, i) for i in range(3))
+    got = outputs[(entry.layer, entry.top)]
+    if isinstance(rule, NoiseRule):
+        k, loc_noise, conf_noise = rule.k, noise.get(loc, 0.0), noise.get(conf, 0.0)
+    else:  # the fixed rule: its allowance at 1.0, a score's and a normalised corner's scale
+        k, loc_noise = 1.0, rule.atol + rule.rtol
+        conf_noise = loc_noise
+    settings = settings_for(layer, loc_noise, conf_noise, to_caffe_layout(outputs[priors]) if priors in outputs
+                            else None, k)
+    scores = None
+    if conf in outputs:
+        scores = to_caffe_layout(outputs[conf])
+        scores = scores.reshape(scores.shape[0], -1, layer.param.detection_output_param.num_classes)
+    found = compare_detections(expected, to_caffe_layout(got), settings, scores)
+    result.detections = found.to_dict()
+    result.max_abs = max(found.score_error, found.box_error)
+    result.noise, result.ratio = (conf_noise, found.ratio) if isinstance(rule, NoiseRule) else (None, None)
+    result.atol, result.rtol = found.score_tol, 0.0
+    result.got_shape = to_caffe_layout(got).shape if to_caffe_layout(got).shape != tuple(expected.shape) else None
+    result.status = FAIL if found.failed else PASS
+    result.problem = found.summary() if found.failed else None
     return got
 
 

@@ -112,6 +112,7 @@ class LayerResult:
     flips: int | None = None  # decisions (ArgMax, Threshold) that differ where noise can flip them: not failed
     baseline: float | None = None  # the accepted max_abs, or ratio under the noise rule (parity.gate)
     grew: bool = False  # within tolerance, but its error grew past the baseline's limit
+    detections: dict | None = None  # DetectionOutput: the boxes paired and judged (parity.detections)
 
     @property
     def drift(self) -> bool:

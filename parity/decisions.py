@@ -55,8 +55,11 @@ def threshold_margins(layer, bottom: np.ndarray, top_shape: tuple[int, ...]) -> 
 DECISIONS: dict[str, Margins] = {"ArgMax": argmax_margins, "Threshold": threshold_margins}
 
 
+DETECTIONS = "DetectionOutput"  # a set of boxes, compared as a matching (parity.detections)
+
+
 def is_decision(layer_type: str) -> bool:
-    return layer_type in DECISIONS
+    return layer_type in DECISIONS or layer_type == DETECTIONS
 
 
 def settle(layer, bottom_nchw: np.ndarray, ref_nchw: np.ndarray, got_nchw: np.ndarray,
@@ -69,12 +72,20 @@ def settle(layer, bottom_nchw: np.ndarray, ref_nchw: np.ndarray, got_nchw: np.nd
     return np.where(undecided, ref_nchw, got_nchw), flips
 
 
-def decision_bottom(net, layer_name: str) -> tuple[str, str] | None:
-    """The (writer layer, blob) whose value a decision layer reads, for capturing it beside the outputs."""
+def decision_bottom(net, layer_name: str, index: int = 0) -> tuple[str, str] | None:
+    """The (writer layer, blob) whose value a decision layer reads (its bottom `index`), for capturing it
+    beside the outputs."""
     layer = net.layer(layer_name)
-    if not layer.bottoms:
+    if len(layer.bottoms) <= index:
         return None
-    blob = layer.bottoms[0]
+    blob = layer.bottoms[index]
     writer = net.writer_before(layer_name, blob)
     return None if writer is None else (writer.name, blob)
+
+
+def decision_bottoms(net, layer_name: str) -> list[tuple[str, str] | None]:
+    """Every bottom a decision layer reads: ArgMax and Threshold read one; DetectionOutput reads its
+    locations, confidences and priors (parity.detections judges its boxes with their noise)."""
+    count = 3 if net.layer(layer_name).type == DETECTIONS else 1
+    return [decision_bottom(net, layer_name, i) for i in range(count)]
 

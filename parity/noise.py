@@ -177,7 +177,7 @@ def layer_noise(got32: np.ndarray, got64: np.ndarray) -> float:
     """The float32 rounding noise of one output: max |float32 - float64| over its elements.
 
     Non-finite values make no noise estimate (0.0: the strict side, a NaN still fails as it did)."""
-    if got32.size == 0:
+    if got32.size == 0 or got32.shape != got64.shape:  # a data-dependent output (detections): judged from its inputs
         return 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(got32.astype(np.float64) - got64)

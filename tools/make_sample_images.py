@@ -1,4 +1,4 @@
-"""Make fixtures/images/*.png: scikit-image's CC0 sample photos, centre-cropped square, 224x224.
+"""Make fixtures/images/*.png: scikit-image's sample photos (CC0 or public domain), centre-cropped square, 224x224.
 
 Run once with a Python that has scikit-image (the pycaffe venv does):
     .cache/caffe/venv/bin/python tools/make_sample_images.py
@@ -23,7 +23,7 @@ def centre_square(rgb: np.ndarray) -> Image.Image:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in ("chelsea", "coffee"):
+    for name in ("chelsea", "coffee", "astronaut"):
         image = centre_square(getattr(data, name)()).resize((SIZE, SIZE), Image.LANCZOS)
         image.save(OUT / f"{name}.png", optimize=True)
         print(f"wrote {OUT / name}.png")

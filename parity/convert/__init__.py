@@ -18,7 +18,7 @@ from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
 from .registry import converter_for, register, supported_types
 
 # Importing the layer modules registers their converters.
-from . import (convolution, elementwise, inner_product, input, merge, normalization, pooling,  # noqa: E402,F401
+from . import (convolution, detection, elementwise, inner_product, input, merge, normalization, pooling,  # noqa: E402,F401
                priorbox, reduction, reshaping)
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
@@ -38,7 +38,7 @@ class ConvertedModel:
 
 
 # Layer types that only make sense while training or evaluating (data sources, losses, metrics).
-# SSD's DetectionOutput is not among them: it is the detector's output (not converted yet).
+# SSD's DetectionOutput is not among them: it is the detector's output.
 NO_INFERENCE = {"Data", "ImageData", "HDF5Data", "HDF5Output", "MemoryData", "WindowData", "DummyData",
                 "AnnotatedData", "VideoData", "Accuracy", "DetectionEvaluate", "Python"}
 

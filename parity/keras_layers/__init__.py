@@ -6,10 +6,11 @@ Importing this package registers them with Keras' serialization (package "parity
 from .arithmetic import (CaffeArgMax, CaffeBroadcast, CaffeConstant, CaffeEltwise, CaffeNormalize, CaffeReduce, CaffeScale,
                          CaffeTile)
 from .deconvolution import CaffeDeconvolution
+from .detection import CaffeDetectionOutput
 from .lrn import CaffeLRN
 from .pooling import CaffePooling2D
 from .slicing import CaffeCrop, CaffeSlice
 from .unary import CaffeUnary
 
-__all__ = ["CaffeArgMax", "CaffeBroadcast", "CaffeConstant", "CaffeCrop", "CaffeDeconvolution", "CaffeEltwise", "CaffeLRN", "CaffeNormalize", "CaffePooling2D", "CaffeReduce", "CaffeScale",
+__all__ = ["CaffeArgMax", "CaffeBroadcast", "CaffeConstant", "CaffeCrop", "CaffeDeconvolution", "CaffeDetectionOutput", "CaffeEltwise", "CaffeLRN", "CaffeNormalize", "CaffePooling2D", "CaffeReduce", "CaffeScale",
            "CaffeSlice", "CaffeTile", "CaffeUnary"]
