@@ -376,6 +376,9 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
         header["notes"] = [*header["notes"], *prepared.left_out.get(ref.dir, [])]
     report = Report(prepared.target.name, ref.name, *_fixed_values(tol), results, first, header)
     _keep_evidence(report, arrays, local_run.outputs if local_run else {}, prepared, ref)
+    if any(r.detections is not None for r in results):  # the HTML draws the boxes over what the net saw
+        order = ref.manifest["input"].get("preprocessing", {}).get("channel_order", "RGB")
+        report.picture = (next(iter((ref.inputs() if inputs is None else inputs).values())), order)
     return report
 
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
-from .report import Report, describe, environment_line, number, times, verdict_lines
+from .report import Report, describe, environment_line, number, paired_words, times, verdict_lines
 
 # Viridis at nine evenly spaced points: perceptually uniform, luminance rises monotonically (so
 # "brighter" always means "larger", also in greyscale print), readable with colour blindness.
@@ -293,6 +293,8 @@ def _row(index: int, r: LayerResult, report: Report, linked: set[str]) -> str:
         status = 'drift <span class="of">(passes on Caffe\'s inputs)</span>'
     cells = [_e(r.order), name, _e(r.type), _e("x".join(str(s) for s in r.shape)), _e(number(r.max_abs)),
              _e(number(r.noise)), _e(times(r.ratio)), _e(number(r.rel_l2)), _e(number(r.cosine, "{:.6f}"))]
+    if r.detections is not None:  # a set of boxes: how many paired, in place of rel_l2 and cosine
+        cells[-2:] = [_e(paired_words(r.detections)), ""]
     if report.local:
         cells.append("-" if r.local is None else _e(f"{number(r.local.max_abs)} {STATUS_WORD[r.local.status]}"))
     cells.append(status)
@@ -353,6 +355,7 @@ def render_report(index: int, report: Report) -> str:
             f'<span class="badge {_e(report.status)}">{_e(report.status.upper())}</span></h2>'
             + verdict(report) + render_header(report)
             + render_table(index, report, {_anchor(index, report, r) for r in pictured})
+            + "".join(detection_figure(report, r) for r in report.layers if r.detections is not None)
             + "".join(render_layer(index, report, r) for r in pictured)
             + (f'<p class="note">{more} more failing layer(s) not shown.</p>' if more > 0 else "")
             + _other_hints(report, shown) + "</article>")
@@ -414,3 +417,55 @@ def write_html(path: str | Path, reports: list[Report] | Report | str) -> Path:
     with atomic_path(path, suffix=".html") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+# -- detections ----------------------------------------------------------------------------------
+CAFFE_BOX, KERAS_BOX, MISSING_BOX, EXTRA_BOX = (40, 170, 90), (200, 60, 200), (220, 30, 30), (240, 150, 0)
+MAX_BOXES = 12  # per side, by score: a detector's 200 low-score boxes would hide the picture
+
+
+def _display(picture: tuple) -> Image.Image:
+    """The net's input (Caffe layout, sample 0) as a picture: each channel stretched to 0-255, BGR turned
+    to RGB; preprocessing (mean, scale) is not undone, so colours are approximate."""
+    array, order = picture
+    chw = np.asarray(array, np.float64)[0]
+    if chw.shape[0] == 3 and order == "BGR":
+        chw = chw[::-1]
+    chw = chw[:3] if chw.shape[0] >= 3 else np.repeat(chw[:1], 3, axis=0)
+    lo, hi = np.nanmin(chw, axis=(1, 2), keepdims=True), np.nanmax(chw, axis=(1, 2), keepdims=True)
+    rgb = np.nan_to_num((chw - lo) / np.where(hi > lo, hi - lo, 1.0)) * 255
+    image = Image.fromarray(rgb.transpose(1, 2, 0).astype(np.uint8))
+    side = max(image.size)
+    return image.resize((image.width * 400 // side, image.height * 400 // side), Image.NEAREST)
+
+
+def _draw(image: Image.Image, boxes: list[dict], colour: tuple, width: int) -> None:
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    for b in boxes:
+        x0, y0, x1, y1 = b["box"]
+        x0, x1 = (min(max(x * w, -w), 2 * w) for x in (x0, x1))  # boxes far outside stay drawable
+        y0, y1 = (min(max(y * h, -h), 2 * h) for y in (y0, y1))
+        draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=colour, width=width)
+
+
+def detection_figure(report: Report, r: LayerResult) -> str:
+    """Caffe's and Keras' boxes over the input: green Caffe, magenta Keras (each side's best MAX_BOXES by
+    score), then thick red for Caffe's boxes Keras lacks and thick orange for Keras' extra ones."""
+    d = r.detections
+    if report.picture is None or d is None:
+        return ""
+    image = _display(report.picture)
+    top = lambda boxes: sorted(boxes, key=lambda b: -b["score"])[:MAX_BOXES]  # noqa: E731
+    _draw(image, [b for b in top(d["caffe_boxes"]) if b["image"] == 0], CAFFE_BOX, 3)
+    _draw(image, [b for b in top(d["keras_boxes"]) if b["image"] == 0], KERAS_BOX, 1)
+    _draw(image, [b for b in d["missing"] if b["image"] == 0], MISSING_BOX, 4)
+    _draw(image, [b for b in d["extra"] if b["image"] == 0], EXTRA_BOX, 4)
+    caption = (f"{_e(r.layer)}: Caffe {d['caffe']} detections (green), Keras {d['keras']} (magenta), "
+               f"{d['paired']} paired; the {MAX_BOXES} best by score of each are drawn. Thick red: Caffe's boxes "
+               f"Keras lacks ({len(d['missing'])}); thick orange: Keras' extra boxes ({len(d['extra'])}). "
+               "Image 0, the input as the net saw it, stretched for display.")
+    return (f'<section class="detections"><h3>Detections: {_e(r.layer)}</h3><figure>'
+            f'{_img(image, "detections", "detected boxes")}<figcaption>{caption}</figcaption></figure></section>')

@@ -24,6 +24,8 @@ class Report:
     # layer -> (Caffe's output, the converted output), both channels-last; kept for failing layers only,
     # for pictures (never serialized: the JSON carries metrics, not arrays)
     arrays: dict[str, tuple] = field(default_factory=dict, repr=False)
+    # the net's input as fed (Caffe's layout) and its channel order, kept where detections are drawn (HTML)
+    picture: tuple | None = field(default=None, repr=False)
     # set when the check stopped before any numbers: the converted net departs from Caffe's shapes at
     # first_divergence (parity.errors.ShapeDivergence), so there are no layer rows to show
     error: str | None = None
@@ -91,12 +93,41 @@ def layer_line(r: LayerResult, first: str | None, local: bool = False) -> str:
         mark += f"  ({r.flips} decision(s) flipped within noise)"
     shape = "x".join(str(s) for s in r.shape)
     name, kind = printable(r.layer)[:24], printable(r.type)[:12]  # escaped before cut, so columns stay aligned
+    similarity = f"{number(r.rel_l2):>9} {number(r.cosine, '{:.6f}'):>9}"
+    if r.detections is not None:  # a set of boxes: how many paired, in place of rel_l2 and cosine
+        similarity = f"{paired_words(r.detections):>19}"
     line = (f"{r.order:>4} {name:<24} {kind:<12} {shape:<16} {number(r.max_abs):>9} "
-            f"{number(r.noise):>9} {times(r.ratio):>8} {number(r.rel_l2):>9} {number(r.cosine, '{:.6f}'):>9}")
+            f"{number(r.noise):>9} {times(r.ratio):>8} {similarity}")
     if local:
         own = "-" if r.local is None else f"{number(r.local.max_abs)} {STATUS_WORDS[r.local.status]}"
         line += f"  {own:>14}"
     return f"{line}  {status}{mark}"
+
+
+def paired_words(d: dict) -> str:
+    return f"{d['paired']}/{d['caffe']} boxes paired"
+
+
+def detection_lines(report: Report, most: int = 5) -> list[str]:
+    """Each DetectionOutput's comparison: counts, worst errors against their limits, and (failing) the
+    first detections found on one side only."""
+    lines = []
+    for r in report.layers:
+        d = r.detections
+        if d is None:
+            continue
+        lines.append(f"  detections at {r.layer}: Caffe {d['caffe']}, Keras {d['keras']}, paired {d['paired']}; "
+                     f"worst score error {number(d['score_error'])} (limit {number(d['score_tolerance'])}), worst "
+                     f"corner error {number(d['box_error'])}; {d['off_pairs']} pair(s) off")
+        one_sided = [("missing", x) for x in d["missing"]] + [("extra", x) for x in d["extra"]]
+        for side, x in sorted(one_sided, key=lambda item: item[1]["tolerated"] is not None)[:most]:
+            box = ", ".join(f"{v:.3f}" for v in x["box"])
+            why = f" (tolerated: {x['tolerated']})" if x["tolerated"] else ""
+            lines.append(f"    {side} in Keras: image {x['image']} label {x['label']} score {x['score']:.4g} "
+                         f"box ({box}){why}")
+        if len(one_sided) > most:
+            lines.append(f"    ... {len(one_sided) - most} more on one side only (JSON: layers[].detections)")
+    return lines
 
 
 def times(value: float | None) -> str:
@@ -170,6 +201,7 @@ def render(report: Report) -> str:
     lines.append(f"{'#':>4} {'layer':<24} {'type':<12} {'shape':<16} {'max_abs':>9} {'noise':>9} {'x noise':>8} "
                  f"{'rel_l2':>9} {'cosine':>9}{local_head}  status")
     lines += [layer_line(r, report.first_divergence, report.local) for r in report.layers]
+    lines += detection_lines(report)
     lines += verdict_lines(report)
     return "\n".join(printable(line) for line in lines)
 

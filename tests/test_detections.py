@@ -142,3 +142,23 @@ def test_the_exported_model_holds_the_head_without_lambda_or_custom_objects(tmp_
     x = np.random.default_rng(0).uniform(-50, 50, (1, 64, 64, 3)).astype(np.float32)
     for mine, theirs in zip(converted.model(x), loaded(x)):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+
+def test_reports_show_the_comparison_and_the_page_draws_the_boxes(monkeypatch):
+    """A planted bug (variance ignored): the terminal names the boxes one side lacks, JSON carries both sets,
+    the HTML page draws Caffe's and Keras' boxes over the input image."""
+    from parity.html import render_html
+    from parity.keras_layers import detection
+    from parity.report import render
+
+    original = detection.decode
+    monkeypatch.setattr(detection, "decode", lambda corners, variances, loc, code, in_target: original(
+        corners, variances, loc, code, True))
+    report = first_report("ssd")
+    text = render(report)
+    assert "detections at detection_out: Caffe 60, Keras 60" in text
+    assert "missing in Keras: image 0 label" in text or "pair(s) off" in text
+    head = next(r for r in report.layers if r.layer == "detection_out").to_dict()["detections"]
+    assert len(head["caffe_boxes"]) == 60 and len(head["keras_boxes"]) == 60
+    page = render_html(report)
+    assert page.count('data-kind="detections"') == 2 and "Thick red: Caffe's boxes Keras lacks" in page
