@@ -84,7 +84,8 @@ def target_from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) 
 def model_name(prototxt: Path) -> str:
     from .reading.prototxt import read_prototxt
 
-    return read_prototxt(prototxt).name.strip() or prototxt.stem or "model"
+    stem = prototxt.name.removesuffix(".txt").removesuffix(".prototxt")  # deploy.prototxt.txt, as some ship it
+    return read_prototxt(prototxt).name.strip() or stem or "model"
 
 
 def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
