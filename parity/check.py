@@ -13,7 +13,7 @@ import numpy as np
 
 from .atomic import sha256_file
 from .compare import FAIL, PASS, LayerResult, NoiseRule, Tolerance, attribute, measure
-from .decisions import DETECTIONS, decision_bottom, decision_bottoms, is_decision, settle
+from .decisions import DETECTIONS, PROPOSALS, decision_bottom, decision_bottoms, is_decision, settle
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .layout import to_caffe_layout, to_keras_layout
@@ -406,6 +406,11 @@ def _compare(result: LayerResult, prepared: Prepared, entry, expected: np.ndarra
     got = outputs[key]
     if entry.type == DETECTIONS:
         return _compare_detections(result, prepared, entry, expected, outputs, rule, noise)
+    if entry.type in PROPOSALS and entry.top == prepared.net.layer(entry.layer).tops[0]:
+        return _compare_proposals(result, prepared, entry, expected, outputs, rule, noise)
+    if entry.type in PROPOSALS:  # its scores, in NMS order: element by element
+        _measure_rule(result, expected, got, rule, noise.get(key) if isinstance(rule, NoiseRule) else None)
+        return got
     if not isinstance(rule, NoiseRule):
         _measure_rule(result, expected, got, rule, None)
         return got
@@ -419,34 +424,64 @@ def _compare(result: LayerResult, prepared: Prepared, entry, expected: np.ndarra
     return got
 
 
+def _set_noise(prepared: Prepared, entry, rule, noise: dict, boxes: int, scores: int) -> tuple[float, float, float]:
+    """(k, the noise of the bottom the boxes are decoded from, the noise of the scores' bottom) for a layer
+    whose top is a set of boxes; under the fixed rule, its allowance at 1.0 stands in for both noises."""
+    if not isinstance(rule, NoiseRule):
+        return 1.0, rule.atol + rule.rtol, rule.atol + rule.rtol
+    keys = [decision_bottom(prepared.net, entry.layer, i) for i in (boxes, scores)]
+    return rule.k, noise.get(keys[0], 0.0), noise.get(keys[1], 0.0)
+
+
+def _bottom(prepared: Prepared, entry, outputs: dict, index: int) -> np.ndarray | None:
+    key = decision_bottom(prepared.net, entry.layer, index)
+    return to_caffe_layout(outputs[key]) if key in outputs else None
+
+
 def _compare_detections(result: LayerResult, prepared: Prepared, entry, expected: np.ndarray, outputs: dict, rule,
                         noise: dict) -> np.ndarray:
     """DetectionOutput's boxes paired and judged with its bottoms' noise (parity.detections)."""
     from .detections import compare_detections, settings_for
 
     layer = prepared.net.layer(entry.layer)
-    loc, conf, priors = (decision_bottom(prepared.net, entry.layer, i) for i in range(3))
-    got = outputs[(entry.layer, entry.top)]
-    if isinstance(rule, NoiseRule):
-        k, loc_noise, conf_noise = rule.k, noise.get(loc, 0.0), noise.get(conf, 0.0)
-    else:  # the fixed rule: its allowance at 1.0, a score's and a normalised corner's scale
-        k, loc_noise = 1.0, rule.atol + rule.rtol
-        conf_noise = loc_noise
-    settings = settings_for(layer, loc_noise, conf_noise, to_caffe_layout(outputs[priors]) if priors in outputs
-                            else None, k)
-    scores = None
-    if conf in outputs:
-        scores = to_caffe_layout(outputs[conf])
+    k, loc_noise, conf_noise = _set_noise(prepared, entry, rule, noise, 0, 1)
+    scores = _bottom(prepared, entry, outputs, 1)
+    if scores is not None:
         scores = scores.reshape(scores.shape[0], -1, layer.param.detection_output_param.num_classes)
+    settings = settings_for(layer, loc_noise, conf_noise, _bottom(prepared, entry, outputs, 2), k)
+    got = outputs[(entry.layer, entry.top)]
     found = compare_detections(expected, to_caffe_layout(got), settings, scores)
+    _judged_set(result, found, expected, got, conf_noise if isinstance(rule, NoiseRule) else None)
+    result.atol = found.score_tol
+    return got
+
+
+def _compare_proposals(result: LayerResult, prepared: Prepared, entry, expected: np.ndarray, outputs: dict, rule,
+                       noise: dict) -> np.ndarray:
+    """Proposal's rois paired as boxes in pixels (parity.detections), with its deltas' and scores' noise."""
+    from .detections import compare_detections, proposal_settings
+
+    k, deltas_noise, scores_noise = _set_noise(prepared, entry, rule, noise, 1, 0)
+    settings = proposal_settings(prepared.net.layer(entry.layer), deltas_noise, scores_noise,
+                                 _bottom(prepared, entry, outputs, 1), k)
+    got = outputs[(entry.layer, entry.top)]
+    found = compare_detections(expected, to_caffe_layout(got), settings)
+    _judged_set(result, found, expected, got, deltas_noise if isinstance(rule, NoiseRule) else None)
+    result.detections["pixels"] = True
+    result.max_abs = found.box_error
+    return got
+
+
+def _judged_set(result: LayerResult, found, expected: np.ndarray, got: np.ndarray, noise: float | None) -> None:
+    """A set-of-boxes comparison (parity.detections) written onto the layer's result."""
     result.detections = found.to_dict()
     result.max_abs = max(found.score_error, found.box_error)
-    result.noise, result.ratio = (conf_noise, found.ratio) if isinstance(rule, NoiseRule) else (None, None)
-    result.atol, result.rtol = found.score_tol, 0.0
-    result.got_shape = to_caffe_layout(got).shape if to_caffe_layout(got).shape != tuple(expected.shape) else None
+    result.noise, result.ratio = (noise, found.ratio) if noise is not None else (None, None)
+    result.atol, result.rtol = 0.0, 0.0
+    shape = to_caffe_layout(got).shape
+    result.got_shape = shape if shape != tuple(expected.shape) else None
     result.status = FAIL if found.failed else PASS
     result.problem = found.summary() if found.failed else None
-    return got
 
 
 def _measure_local(result: LayerResult, entry, expected: np.ndarray, prepared: Prepared, local_run, rule) -> None:

@@ -56,10 +56,13 @@ DECISIONS: dict[str, Margins] = {"ArgMax": argmax_margins, "Threshold": threshol
 
 
 DETECTIONS = "DetectionOutput"  # a set of boxes, compared as a matching (parity.detections)
+# Faster R-CNN's rois: a set of pixel boxes, matched the same way. The prototxt says Proposal; the fork's
+# ProposalLayer::type() says ProposalLayer, which is what a dump's manifest records.
+PROPOSALS = ("Proposal", "ProposalLayer")
 
 
 def is_decision(layer_type: str) -> bool:
-    return layer_type in DECISIONS or layer_type == DETECTIONS
+    return layer_type in DECISIONS or layer_type == DETECTIONS or layer_type in PROPOSALS
 
 
 def settle(layer, bottom_nchw: np.ndarray, ref_nchw: np.ndarray, got_nchw: np.ndarray,
@@ -85,7 +88,9 @@ def decision_bottom(net, layer_name: str, index: int = 0) -> tuple[str, str] | N
 
 def decision_bottoms(net, layer_name: str) -> list[tuple[str, str] | None]:
     """Every bottom a decision layer reads: ArgMax and Threshold read one; DetectionOutput reads its
-    locations, confidences and priors (parity.detections judges its boxes with their noise)."""
-    count = 3 if net.layer(layer_name).type == DETECTIONS else 1
+    locations, confidences and priors, Proposal its scores, deltas and im_info (parity.detections judges
+    their boxes with that noise)."""
+    kind = net.layer(layer_name).type
+    count = 3 if kind == DETECTIONS or kind in PROPOSALS else 1
     return [decision_bottom(net, layer_name, i) for i in range(count)]
 

@@ -1,4 +1,4 @@
-"""Comparing DetectionOutput's boxes: a matching, not an element-by-element difference.
+"""Comparing DetectionOutput's boxes (and Proposal's rois): a matching, not an element-by-element difference.
 
 A detector's output is a set of rows [image, label, score, xmin, ymin, xmax, ymax] whose length depends on
 the data, so the same boxes can come in another order and one float of noise can add or drop a box. parity
@@ -12,6 +12,10 @@ then by overlap (IoU >= MATCH_IOU, best first); then it judges:
   top_k cut; or an overlap with a box of its class within noise of nms_threshold (NMS may then keep
   either); or a large overlap with a box whose own presence is so explained (its suppressor changed).
   Every other one is a divergence, named with its label, score and box.
+
+Proposal's rois (rows [image, x1, y1, x2, y2] in pixels, proposal_rows) go through the same matching as
+label 0, with a pixel tolerance (proposal_settings), the +1 overlap of its NMS, and their rank for a score:
+the rois carry none, so only the boxes are judged, post_nms_topn is the cut and nms_thresh the hinge.
 
 Nothing here needs Caffe or TensorFlow: both sides are arrays in Caffe's layout.
 """
@@ -37,6 +41,9 @@ class Settings:
     conf_noise: float
     variance: float  # the largest variance a location offset is multiplied by
     k: float
+    box_scale: float | None = None  # Proposal: pixels a corner moves per unit of delta (anchor x (1 + e^d / 2))
+    plus_one: float = 0.0  # Proposal: its overlaps count sides pixel-inclusive (x2 - x1 + 1)
+    ranked: bool = False  # Proposal's rois carry no score: `score` is minus the rank, never judged
 
 
 @dataclass
@@ -112,6 +119,34 @@ def settings_for(layer, loc_noise: float, conf_noise: float, priors: np.ndarray 
                     loc_noise, conf_noise, variance, k)
 
 
+def proposal_settings(layer, deltas_noise: float, scores_noise: float, deltas: np.ndarray | None,
+                      k: float) -> Settings:
+    """Settings for a Proposal's rois (pixel boxes, label 0, ranked): a corner moves by dx x the anchor's
+    width and by dlog w x half the decoded width, so its noise is the deltas' noise times the largest
+    anchor side x (1 + e^max|delta| / 2); post_nms_topn is the cut (keep_top_k), nms_thresh the hinge."""
+    from .convert.proposal import anchors
+
+    p = layer.param.proposal_param
+    boxes = anchors(p.base_size, list(p.ratio), list(p.scale)).astype(np.float64)
+    side = float(np.max(boxes[:, 2:] - boxes[:, :2] + 1.0))
+    grow = float(np.exp(np.max(np.abs(deltas)))) if deltas is not None and deltas.size else np.e
+    return Settings(None, p.nms_thresh, -1, p.post_nms_topn, deltas_noise, scores_noise, 1.0, k,
+                    box_scale=side * (1.0 + grow / 2), plus_one=1.0, ranked=True)
+
+
+def proposal_rows(array: np.ndarray) -> list[Detection]:
+    """A Proposal's rois [image, x1, y1, x2, y2] as detections of label 0, scored by minus their rank in
+    their image (NMS keeps them by descending score)."""
+    table = np.asarray(array, np.float64).reshape(-1, 5)
+    rank: dict[int, int] = {}
+    found = []
+    for i, r in enumerate(table):
+        image = int(r[0])
+        rank[image] = rank.get(image, -1) + 1
+        found.append(Detection(i, image, 0, -float(rank[image]), tuple(float(v) for v in r[1:])))
+    return found
+
+
 def describe(d: Detection) -> str:
     x0, y0, x1, y1 = d.box
     return f"label {d.label} score {d.score:.4g} box ({x0:.3f}, {y0:.3f}, {x1:.3f}, {y1:.3f})"
@@ -124,17 +159,18 @@ def rows(array: np.ndarray) -> list[Detection]:
             for i, r in enumerate(table) if r[1] != -1]
 
 
-def iou(a: tuple, b: tuple) -> float:
-    iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+def iou(a: tuple, b: tuple, plus: float = 0.0) -> float:
+    """Overlap; `plus` 1 counts sides pixel-inclusive, as Proposal's NMS does."""
+    iw, ih = min(a[2], b[2]) - max(a[0], b[0]) + plus, min(a[3], b[3]) - max(a[1], b[1]) + plus
     if iw <= 0 or ih <= 0:
         return 0.0
     inter = iw * ih
-    union = _area(a) + _area(b) - inter
+    union = _area(a, plus) + _area(b, plus) - inter
     return inter / union if union > 0 else 0.0
 
 
-def _area(box: tuple) -> float:
-    w, h = box[2] - box[0], box[3] - box[1]
+def _area(box: tuple, plus: float = 0.0) -> float:
+    w, h = box[2] - box[0] + plus, box[3] - box[1] + plus
     return w * h if w >= 0 and h >= 0 else 0.0
 
 
@@ -143,6 +179,8 @@ def box_tolerance(d: Detection, s: Settings) -> float:
     (about the box's size) and, for CENTER_SIZE's exp, by the box's size again; plus a float32 step."""
     size = max(abs(d.box[2] - d.box[0]), abs(d.box[3] - d.box[1]))
     peak = max(1.0, *(abs(v) for v in d.box))
+    if s.box_scale is not None:  # Proposal: pixels, moved by the deltas' noise times the anchor's scale
+        return s.k * (s.loc_noise * s.box_scale + EPS32 * peak)
     return s.k * (s.loc_noise * s.variance * (1.0 + size) + EPS32 * peak)
 
 
@@ -150,7 +188,8 @@ def compare_detections(ref_nchw: np.ndarray, got_nchw: np.ndarray, s: Settings,
                        class_scores: np.ndarray | None = None) -> DetectionComparison:
     """Caffe's detections (`ref_nchw`) against Keras' (`got_nchw`). `class_scores` (images, priors,
     classes), the confidences as Keras computed them, places each class's top_k cut."""
-    result = DetectionComparison(rows(ref_nchw), rows(got_nchw))
+    read = proposal_rows if s.ranked else rows
+    result = DetectionComparison(read(ref_nchw), read(got_nchw))
     result.score_tol = s.k * (s.conf_noise + EPS32)
     unpaired_ref, unpaired_got = _pair(result, s)
     _judge_pairs(result, s)
@@ -188,7 +227,7 @@ def _pair(result: DetectionComparison, s: Settings) -> tuple[list[Detection], li
 
 def _judge_pairs(result: DetectionComparison, s: Settings) -> None:
     for a, b in result.pairs:
-        score = abs(a.score - b.score)
+        score = 0.0 if s.ranked else abs(a.score - b.score)
         corner = max(abs(x - y) for x, y in zip(a.box, b.box))
         result.score_error = max(result.score_error, score)
         result.box_error = max(result.box_error, corner)
@@ -238,7 +277,7 @@ def _explain(ref: list[Detection], got: list[Detection], result: DetectionCompar
             if (side, d.row) in why or s.nms_threshold is None:
                 continue
             if any((vs, v.row) in why and (v.image, v.label) == (d.image, d.label) and v.score >= d.score - tol
-                   and iou(d.box, v.box) > s.nms_threshold - _iou_tolerance(d, v, s) for vs, v in one_sided):
+                   and iou(d.box, v.box, s.plus_one) > s.nms_threshold - _iou_tolerance(d, v, s) for vs, v in one_sided):
                 why[(side, d.row)] = "suppressed by, or freed from, a box that noise decided"
                 changed = True
     return why
@@ -255,13 +294,14 @@ def _lowest_when_full(dets: list[Detection], keep_top_k: int) -> dict[int, float
 
 
 def _nms_hinge(d: Detection, v: Detection, s: Settings) -> bool:
-    return s.nms_threshold is not None and abs(iou(d.box, v.box) - s.nms_threshold) <= _iou_tolerance(d, v, s)
+    return (s.nms_threshold is not None
+            and abs(iou(d.box, v.box, s.plus_one) - s.nms_threshold) <= _iou_tolerance(d, v, s))
 
 
 def _iou_tolerance(a: Detection, b: Detection, s: Settings) -> float:
     """How far the boxes' corner noise can move their overlap: each corner moved by its tolerance changes
     the intersection and the union by at most tolerance x perimeter."""
     ta, tb = box_tolerance(a, s), box_tolerance(b, s)
-    perimeter = sum(abs(x[2] - x[0]) + abs(x[3] - x[1]) for x in (a.box, b.box))
-    inter_union = _area(a.box) + _area(b.box)
+    perimeter = sum(abs(x[2] - x[0]) + abs(x[3] - x[1]) + 2 * s.plus_one for x in (a.box, b.box))
+    inter_union = _area(a.box, s.plus_one) + _area(b.box, s.plus_one)
     return 4.0 * (ta + tb) * perimeter / inter_union if inter_union > 0 else 0.0  # no area: the overlap is 0

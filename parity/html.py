@@ -458,6 +458,12 @@ def detection_figure(report: Report, r: LayerResult) -> str:
     if report.picture is None or d is None:
         return ""
     image = _display(report.picture)
+    if d.get("pixels"):  # Proposal's rois are in input pixels: drawn as fractions of the input's size
+        height, width = np.asarray(report.picture[0]).shape[-2:]
+        scale = np.array([width, height, width, height], np.float64)
+        d = {key: [{**b, "box": list(np.asarray(b["box"]) / scale)} for b in d[key]]
+             for key in ("caffe_boxes", "keras_boxes", "missing", "extra")} | {"caffe": d["caffe"],
+                                                                               "keras": d["keras"], "paired": d["paired"]}
     top = lambda boxes: sorted(boxes, key=lambda b: -b["score"])[:MAX_BOXES]  # noqa: E731
     _draw(image, [b for b in top(d["caffe_boxes"]) if b["image"] == 0], CAFFE_BOX, 3)
     _draw(image, [b for b in top(d["keras_boxes"]) if b["image"] == 0], KERAS_BOX, 1)

@@ -20,9 +20,12 @@ import numpy as np
 from .errors import ParityError, is_number, require_file
 
 
+CHANNEL_ORDERS = ("BGR", "RGB", "GRAY")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    channel_order: str = "BGR"  # order of the net's input channels (Caffe Zoo nets: BGR)
+    channel_order: str = "BGR"  # the net's input channels: BGR (Caffe Zoo nets), RGB, or GRAY (one luma channel)
     raw_scale: float = 255.0  # pixels are scaled to [0, raw_scale] before the mean is subtracted
     mean: tuple[float, ...] = ()  # per channel, in the net's channel order; empty = none
     scale: float = 1.0  # multiplied after mean subtraction (MobileNet: 0.017)
@@ -30,8 +33,8 @@ class Preprocessing:
 
     def __post_init__(self):
         """Refuse values that would run but feed the net garbage (NaN, a negative raw scale) or crash PIL."""
-        if self.channel_order not in ("BGR", "RGB"):
-            raise ParityError(f"channel_order must be BGR or RGB, got {self.channel_order!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ParityError(f"channel_order must be BGR, RGB or GRAY, got {self.channel_order!r}")
         if not (math.isfinite(self.raw_scale) and self.raw_scale > 0):
             raise ParityError(f"raw_scale must be a finite number above 0, got {self.raw_scale!r}")
         if not math.isfinite(self.scale):
@@ -137,15 +140,19 @@ def preprocess_image(path: str | Path, prep: Preprocessing, input_shape: Sequenc
     """Load and preprocess one image into a (1, C, H, W) float32 blob for an input of `input_shape`."""
     _, channels, height, width = input_shape
     prep.check_size(height, width, path)
-    if channels != 3:
-        raise ParityError(f"the net's input has {channels} channels; images give 3 (use --input FILE.npy)", path)
+    wanted = 1 if prep.channel_order == "GRAY" else 3
+    if channels != wanted:
+        raise ParityError(f"the net's input has {channels} channels; channel_order {prep.channel_order} gives "
+                          f"{wanted} (use --input FILE.npy)", path)
     rgb = load_image(path, None if prep.resize else (height, width))
     if prep.resize and rgb.shape[:2] != tuple(prep.resize):
         from PIL import Image
 
         rgb = np.asarray(Image.fromarray(rgb).resize((prep.resize[1], prep.resize[0]), Image.BILINEAR))
     chw = rgb.transpose(2, 0, 1).astype(np.float32)
-    if prep.channel_order == "BGR":
+    if prep.channel_order == "GRAY":  # ITU-R 601 luma, as OpenCV's BGR2GRAY, kept unrounded
+        chw = (chw[0] * np.float32(0.299) + chw[1] * np.float32(0.587) + chw[2] * np.float32(0.114))[None]
+    elif prep.channel_order == "BGR":
         chw = chw[::-1]
     chw = chw * np.float32(prep.raw_scale / 255.0)
     if prep.mean:

@@ -104,10 +104,14 @@ def copied_reference(tmp_path) -> Path:
     return dst
 
 
-def test_npy_that_needs_pickle_is_refused(capsys, tmp_path, weights):
+@pytest.mark.parametrize("opener", ["plain", "gzip"])
+def test_npy_that_needs_pickle_is_refused(capsys, tmp_path, weights, opener):
+    import gzip
+
     ref = copied_reference(tmp_path)
     victim = ref / json.loads((ref / "manifest.json").read_text())["entries"][3]["file"]
-    np.save(victim, np.array([{"not": "an array"}], dtype=object), **{"allow_pickle": True})  # writing only
+    with (open if opener == "plain" else gzip.open)(victim, "wb") as fh:  # a handle: np.save adds no suffix
+        np.save(fh, np.array([{"not": "an array"}], dtype=object), **{"allow_pickle": True})  # writing only
     fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], victim, "pickle")
 
 
@@ -185,10 +189,11 @@ def test_wrong_weights_that_also_fail_to_convert_are_named_as_wrong_weights(caps
     (lambda p: p.replace('top: "pool_global" pooling_param { pool: MAX global_pooling: true }',
                          'top: "pool_global" pooling_param { pool: MAX kernel_size: 2 pad_w: 1 }'),
      ("pool_global", "pad_h and pad_w go together")),
-    # MAX pooling's optional second top (the argmax mask) has no conversion
-    (lambda p: p.replace('top: "pool_global" pooling_param', 'top: "pool_global" top: "pool_mask" pooling_param'),
-     ("pool_global", "has 2 tops", "not supported")),
-], ids=["stride_h alone", "pad_w alone", "pooling mask top"])
+    # only MAX pooling has the optional second (argmax mask) top; Caffe refuses it for AVE
+    (lambda p: p.replace('top: "pool_global" pooling_param { pool: MAX',
+                         'top: "pool_global" top: "pool_mask" pooling_param { pool: AVE'),
+     ("pool_global", "has 2 tops", "only MAX pooling", "not supported")),
+], ids=["stride_h alone", "pad_w alone", "AVE pooling mask top"])
 def test_pooling_parameters_caffe_refuses_or_parity_cannot_convert(capsys, tmp_path, weights, edit, expected):
     bad = tmp_path / "pool.prototxt"
     bad.write_text(edit(TINY.prototxt.read_text()))

@@ -13,7 +13,7 @@ from parity.compare import K, NoiseRule
 from parity.decisions import argmax_margins, settle, threshold_margins
 from parity.fixtures import load_fixture
 from parity.graph import Net
-from parity.reference import load_npy
+from parity.reference import load_npy, write_npy_gz
 from parity.report import render
 
 NET = """name: "d"
@@ -80,7 +80,7 @@ def edited_argmax(tmp_path):
     where = (at[0], 0, *at[1:])
     values = load_npy(refs / "chelsea" / entry["file"]).copy()
     values[where] = values[(at[0], 1, *at[1:])]  # the runner-up's index in first place
-    np.save(refs / "chelsea" / entry["file"], values, allow_pickle=False)
+    write_npy_gz(values, refs / "chelsea" / entry["file"])
     return tmp_path / "refs", float(margins[where])
 
 

@@ -16,66 +16,95 @@ from support import caffe_python_or_skip
 from test_dump_input import IMAGE, dump_fails_with, run_parity
 
 SSD = load_fixture("ssd")
-DETECTION = ('layer { name: "detection_out" type: "DetectionOutput" bottom: "mbox_loc" bottom: "mbox_conf_flatten" '
-             'bottom: "mbox_priorbox" top: "detection_out" detection_output_param { num_classes: 21 '
-             'share_location: true background_label_id: 0 nms_param { nms_threshold: 0.45 top_k: 400 } '
-             'code_type: CENTER_SIZE keep_top_k: 200 confidence_threshold: 0.01 } }\n')
+FILTER = """name: "filtered"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "total" type: "Reduction" bottom: "conv" top: "total" reduction_param { operation: ASUM axis: 1 } }
+layer { name: "keep" type: "Threshold" bottom: "total" top: "keep" threshold_param { threshold: 0 } }
+layer { name: "chosen" type: "Filter" bottom: "conv" bottom: "keep" top: "chosen" }
+"""
 
 
-def ssd_with_its_head(tmp_path: Path) -> list:
-    prototxt = tmp_path / "ssd_head.prototxt"
-    prototxt.write_text(SSD.prototxt.read_text() + DETECTION)
-    return [prototxt, SSD.weights_path(quiet=True), "--image", IMAGE, "--resize", "64,64", "--mean", "104,117,123",
-            "--granularity", "blob"]
+def ssd_argv() -> list:
+    return [SSD.prototxt, SSD.weights_path(quiet=True), "--image", IMAGE, "--resize", "64,64", "--mean",
+            "104,117,123", "--granularity", "blob"]
 
 
 @pytest.mark.caffe
 def test_a_layer_parity_does_not_convert_is_dumped_and_then_a_clear_check_error(tmp_path, capsys):
+    """Filter (its top's batch depends on the data) is refused by `check` with the reason; `dump` runs it."""
     python = caffe_python_or_skip()
-    argv = ssd_with_its_head(tmp_path)
+    prototxt = tmp_path / "filtered.prototxt"
+    prototxt.write_text(FILTER)
+    weights = write_caffemodel(tmp_path / "filtered.caffemodel", read_prototxt(prototxt),
+                               {"conv": [np.full((4, 3, 3, 3), 0.01, np.float32), np.zeros(4, np.float32)]})
+    out = tmp_path / "refs"
+    proc = run_parity(python, ["dump", prototxt, weights, "--image", IMAGE, "--resize", "8,8", "--out", out])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "chelsea" / "manifest.json").read_text())
+    assert [(e["layer"], e["type"]) for e in manifest["entries"]][-1] == ("chosen", "Filter")
+    assert main(["check", str(prototxt), str(weights), "--blobs", str(out), "-q"]) == 2
+    assert "unsupported layer types: Filter (chosen): not converted, because" in capsys.readouterr().err
+    assert main(["check", str(prototxt), str(weights), "--blobs", str(out), "--until", "keep", "-q"]) == 0
+
+
+@pytest.mark.caffe
+def test_a_detector_is_dumped_and_checked_end_to_end_head_included(tmp_path):
+    python = caffe_python_or_skip()
+    argv = ssd_argv()
     out = tmp_path / "refs"
     proc = run_parity(python, ["dump", *argv, "--out", out])
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((out / "chelsea" / "manifest.json").read_text())
-    last = manifest["entries"][-1]
-    assert (last["layer"], last["type"]) == ("detection_out", "DetectionOutput") and last["shape"][-1] == 7
-    # checking it: the clear error it was, naming the type; up to the layer before it, a pass
-    assert main(["check", str(argv[0]), str(argv[1]), "--blobs", str(out), "-q"]) == 2
-    assert "unsupported layer types: DetectionOutput (detection_out)" in capsys.readouterr().err
-    assert main(["check", str(argv[0]), str(argv[1]), "--blobs", str(out), "--until", "mbox_conf_flatten", "-q"]) == 0
+    assert [e["type"] for e in manifest["entries"]][-2:] == ["DetectionOutput"] * 2
+    assert main(["check", str(argv[0]), str(argv[1]), "--blobs", str(out), "-q"]) == 0
 
 
 @pytest.mark.caffe
 def test_dump_until_runs_the_net_up_to_that_layer(tmp_path):
     python = caffe_python_or_skip()
-    argv = ssd_with_its_head(tmp_path)
+    argv = ssd_argv()
     out = tmp_path / "refs"
     proc = run_parity(python, ["dump", *argv, "--until", "mbox_conf", "--out", out])
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((out / "chelsea" / "manifest.json").read_text())
     assert manifest["until"] == "mbox_conf" and manifest["entries"][-1]["layer"] == "mbox_conf"
-    assert manifest["model"]["prototxt"]["file"] == "ssd_head.prototxt"  # the file given, not a cut copy
+    assert manifest["model"]["prototxt"]["file"] == "deploy.prototxt"  # the file given, not a cut copy
     (tmp_path / "x").mkdir()
     dump_fails_with(tmp_path / "x", [*argv, "--until", "no_such_layer"], "--until 'no_such_layer'")
 
 
-@pytest.mark.caffe
-def test_learned_blobs_the_caffemodel_lacks_are_refused_for_a_type_parity_does_not_know(tmp_path):
-    """Embed has learned blobs and parity does not convert it: its preflight cannot see the missing
-    weights, the net Caffe built does (Caffe would have run it on random fillers)."""
+def test_learned_blobs_the_caffemodel_lacks_are_refused_from_the_net_caffe_built(tmp_path):
+    """The backstop for types parity's preflight cannot size: the learned blobs of the net Caffe built
+    (`params`), looked up in the caffemodel. A layer missing there ran on Caffe's random fillers."""
+    from parity.dump import _check_filled
+    from parity.errors import ParityError
+    from parity.graph import Net
+
     prototxt = tmp_path / "embed.prototxt"
-    prototxt.write_text('name: "embed"\nlayer { name: "data" type: "Input" top: "data" '
-                        'input_param { shape { dim: 1 dim: 3 } } }\n'
-                        'layer { name: "embed" type: "Embed" bottom: "data" top: "embed" '
-                        'embed_param { num_output: 4 input_dim: 10 } }\n')
-    data_only = tmp_path / "data_only.prototxt"  # a caffemodel without the embed layer at all
-    data_only.write_text(prototxt.read_text().split("layer { name: \"embed\"")[0])
-    weights = write_caffemodel(tmp_path / "empty.caffemodel", read_prototxt(data_only), {})
+    prototxt.write_text(EMBED)
+    weights = write_caffemodel(tmp_path / "empty.caffemodel", read_prototxt(data_only(tmp_path)), {})
+    with pytest.raises(ParityError, match="layer 'embed' has learned blobs.*random fillers"):
+        _check_filled(Net.from_prototxt(prototxt), weights, {"embed": [(10, 4), (4,)]})
+
+
+EMBED = ('name: "embed"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
+         'layer { name: "embed" type: "Embed" bottom: "data" top: "embed" embed_param { num_output: 4 input_dim: 10 } }\n')
+
+
+def data_only(tmp_path: Path) -> Path:
+    """The embed net without its embed layer: a caffemodel of it lacks the layer entirely."""
+    path = tmp_path / "data_only.prototxt"
+    path.write_text(EMBED.split('layer { name: "embed"')[0])
+    return path
+
+
+@pytest.mark.caffe
+def test_learned_blobs_the_caffemodel_lacks_are_one_line_naming_the_layer(tmp_path):
+    prototxt = tmp_path / "embed.prototxt"
+    prototxt.write_text(EMBED)
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 3), np.float32))
-    dump_fails_with(tmp_path, [prototxt, weights, "--input", x], "layer 'embed' has learned blobs",
-                    "random fillers")
-    # a caffemodel that has the layer with the wrong number of blobs: Caffe's own CHECK, as one line
-    weights = write_caffemodel(tmp_path / "no_blobs.caffemodel", read_prototxt(prototxt), {})
-    dump_fails_with(tmp_path, [prototxt, weights, "--input", x], "Incompatible number of blobs for layer embed",
-                    "embed.prototxt:3")
+    for weights in (write_caffemodel(tmp_path / "empty.caffemodel", read_prototxt(data_only(tmp_path)), {}),
+                    write_caffemodel(tmp_path / "no_blobs.caffemodel", read_prototxt(prototxt), {})):
+        dump_fails_with(tmp_path, [prototxt, weights, "--input", x], "layer 'embed' (Embed)", "needs 2 blob(s)")

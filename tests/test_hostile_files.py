@@ -177,7 +177,7 @@ def test_a_fixture_name_that_leaves_fixtures_is_refused(climbing_fixture, capsys
     assert code == 2 and f"fixture name {argv[2]!r}" in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("option, victim", [("--json", "manifest.json"), ("--json", "001_conv1.npy"),
+@pytest.mark.parametrize("option, victim", [("--json", "manifest.json"), ("--json", "001_conv1.npy.gz"),
                                             ("--html", "report.html")])
 def test_a_report_is_never_written_into_the_reference(tmp_path, capsys, option, victim):
     """--json at the reference's own manifest.json overwrote it with the report."""

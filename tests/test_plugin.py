@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.fixtures import load_fixture
+from parity.reference import load_npy, write_npy_gz
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def test_a_diverging_reference_fails_with_the_first_divergence_named(tmp_path):
     manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
     entry = next(e for e in manifest["entries"] if e["layer"] == "pool2")
     path = refs / "tiny" / "chelsea" / entry["file"]
-    np.save(path, np.load(path, allow_pickle=False) + np.float32(0.5), allow_pickle=False)
+    write_npy_gz(load_npy(path) + np.float32(0.5), path)
     out = tmp_path / "parity.json"
     proc = run_suite("--model=tiny", f"--parity-json={out}", env_extra={"PARITY_REFERENCES": str(refs)})
     assert proc.returncode == 1
@@ -112,7 +113,7 @@ def test_local_mode_and_one_html_page_across_xdist_workers(tmp_path):
     manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
     entry = next(e for e in manifest["entries"] if e["layer"] == "conv2")
     path = refs / "tiny" / "chelsea" / entry["file"]
-    np.save(path, np.load(path, allow_pickle=False) * np.float32(1.05), allow_pickle=False)
+    write_npy_gz(load_npy(path) * np.float32(1.05), path)
     page, summary = tmp_path / "parity.html", tmp_path / "parity.json"
     proc = run_suite("-n", "2", "--model=tiny", "--model=tiny_v1", "--local", f"--parity-html={page}",
                      f"--parity-json={summary}", env_extra={"PARITY_REFERENCES": str(refs)})
@@ -156,7 +157,7 @@ def planted_pool2(tmp_path) -> dict:
     shutil.copytree(load_fixture("tiny").references, refs / "tiny")
     manifest = json.loads((refs / "tiny" / "chelsea" / "manifest.json").read_text())
     path = refs / "tiny" / "chelsea" / next(e for e in manifest["entries"] if e["layer"] == "pool2")["file"]
-    np.save(path, np.load(path, allow_pickle=False) + np.float32(0.5), allow_pickle=False)
+    write_npy_gz(load_npy(path) + np.float32(0.5), path)
     return {"PARITY_REFERENCES": str(refs)}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from parity.fixtures import REPO, list_fixtures, load_fixture
 from parity.atomic import sha256_file
-from parity.reference import find_references
+from parity.reference import find_references, load_npy
 from support import caffe_python_or_skip
 
 BUDGET_BYTES = 150 * 1000 * 1000  # 150 MB; decimal, the stricter reading
@@ -68,7 +68,7 @@ def same_up_to_caffes_own_noise(ref_file: Path, fresh_file: Path, layer_type: st
         return True
     if layer_type not in ASUM_LAYERS:
         return False
-    a, b = np.load(ref_file, allow_pickle=False), np.load(fresh_file, allow_pickle=False)
+    a, b = load_npy(ref_file), load_npy(fresh_file)
     ulps = np.abs(a.astype(np.float64) - b) / np.spacing(np.maximum(np.abs(a), np.finfo(np.float32).tiny))
     return a.shape == b.shape and float(ulps.max()) <= ASUM_ULPS
 

@@ -20,6 +20,9 @@ from .registry import converter_for, register, supported_types
 # Importing the layer modules registers their converters.
 from . import (convolution, detection, elementwise, inner_product, input, merge, normalization, pooling,  # noqa: E402,F401
                priorbox, reduction, reshaping)
+from . import indexing, recurrent, windows  # noqa: E402,F401  (Embed/BatchReindex/Parameter, LSTM/RNN, SPP/Im2col)
+from . import resampling  # noqa: E402,F401  (the fork's Upsample, Resize, BilinearInterpolate, PixelShuffle, Pad)
+from . import proposal  # noqa: E402,F401  (Faster R-CNN's Proposal)
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
            "register", "supported_types"]
@@ -47,6 +50,14 @@ def has_inference_meaning(type_name: str) -> bool:
     return type_name not in NO_INFERENCE and not type_name.endswith("Loss")
 
 
+def _why_not(type_name: str) -> str:
+    """': the reason' for a type parity leaves unconverted on purpose (registry.not_convertible), else ''."""
+    from .registry import why_not_convertible
+
+    why = why_not_convertible(type_name)
+    return f": not converted, because {why}" if why else ""
+
+
 def check_supported(net: Net) -> None:
     """Name every layer that cannot be converted at once: types without an inference meaning, then
     types parity does not convert (yet), each with the layers that use it."""
@@ -62,7 +73,7 @@ def check_supported(net: Net) -> None:
         problems.append("layers without an inference meaning: " + "; ".join(
             f"{t} ({', '.join(n)})" for t, n in no_meaning.items()) + " (use --until LAYER to stop before them)")
     if missing:
-        problems.append("unsupported layer types: " + "; ".join(f"{t} ({', '.join(n)})" for t, n in missing.items())
+        problems.append("unsupported layer types: " + "; ".join(f"{t} ({', '.join(n)})" + _why_not(t) for t, n in missing.items())
                         + f". Supported: {', '.join(supported_types())}")
     if problems:
         first = next(layer.name for layer in net.layers if layer.name in

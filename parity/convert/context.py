@@ -55,6 +55,7 @@ class Context:
     net: Net
     weights: CaffeWeights | None
     keras_names: dict[str, str] = field(default_factory=dict)
+    input_tensors: list = field(default_factory=list)  # the Keras Inputs made so far, in the net's order
     _used_names: set[str] = field(default_factory=set)
     _zero_bytes: int = 0  # zero weights handed out so far (shape-only conversion)
 
@@ -76,6 +77,14 @@ class Context:
         if not suffix:
             self.keras_names[layer.name] = candidate
         return candidate
+
+    def anchor(self, layer: Layer):
+        """A Keras tensor for a layer without bottoms (Parameter) to hang from: Keras builds a functional
+        graph only from tensors that lead back to the model's inputs, so such a layer takes the net's
+        first Input as its (unread) input."""
+        if not self.input_tensors:
+            raise self.error(layer, f"a {layer.type} layer needs an Input layer before it in the net")
+        return self.input_tensors[0]
 
     # -- parameters -----------------------------------------------------------------------
     def params(self, layer: Layer, field_name: str, supported: Iterable[str]):

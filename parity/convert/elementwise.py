@@ -167,3 +167,50 @@ class LogHandler(ExpHandler):
 class ThresholdHandler(UnaryHandler):
     op, param_field, fields = "threshold", "threshold_param", ("threshold",)
     supported = frozenset(fields)
+
+
+@register("ReLU6")
+class ReLU6Handler(SameShape):
+    """The fork's ReLU6 (relu6_layer.cpp): min(max(x, 0) + negative_slope * min(x, 0), threshold), with
+    threshold 6 by default. Keras' ReLU(max_value, negative_slope) is the same function while the slope
+    and the cap are not negative (a negative slope's output would reach the cap from below zero)."""
+
+    param_field = "relu6_param"
+    supported = frozenset({"negative_slope", "threshold"})
+
+    def shapes(self, layer, bottoms):
+        p = self.param(layer)
+        if p.negative_slope < 0 or p.threshold < 0:
+            raise LayerError(f"relu6_param negative_slope {p.negative_slope:g} and threshold {p.threshold:g} must "
+                             "not be negative: not supported")
+        return super().shapes(layer, bottoms)
+
+    def build(self, layer, bottoms, blobs, ctx):
+        import keras
+
+        p = self.param(layer)
+        relu = keras.layers.ReLU(max_value=float(p.threshold), negative_slope=float(p.negative_slope),
+                                 name=ctx.name(layer))
+        return [relu(bottoms[0].tensor)]
+
+
+@register("HardSigmoid")
+class HardSigmoidHandler(UnaryHandler):
+    """The fork's HardSigmoid: clip(alpha x + beta, 0, 1) with alpha 0.2, beta 0.5 by default (Keras 2's
+    old slope, not PyTorch's 1/6)."""
+
+    op, param_field = "hardsigmoid", "hardsigmoid_param"
+    supported = frozenset({"alpha", "beta"})
+
+    def build(self, layer, bottoms, blobs, ctx):
+        from ..keras_layers import CaffeUnary
+
+        p = self.param(layer)
+        return [CaffeUnary(self.op, scale=float(p.alpha), shift=float(p.beta), name=ctx.name(layer))(bottoms[0].tensor)]
+
+
+@register("HardSwish")
+class HardSwishHandler(UnaryHandler):
+    """The fork's HardSwish: x * clip(x / 6 + 0.5, 0, 1); it has no parameters (unlike HardSigmoid)."""
+
+    op = "hardswish"

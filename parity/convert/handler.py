@@ -64,7 +64,7 @@ class LayerHandler:
 
 def checked_shapes(handler, layer, bottoms: Sequence[Shape]) -> "Shapes":
     """`handler.shapes`, with a top for every top the layer declares (converters and weight recipes
-    alike: e.g. MAX pooling's optional second top, its argmax mask, has no conversion)."""
+    alike: a declared top that the converter does not make is refused here)."""
     shapes = handler.shapes(layer, bottoms)
     if len(shapes.tops) != len(layer.tops):
         raise LayerError(f"has {len(layer.tops)} tops, but parity's {layer.type} converter makes "

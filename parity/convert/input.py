@@ -28,4 +28,6 @@ class InputHandler(LayerHandler):
 
         shapes = self.shapes(layer, []).tops
         names = [ctx.name(layer)] if len(layer.tops) == 1 else [keras_name_for(t) for t in layer.tops]
-        return [keras.Input(shape=keras_shape(s)[1:], name=n) for s, n in zip(shapes, names)]
+        tensors = [keras.Input(shape=keras_shape(s)[1:], name=n) for s, n in zip(shapes, names)]
+        ctx.input_tensors.extend(tensors)
+        return tensors

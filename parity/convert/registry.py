@@ -33,6 +33,19 @@ def register(*type_names: str, replace: bool = False):
     return decorate
 
 
+_NOT_CONVERTIBLE: dict[str, str] = {}
+
+
+def not_convertible(type_name: str, why: str) -> None:
+    """Record why a Caffe type has no converter on purpose, so that a net using it is refused with the
+    reason instead of a bare 'unsupported'."""
+    _NOT_CONVERTIBLE[type_name] = why
+
+
+def why_not_convertible(type_name: str) -> str | None:
+    return _NOT_CONVERTIBLE.get(type_name)
+
+
 def converter_for(type_name: str) -> Callable | None:
     return _CONVERTERS.get(type_name)
 

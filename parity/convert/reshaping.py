@@ -248,3 +248,30 @@ class TileHandler(LayerHandler):
         p, x = self.param(layer), bottoms[0]
         axis = keras_axis(canonical(p.axis, x.rank, "axis"), x.rank)
         return [CaffeTile(axis, p.tiles, name=ctx.name(layer))(x.tensor)]
+
+
+@register("Unsqueeze")
+class UnsqueezeHandler(ReorderingHandler):
+    """The fork's Unsqueeze (unsqueeze.cpp): a 1 inserted before axis `dim` (required; negative counts
+    from the end, -1 appending one), the data copied unchanged in Caffe's order. Done as a reshape in
+    Caffe's order, so a 4-D result (from a 3-D bottom) is moved to channels-last like any other."""
+
+    param_field = "unsqueeze_param"
+    supported = frozenset({"dim"})
+
+    def top_shape(self, layer, bottom):
+        p = self.param(layer)
+        if not p.HasField("dim"):
+            raise LayerError("unsqueeze_param.dim is required")
+        rank = len(bottom)
+        index = p.dim + rank + 1 if p.dim < 0 else p.dim
+        if not 0 <= index <= rank:
+            raise LayerError(f"unsqueeze_param.dim {p.dim} out of range for a {rank}-D blob")
+        if index == 0:
+            raise LayerError("unsqueeze_param.dim 0 puts the new axis before the batch axis: not supported")
+        return bottom[:index] + (1,) + bottom[index:]
+
+    def keras_layer(self, layer, bottom, top, ctx):
+        import keras
+
+        return keras.layers.Reshape(top[1:], name=ctx.name(layer))

@@ -7,10 +7,17 @@ from .arithmetic import (CaffeArgMax, CaffeBroadcast, CaffeConstant, CaffeEltwis
                          CaffeTile)
 from .deconvolution import CaffeDeconvolution
 from .detection import CaffeDetectionOutput
+from .im2col import CaffeIm2col
+from .indexing import CaffeBatchReindex, CaffeEmbed, CaffeParameter
 from .lrn import CaffeLRN
-from .pooling import CaffePooling2D
+from .pooling import CaffeMaxPoolMask, CaffePooling2D
+from .proposal import CaffeProposal
+from .recurrent import CaffeRecurrent
+from .resampling import CaffeMaxUnpool, CaffePad, CaffeResize2D
 from .slicing import CaffeCrop, CaffeSlice
 from .unary import CaffeUnary
 
 __all__ = ["CaffeArgMax", "CaffeBroadcast", "CaffeConstant", "CaffeCrop", "CaffeDeconvolution", "CaffeDetectionOutput", "CaffeEltwise", "CaffeLRN", "CaffeNormalize", "CaffePooling2D", "CaffeReduce", "CaffeScale",
-           "CaffeSlice", "CaffeTile", "CaffeUnary"]
+           "CaffeSlice", "CaffeTile", "CaffeUnary",
+           "CaffeBatchReindex", "CaffeEmbed", "CaffeIm2col", "CaffeParameter", "CaffeRecurrent",
+           "CaffeMaxPoolMask", "CaffeMaxUnpool", "CaffePad", "CaffeProposal", "CaffeResize2D"]

@@ -78,3 +78,37 @@ class CaffePooling2D(keras.layers.Layer):
         config.update(method=self.method, kernel=self.kernel, stride=self.stride, pad=self.pad,
                       ceil_mode=self.ceil_mode, global_pooling=self.global_pooling)
         return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeMaxPoolMask(CaffePooling2D):
+    """MAX pooling's optional second top: for each output, the flat index h * W + w (in its input
+    plane, as a float) of the window's maximum. Caffe scans each window row by row and takes a value
+    only when it is strictly greater than the best so far (starting from -FLT_MAX), so a tie goes to
+    the first cell; cells in the padding never count (-inf here), and a window with nothing above
+    -FLT_MAX keeps -1. The same scan is run here, one window offset at a time."""
+
+    def __init__(self, kernel=(2, 2), stride=(2, 2), pad=(0, 0), ceil_mode: bool = True,
+                 global_pooling: bool = False, **kwargs):
+        kwargs.pop("method", None)  # saved by the parent's get_config; always "max" here
+        super().__init__("max", kernel, stride, pad, ceil_mode, global_pooling, **kwargs)
+
+    def call(self, x):
+        height, width = int(x.shape[1]), int(x.shape[2])
+        kernel, out = self._geometry(height, width)
+        reach = [(o - 1) * s + k for o, s, k in zip(out, self.stride, kernel)]  # padded rows/cols the windows span
+        x = ops.pad(x, [[0, 0], [self.pad[0], max(reach[0] - self.pad[0] - height, 0)],
+                        [self.pad[1], max(reach[1] - self.pad[1] - width, 0)], [0, 0]], constant_values=float("-inf"))
+        rows = np.arange(out[0])[:, None] * self.stride[0] - self.pad[0]
+        cols = np.arange(out[1])[None, :] * self.stride[1] - self.pad[1]
+        best = ops.full_like(x[:, :out[0], :out[1], :], float(np.finfo(np.float32).min))
+        index = ops.full_like(best, -1.0)
+        for dy in range(kernel[0]):
+            for dx in range(kernel[1]):
+                cell = x[:, dy: dy + reach[0] - kernel[0] + 1: self.stride[0],
+                         dx: dx + reach[1] - kernel[1] + 1: self.stride[1], :]
+                flat = ((rows + dy) * width + (cols + dx)).astype(np.float32)[None, :, :, None]
+                wins = cell > best
+                best = ops.where(wins, cell, best)
+                index = ops.where(wins, ops.convert_to_tensor(flat, dtype=x.dtype), index)
+        return index

@@ -1,5 +1,6 @@
-"""Caffe's one-input arithmetic layers (AbsVal, BNLL, Power, Exp, Log, Threshold) as one
-serializable Keras layer, each formula written as Caffe computes it (neuron layers in Caffe's src)."""
+"""Caffe's one-input arithmetic layers (AbsVal, BNLL, Power, Exp, Log, Threshold, and the fork's
+HardSigmoid and HardSwish) as one serializable Keras layer, each formula written as Caffe computes it
+(neuron layers in Caffe's src)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import math
 import keras
 from keras import ops
 
-OPS = ("abs", "bnll", "power", "exp", "log", "threshold")
+OPS = ("abs", "bnll", "power", "exp", "log", "threshold", "hardsigmoid", "hardswish")
 
 
 @keras.saving.register_keras_serializable(package="parity")
@@ -33,6 +34,10 @@ class CaffeUnary(keras.layers.Layer):
             return y if self.power == 1.0 else ops.power(y, self.power)
         if self.op == "threshold":
             return ops.cast(x > self.threshold, x.dtype)
+        if self.op == "hardsigmoid":  # the fork's: clip(alpha x + beta, 0, 1), alpha/beta as scale/shift
+            return ops.clip(x * self.scale + self.shift, 0.0, 1.0)
+        if self.op == "hardswish":  # the fork's: x * clip(x / 6 + 1/2, 0, 1), a fixed slope and offset
+            return x * ops.clip(x / 6.0 + 0.5, 0.0, 1.0)
         log_base = 1.0 if self.base == -1.0 else math.log(self.base)
         if self.op == "exp":  # base^(shift + scale x) = base^shift * e^(ln(base) scale x)
             outer = 1.0 if self.shift == 0.0 else math.exp(log_base * self.shift)
