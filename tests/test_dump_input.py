@@ -322,3 +322,21 @@ def test_preprocessing_scales_raw_then_subtracts_the_mean_then_scales_as_caffe_i
     expected = (chw * 1.0 - np.asarray(mean)[:, None, None]) * 2.0
     assert blob.shape == (1, 3, 4, 5) and blob.dtype == np.float32
     np.testing.assert_allclose(blob[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_gray_feeds_one_channel_of_opencvs_luma_and_refuses_a_colour_net():
+    """A one-channel net (the QR detector) gets 0.299 R + 0.587 G + 0.114 B; a 3-channel net asked for GRAY
+    (or a 1-channel one fed colour) is one clear error, not a broadcast."""
+    from PIL import Image
+
+    from parity.errors import ParityError
+    from parity.preprocess import Preprocessing, preprocess_image
+
+    rgb = np.asarray(Image.open(IMAGE).convert("RGB"), np.float32)
+    gray = preprocess_image(IMAGE, Preprocessing(channel_order="GRAY", raw_scale=1.0), (1, 1, 224, 224))
+    expected = (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114) / 255.0
+    np.testing.assert_allclose(gray[0, 0], expected, rtol=1e-6)
+    with pytest.raises(ParityError, match="channel_order GRAY gives 1"):
+        preprocess_image(IMAGE, Preprocessing(channel_order="GRAY"), (1, 3, 224, 224))
+    with pytest.raises(ParityError, match="channel_order BGR gives 3"):
+        preprocess_image(IMAGE, Preprocessing(), (1, 1, 224, 224))
