@@ -80,15 +80,18 @@ def test_the_seeded_ssd_heads_match_caffe_box_for_box():
         assert r.detections["caffe"] == r.detections["keras"] == r.detections["paired"] > 50
 
 
-def test_variance_ignored_is_caught_at_the_head(monkeypatch):
+@pytest.mark.parametrize("model, head", [("ssd", "detection_out"), ("res10_face", "detection_out"),
+                                         ("wechat_qr", "detection_output")])
+def test_variance_ignored_is_caught_at_the_head(monkeypatch, model, head):
+    """On the seeded head and on both real detectors (the face and the QR code): boxes move, the head fails."""
     from parity.keras_layers import detection
 
     original = detection.decode
     monkeypatch.setattr(detection, "decode", lambda corners, variances, loc, code, in_target: original(
         corners, variances, loc, code, True))  # as if the variance were encoded in the target
-    report = first_report("ssd")
-    assert report.first_divergence == "detection_out"
-    head = next(r for r in report.layers if r.layer == "detection_out")
+    report = first_report(model)
+    assert report.first_divergence == head
+    head = next(r for r in report.layers if r.layer == head)
     assert head.status == "fail" and head.detections["off_pairs"] + len(head.detections["missing"]) > 0
 
 
