@@ -19,39 +19,7 @@ from .registry import not_convertible, register
 class BatchNormHandler(LayerHandler):
     param_field = "batch_norm_param"
     supported = frozenset({"use_global_stats", "moving_average_fraction", "eps"})
-
-    def shapes(self, layer, bottoms):
-        p = self.param(layer)
-        bottom = one_bottom(bottoms)
-        if p.HasField("use_global_stats") and not p.use_global_stats:
-            raise LayerError("batch_norm_param.use_global_stats false normalizes with the batch's own "
-                             "statistics at inference; not supported")
-        if len(bottom) < 2:
-            raise LayerError(f"needs a channel axis, got shape {bottom}")
-        c = bottom[1]
-        return Shapes([bottom], [Param((c,), "mean"), Param((c,), "variance"), Param((1,), "scale_factor")])
-
-    def build(self, layer, bottoms, blobs, ctx):
-        import keras
-
-        mean, variance, factor = blobs
-        s = np.float32(factor.reshape(-1)[0])
-        inverse = np.float32(0) if s == 0 else np.float32(1) / s  # Caffe's own float arithmetic
-        bn = keras.layers.BatchNormalization(axis=keras_axis(1, bottoms[0].rank), epsilon=float(self.param(layer).eps),
-                                             center=False, scale=False, name=ctx.name(layer))
-        return [call_with_weights(bn, bottoms[0].tensor, [mean * inverse, variance * inverse])]
-
-
-@register("BatchNormKyle")
-class BatchNormKyleHandler(LayerHandler):
-    """The fork's BatchNormKyle (batch_norm_kyle_layer.cpp): BatchNorm's blobs and scale_factor rule,
-    y = (x - mean/s) / sqrt(variance/s + eps), then, with `use_alpha_beta`, alpha * y + beta from two more
-    per-channel blobs (so no Scale layer is needed). It reads batch_norm_param; `use_global_stats` defaults
-    to the phase (TEST: the stored statistics). The training-only fields are accepted and have no effect."""
-
-    param_field = "batch_norm_param"
-    supported = frozenset({"use_global_stats", "moving_average_fraction", "eps", "use_alpha_beta", "do_all_reduce",
-                           "weight_filler", "bias_filler"})
+    affine = False  # BatchNormKyle's alpha and beta
 
     def shapes(self, layer, bottoms):
         p = self.param(layer)
@@ -63,21 +31,32 @@ class BatchNormKyleHandler(LayerHandler):
             raise LayerError(f"needs a channel axis, got shape {bottom}")
         c = bottom[1]
         params = [Param((c,), "mean"), Param((c,), "variance"), Param((1,), "scale_factor")]
-        if p.use_alpha_beta:
+        if self.affine and p.use_alpha_beta:
             params += [Param((c,), "gamma"), Param((c,), "beta")]
         return Shapes([bottom], params)
 
     def build(self, layer, bottoms, blobs, ctx):
         import keras
 
-        p = self.param(layer)
         mean, variance, factor = blobs[:3]
         s = np.float32(factor.reshape(-1)[0])
-        inverse = np.float32(0) if s == 0 else np.float32(1) / s
+        inverse = np.float32(0) if s == 0 else np.float32(1) / s  # Caffe's own float arithmetic
         affine = [b.reshape(-1) for b in blobs[3:]]  # alpha (gamma), beta: Keras' order
-        bn = keras.layers.BatchNormalization(axis=keras_axis(1, bottoms[0].rank), epsilon=float(p.eps),
-                                             center=p.use_alpha_beta, scale=p.use_alpha_beta, name=ctx.name(layer))
+        bn = keras.layers.BatchNormalization(axis=keras_axis(1, bottoms[0].rank), epsilon=float(self.param(layer).eps),
+                                             center=bool(affine), scale=bool(affine), name=ctx.name(layer))
         return [call_with_weights(bn, bottoms[0].tensor, affine + [mean * inverse, variance * inverse])]
+
+
+@register("BatchNormKyle")
+class BatchNormKyleHandler(BatchNormHandler):
+    """The fork's BatchNormKyle (batch_norm_kyle_layer.cpp): BatchNorm's blobs and scale_factor rule,
+    y = (x - mean/s) / sqrt(variance/s + eps), then, with `use_alpha_beta`, alpha * y + beta from two more
+    per-channel blobs (so no Scale layer is needed). It reads batch_norm_param; `use_global_stats` defaults
+    to the phase (TEST: the stored statistics). The training-only fields are accepted and have no effect."""
+
+    supported = frozenset({"use_global_stats", "moving_average_fraction", "eps", "use_alpha_beta", "do_all_reduce",
+                           "weight_filler", "bias_filler"})
+    affine = True
 
 
 not_convertible("BN", "the reference Caffe (brocolli-caffe) compiles bn_layer.cpp but never registers the type "
