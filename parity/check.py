@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from .atomic import sha256_file
-from .compare import FAIL, PASS, LayerResult, NoiseRule, Tolerance, attribute, measure
+from .compare import FAIL, PASS, LayerResult, NoiseRule, Tolerance, measure
+from .divergence import explain_shape_conflict, locate_first_divergence
 from .decisions import DETECTIONS, PROPOSALS, decision_bottom, decision_bottoms, is_decision, settle
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
@@ -188,7 +189,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
             provenance.result()
             if isinstance(exc, ShapeDivergence) or target.partial_match:
                 raise
-            raise explain_shape_conflict(exc, net, target, build) from None
+            raise explain_shape_conflict(exc, net, target.references, build) from None
         notes = provenance.result()
     left_out = {}  # reference dir -> notes on entries the checked model has no tensor for
     if target.partial_match or converted.left_out is not None:
@@ -302,39 +303,6 @@ def provenance_notes(target: Target, allow_mismatch: bool) -> dict[Path, list[st
     return notes
 
 
-def explain_shape_conflict(exc: ParityError, net: Net, target: Target, build: Callable) -> ParityError:
-    """When the weights do not fit, look for the layer whose output shape first departs from Caffe's.
-
-    A converter bug upstream (pooling rounded down) changes every later shape, and the first thing to
-    break is an InnerProduct's weight matrix, far from the cause. A shape-only conversion (zero
-    weights) compared with the reference shapes finds the cause; without such a layer, the weights
-    really are wrong and the original error stands.
-
-    The zero weights are sized first from the converters' pure-Python shapes: past ZERO_WEIGHTS_LIMIT
-    the diagnosis is skipped (the original error stands), as a huge Input would otherwise turn a
-    one-line error into tens of GiB of zeros. Converters without such shapes are held to the same
-    limit by Context as they ask for their blobs.
-    """
-    from .convert.context import ZERO_WEIGHTS_LIMIT, zero_weights_bytes
-
-    if zero_weights_bytes(net) > ZERO_WEIGHTS_LIMIT:
-        return exc
-    try:
-        shapes = build(net, None).caffe_shapes
-    except ShapeDivergence as divergence:
-        return divergence
-    except ParityError:
-        return exc
-    entries = sorted({(e.order, e.layer, e.top, e.type, e.shape) for ref in target.references for e in ref.entries})
-    for _, layer, top, layer_type, want in entries:
-        got = shapes.get((layer, top))
-        if got is not None and tuple(got[1:]) != tuple(want[1:]):
-            return ShapeDivergence(
-                f"first divergence at {layer} ({layer_type}): output shape {tuple(got)} differs from Caffe's "
-                f"{tuple(want)}, and later weights no longer fit ({exc})", layer, net.path)
-    return exc
-
-
 def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, np.ndarray] | None = None,
                     local: bool = False, baseline=None) -> Report:
     """One forward pass on `ref`'s input (or `inputs`), every entry compared, first divergence named.
@@ -370,7 +338,7 @@ def check_reference(prepared: Prepared, ref: Reference, tol, inputs: dict[str, n
             _measure_local(result, entry, expected[key], prepared, local_run, rule)
         arrays[entry.layer] = (expected[key], got)
         results.append(result)
-    first = attribute(results, prepared.net)
+    first = locate_first_divergence(results, prepared.net)
     header = _header(ref, tol, prepared.environment, prepared.notes.get(ref.dir, []), local, baseline, about)
     if prepared.converted.checked:
         header["checked"] = prepared.converted.checked

@@ -14,18 +14,14 @@ A layer passes when no element is outside. The allowed error comes from one of t
 Outputs that are decisions (ArgMax's indices, Threshold's 0/1) are compared only where the decision
 is clear of the noise (parity.decisions); flips inside the noise are counted, not failed.
 
-A failing layer whose ancestors (in the net's graph) all pass is a root: the bug entered there.
-A failing layer downstream of a root is reported as "downstream", not as a failure of its own.
-The first divergence is the earliest root in Caffe's execution order.
+Which failing layer is the first divergence is parity.divergence's business.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .graph import Net
 from .layout import caffe_index, caffe_shape, to_keras_layout
 
 PASS, FAIL, DOWNSTREAM = "pass", "fail", "downstream"
@@ -240,30 +236,3 @@ def _fill_metrics(result: LayerResult, ref: np.ndarray, got: np.ndarray, tol: To
     idx = np.unravel_index(totals.worst_at, got.shape)
     result.worst = tuple(int(i) for i in caffe_index(idx))
     result.worst_ref, result.worst_got = float(ref[idx]), float(got[idx])
-
-
-def attribute(results: list[LayerResult], net: Net | None) -> str | None:
-    """Mark failures downstream of an earlier failing ancestor; return the first divergent layer.
-
-    `failing` fills in order, so its earliest entry among a layer's ancestors is the root (the earliest
-    by order, ties to the first seen). The net answers that for every layer in one pass over it
-    (Net.earliest_ancestors): the root when it has already failed, else no failing ancestor yet.
-    Without a net, the root is the first failure before this one in order: one of failing's first two.
-    """
-    ordered = sorted(results, key=lambda r: r.order)
-    earliest = net.earliest_ancestors(r.layer for r in ordered if r.status != PASS) if net is not None else None
-    failing: dict[str, int] = {}
-    for r in ordered:
-        if r.status == PASS:
-            continue
-        if earliest is not None:
-            root = earliest[r.layer]
-            roots = [root] if root is not None and root in failing and root != r.layer else []
-        else:
-            roots = [name for name in itertools.islice(failing, 2) if failing[name] < r.order and name != r.layer]
-        if roots:
-            r.status = DOWNSTREAM
-            r.downstream_of = min(roots, key=failing.get)
-        failing.setdefault(r.layer, r.order)
-    firsts = [r for r in results if r.status == FAIL]
-    return min(firsts, key=lambda r: r.order).layer if firsts else None

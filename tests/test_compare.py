@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult, Tolerance, attribute, measure
+from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult, Tolerance, measure
+from parity.divergence import locate_first_divergence
 from parity.graph import Net
 from parity.layout import to_keras_layout
 from parity.reading.prototxt import parse_prototxt
@@ -71,7 +72,7 @@ def statuses(failing):
     results = [result(name, i, (1, 2)) for i, name in enumerate(["data", "a", "b", "c", "d"])]
     for r in results:
         r.status = FAIL if r.layer in failing else PASS
-    first = attribute(results, net)
+    first = locate_first_divergence(results, net)
     return first, {r.layer: (r.status, r.downstream_of) for r in results}
 
 

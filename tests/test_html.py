@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from parity import html as page
-from parity.compare import DOWNSTREAM, FAIL, LayerResult, Tolerance, attribute, measure
+from parity.compare import DOWNSTREAM, FAIL, LayerResult, Tolerance, measure
+from parity.divergence import locate_first_divergence
 from parity.layout import keras_shape, to_caffe_layout, to_keras_layout
 from parity.report import Report
 
@@ -86,7 +87,7 @@ def border_report(layer: str = "conv1", hints=None, channels: int = 8) -> tuple[
     data = rng.standard_normal((1, 17, 23, 3)).astype(np.float32)
     layers = [measured("data", 0, data, data, "Input"), measured(layer, 1, ref, got),
               measured("fc1", 2, fc_ref, fc_ref + 0.5, "InnerProduct")]
-    first = attribute(layers, None)
+    first = locate_first_divergence(layers, None)
     hints = {layer: [Hint("padding", "error only on the border <2 px>: padding on one side?", {"border_share": 0.97})]} \
         if hints is None else hints
     report = Report("tinynet", "chelsea", TOL.atol, TOL.rtol, layers, first,
@@ -475,7 +476,7 @@ def test_every_layer_that_fails_on_its_own_gets_its_heatmap(tmp_path):
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((1, 9, 11, 4)).astype(np.float32)
     layers = [measured("conv1", 1, ref, ref + 1.0), measured("conv2", 2, ref, ref - 1.0)]
-    first = attribute(layers, Net.from_prototxt(prototxt))
+    first = locate_first_divergence(layers, Net.from_prototxt(prototxt))
     assert [r.status for r in layers] == ["fail", "fail"]
     report = Report("tinynet", "chelsea", TOL.atol, TOL.rtol, layers, first, {"notes": []}, {},
                     {"conv1": (ref, ref + 1.0), "conv2": (ref, ref - 1.0)})

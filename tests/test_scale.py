@@ -17,7 +17,8 @@ import pytest
 import parity.reading.prototxt as prototxt_module
 import parity.tfgraph.graph as tfgraph_module
 from parity.check import _flatten_source, parents_of
-from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult, attribute
+from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult
+from parity.divergence import locate_first_divergence
 from parity.decisions import decision_bottom
 from parity.errors import ParityError
 from parity.fixtures import list_fixtures, load_fixture
@@ -204,7 +205,7 @@ def test_a_long_chain_builds_and_answers_ancestry_in_linear_memory(n):
         _, peak = tracemalloc.get_traced_memory()
         assert peak < 1_000 * n, f"{peak / 1e6:.1f} MB for a {n}-layer chain"  # the linear structures: ~0.3 kB a layer
         tracemalloc.reset_peak()
-        earliest = net.earliest_ancestors(["ip3", "ip1"])  # what attribute() asks, for every layer at once
+        earliest = net.earliest_ancestors(["ip3", "ip1"])  # what locate_first_divergence() asks, for every layer at once
         _, peak = tracemalloc.get_traced_memory()
         assert peak < 1_000 * n
     finally:
@@ -230,7 +231,7 @@ def test_the_check_bookkeeping_touches_each_layer_a_bounded_number_of_times(n):
     results = [LayerResult(name, "", top, order, (1, 8)) for order, (name, top) in enumerate(keys)]
     for r in results[2:]:
         r.status = FAIL
-    first = attribute(results, net)
+    first = locate_first_divergence(results, net)
     assert CountingList.touched < 20 * n, f"{CountingList.touched} layer reads for {n} layers"
     assert parents[("relu4", "ip3")] == [("relu2", "ip1")] and chains[2] == ["ip3", "relu4"]
     assert writers[4] == ("ip3", "ip3") and writers[0] is None and sources == [None] * n
@@ -262,7 +263,7 @@ def test_the_zoo_gets_the_old_answers(name):
                 if ties:
                     for r, e in zip(planted, expected):
                         r.order = e.order = r.order // 3
-                assert attribute(planted, net if use_net else None) == old_attribute(expected, oracle if use_net else None)
+                assert locate_first_divergence(planted, net if use_net else None) == old_attribute(expected, oracle if use_net else None)
                 assert [(r.status, r.downstream_of) for r in planted] == [(e.status, e.downstream_of) for e in expected]
         referenced = {layer for layer, _ in keys}
         for layer, top in keys:

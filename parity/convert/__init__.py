@@ -11,7 +11,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import ParityError, ShapeDivergence
+from ..divergence import keras_refusal
+from ..errors import ParityError
 from ..graph import Net
 from ..reading.caffemodel import CaffeWeights
 from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
@@ -111,8 +112,7 @@ def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
         except ParityError:
             raise
         except ValueError as exc:  # Keras refusing to build a layer: incompatible shapes, so a divergence here
-            raise ShapeDivergence(f"first divergence at {layer.name} ({layer.type}): Keras could not build the "
-                                  f"converted layer ({exc})", layer.name, net.path) from None
+            raise keras_refusal(layer, exc, net) from None
         if len(outputs) != len(layer.tops):  # what a converter returned, plain function or handler
             raise ParityError(f"layer {layer.name!r} has {len(layer.tops)} tops, but the {layer.type} converter "
                               f"returned {len(outputs)}", net.path, net.line_of(layer.name))
