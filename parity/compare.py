@@ -128,13 +128,18 @@ LOCAL_KEYS = ("status", "max_abs", "max_rel", "rel_l2", "cosine", "outside", "wo
 
 
 def json_safe(value):
-    """Tuples as lists, inf/nan as strings: strict JSON has no such numbers."""
+    """Plain JSON values, the one sanitizer of every report: tuples and numpy arrays as lists, numpy scalars as
+    Python numbers, inf/nan as strings (strict JSON has no such numbers)."""
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
+        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else str(float(value))
     return value
 
 

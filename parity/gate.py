@@ -254,7 +254,7 @@ class Baseline:
 
     def record(self, report) -> None:
         """Accept `report`'s errors (a passing report only: a failure is not a baseline)."""
-        if report.status != "pass":
+        if report.status != PASS:
             raise ParityError(f"{report.model}/{report.image} fails; fix it before accepting its errors as a baseline")
         layers: dict = {}
         for r in report.layers:

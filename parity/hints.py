@@ -45,6 +45,7 @@ from typing import Callable
 
 import numpy as np
 
+from .compare import json_safe
 from .layout import caffe_shape, to_caffe_layout
 
 DETECTED_CAUSES = ("padding", "layout", "channel-order", "scale", "rounding", "nonfinite")
@@ -73,25 +74,10 @@ class Hint:
             raise ValueError(f"unknown cause {self.cause!r}; known: {', '.join(CAUSES)}")
 
     def to_dict(self) -> dict:
-        return {"cause": self.cause, "message": self.message, "evidence": _jsonable(self.evidence)}
+        return {"cause": self.cause, "message": self.message, "evidence": json_safe(self.evidence)}
 
 
-def _jsonable(value):
-    """Plain JSON values: numpy scalars and arrays converted, non-finite floats as strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else str(float(value))
-    return value
-
-
-def _num(x: float, digits: int = 6) -> float:
+def _rounded(x: float, digits: int = 6) -> float:
     """A float for evidence: finite, rounded to `digits` significant digits (readable JSON)."""
     x = float(x)
     return float(f"{x:.{digits}g}") if math.isfinite(x) else x
@@ -172,7 +158,7 @@ def nonfinite(case: Case) -> Hint | None:
         return None
     values = case.got_raw[bad]
     first = _caffe_coords(bad, 5)
-    evidence = {"count": count, "share": _num(count / bad.size), "nan": int(np.isnan(values).sum()),
+    evidence = {"count": count, "share": _rounded(count / bad.size), "nan": int(np.isnan(values).sum()),
                 "posinf": int(np.isposinf(values).sum()), "neginf": int(np.isneginf(values).sum()),
                 "first": first}
     kinds = ", ".join(f"{evidence[k]} {name}" for k, name in (("nan", "NaN"), ("posinf", "+Inf"), ("neginf", "-Inf"))
@@ -198,7 +184,7 @@ def rounding(case: Case) -> Hint | None:
     r, g = ref[:, :oh, :ow], got[:, :oh, :ow]
     agrees, rel = case.reproduces(r, g, None)
     evidence = {"ref_shape": list(caffe_shape(ref.shape)), "got_shape": list(caffe_shape(got.shape)),
-                "rows": dh, "cols": dw, "overlap_rel_l2": _num(rel), "overlap_matches": agrees}
+                "rows": dh, "cols": dw, "overlap_rel_l2": _rounded(rel), "overlap_matches": agrees}
     what = " and ".join(f"one {axis} {'more' if d > 0 else 'fewer'}" for axis, d in (("row", dh), ("column", dw)) if d)
     why = ROUNDING_CAUSES.get(case.layer_type, ROUNDING_CAUSES[""])
     return Hint("rounding", f"the output has {what} than Caffe's ({tuple(evidence['got_shape'])} vs "
@@ -264,9 +250,9 @@ def padding_border(case: Case) -> Hint | None:
     else:
         return None
     chosen = _fewest_sides(sides, err, out, total_err, total_out)
-    evidence = {"border_width": k, "border_share": _num(err_share), "outside_share": _num(out_share),
-                "area_share": _num(area), "sides": list(chosen),
-                "side_shares": {s: _num(err[m].sum() / total_err) for s, m in sides.items()}}
+    evidence = {"border_width": k, "border_share": _rounded(err_share), "outside_share": _rounded(out_share),
+                "area_share": _rounded(area), "sides": list(chosen),
+                "side_shares": {s: _rounded(err[m].sum() / total_err) for s, m in sides.items()}}
     where = f"{k}-pixel border ({100 * err_share:.0f}% of the squared error in {100 * area:.0f}% of the area)"
     if len(chosen) == 4:
         return Hint("padding", f"error concentrated in the {where}: check pad and what the padding holds (zeros "
@@ -320,8 +306,8 @@ def padding_shift(case: Case) -> Hint | None:
         return None
     moved = [f"{abs(d)} {unit}(s) {'from the ' + a + ' to the ' + b if d > 0 else 'from the ' + b + ' to the ' + a}"
              for d, unit, a, b in ((dy, "row", "top", "bottom"), (dx, "column", "left", "right")) if d]
-    evidence = {"shift": [dy, dx], "overlap_rel_l2": _num(rel),
-                "raw_overlap_rel_l2": _num(raw / max(_norm(rs), 1e-300))}
+    evidence = {"shift": [dy, dx], "overlap_rel_l2": _rounded(rel),
+                "raw_overlap_rel_l2": _rounded(raw / max(_norm(rs), 1e-300))}
     return Hint("padding", f"the output is Caffe's shifted by {dy} row(s) and {dx} column(s) (got[h, w] = "
                 f"ref[h{dy:+d}, w{dx:+d}]): padding moved {' and '.join(moved)} (one-sided padding as TF 'same' or "
                 f"ZeroPadding2D((0, 2p)) does; Caffe pads p on both sides) or a Crop offset", evidence)
@@ -356,7 +342,7 @@ def layout_axes(case: Case) -> Hint | None:
         if ok:
             return Hint("layout", f"the output is Caffe's with {words}: check the transposes of the data and of the "
                         f"kernel (Caffe's (O, I, kh, kw) becomes (kh, kw, I, O))",
-                        {"transpose": list(axes), "rel_l2": _num(rel), "ref_shape": list(caffe_shape(ref.shape)),
+                        {"transpose": list(axes), "rel_l2": _rounded(rel), "ref_shape": list(caffe_shape(ref.shape)),
                          "got_shape": list(caffe_shape(got.shape))})
     return None
 
@@ -382,7 +368,7 @@ def layout_flatten(case: Case) -> Hint | None:
                     "way (or twice)")
             return Hint("layout", f"the flattened features are Caffe's {what} (check Flatten/Reshape and the "
                         f"InnerProduct row order)",
-                        {"flatten_source": [c, h, w], "got_order": order, "rel_l2": _num(rel)})
+                        {"flatten_source": [c, h, w], "got_order": order, "rel_l2": _rounded(rel)})
     return None
 
 
@@ -455,7 +441,7 @@ def layout_channels(case: Case) -> Hint | None:
         return None
     moved = int(np.sum(perm != np.arange(c)))
     runs = _blocks(perm)
-    evidence = {"channels": c, "moved": moved, "rel_l2": _num(rel),
+    evidence = {"channels": c, "moved": moved, "rel_l2": _rounded(rel),
                 "permutation": "reversed" if reversed_ else (perm.tolist() if c <= 64 else None),
                 "pairs": [[j, int(i)] for j, i in enumerate(perm) if i != j][:8]}
     if evidence["permutation"] is None:
@@ -494,7 +480,7 @@ def channel_order(case: Case) -> Hint | None:
         if not ok or case.reproduces(unflipped, got, raw)[0]:
             return None  # offsets alone explain it (channels alike, e.g. grey): that is scale's case
     shifted = bool(np.any(np.abs(offsets) > case.atol))
-    evidence = {"channels": c, "permutation": "reversed", "offsets": [_num(o) for o in offsets], "rel_l2": _num(rel)}
+    evidence = {"channels": c, "permutation": "reversed", "offsets": [_rounded(o) for o in offsets], "rel_l2": _rounded(rel)}
     return Hint("channel-order", "the input's channels are reversed: RGB fed where Caffe expects BGR (or the other "
                 "way); check the image loader and the preprocessing's channel order"
                 + (f"; the per-channel offsets {evidence['offsets']} are the mean subtracted in the other channel order"
@@ -564,8 +550,8 @@ def _check_fit(case: Case, r: np.ndarray, g: np.ndarray, a: np.ndarray, b: np.nd
 def _summary(values: np.ndarray, same_within: float):
     """One value if constant across channels (within `same_within`), else min/median/max."""
     if float(np.ptp(values)) <= same_within:
-        return _num(np.median(values))
-    return {"min": _num(values.min()), "median": _num(np.median(values)), "max": _num(values.max())}
+        return _rounded(np.median(values))
+    return {"min": _rounded(values.min()), "median": _rounded(np.median(values)), "max": _rounded(values.max())}
 
 
 def _scale_hint(case: Case, fitted, per_channel: bool, clipped: bool, rel: float, raw_rel: float,
@@ -575,13 +561,13 @@ def _scale_hint(case: Case, fitted, per_channel: bool, clipped: bool, rel: float
     factor_off = bool(np.any(np.abs(a - 1) * peak > case.atol))
     offset_off = bool(np.any(np.abs(b) > case.atol))
     evidence = {"per_channel": per_channel, "factor": _summary(a, case.atol / peak),
-                "offset": _summary(b, case.atol), "residual_rel_l2": _num(rel), "raw_rel_l2": _num(raw_rel),
-                "fit_share": _num(fit_share), "relu_clipped": clipped}
+                "offset": _summary(b, case.atol), "residual_rel_l2": _rounded(rel), "raw_rel_l2": _rounded(raw_rel),
+                "fit_share": _rounded(fit_share), "relu_clipped": clipped}
     if per_channel:
         evidence["channels"] = len(a)
         evidence["channels_off"] = int(np.sum((np.abs(a - 1) * peak > case.atol) | (np.abs(b) > case.atol)))
         if len(a) <= 64:
-            evidence["factors"], evidence["offsets"] = [_num(v) for v in a], [_num(v) for v in b]
+            evidence["factors"], evidence["offsets"] = [_rounded(v) for v in a], [_rounded(v) for v in b]
     each = " per channel" if per_channel else ""
 
     def show(key):

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .compare import PASS
 from .errors import ParityError, printable
 from .graph import Net
 from .reference import Entry, Reference, safe_filename
@@ -219,7 +220,7 @@ def verdict_line(verdict: Verdict) -> str:
 
     r = verdict.result
     where = "on Caffe's own bottoms"
-    if r.status != "pass":
+    if r.status != PASS:
         return f"FAIL: {describe(r, r.atol, r.rtol)} ({where})"
     if r.noise is not None:
         size = f"max_abs {number(r.max_abs)} = {times(r.ratio)} its float32 noise {number(r.noise)} " \

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..compare import PASS
 from ..errors import ParityError, printable, require_writable
 
 HELP = """Record the accepted per-layer errors of fixtures (all by default) for the CI gate.
@@ -42,7 +43,7 @@ def run(args) -> int:
         target = targets[model]
         policy, _ = gate_settings(target, None, None, None, None)
         for report in check_target(target, policy):
-            if report.status == "pass":
+            if report.status == PASS:
                 passing.append(report)
             else:
                 where = f" (first divergence at {report.first_divergence})" if report.first_divergence else ""
