@@ -1,4 +1,5 @@
-"""Helpers the harness's tests share: the CLI's bad-input contract, real Caffe's Python, layer edits.
+"""Helpers the harness's tests share: the CLI's bad-input contract, real Caffe's Python, layer edits,
+a bug planted in a converter.
 
 A plain module beside the tests (pytest puts tests/ on sys.path), not a conftest, so each test file
 says what it uses.
@@ -10,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,3 +86,34 @@ def edited(layer, edit):
     param.CopyFrom(layer.param)
     edit(param)
     return replace(layer, param=param)
+
+
+Converter = Callable  # (layer, bottoms, ctx) -> [Blob]: a registered converter, as parity.convert calls it
+
+
+@contextmanager
+def plant(type_name: str, bug: Callable[[Converter], Converter], *, layer: str | None = None) -> Iterator[None]:
+    """Within the `with` block, `type_name` converts through bug(real converter): every layer of that
+    type, or only the one named `layer` (the others as before). Afterwards the real converter is back.
+
+    Why one helper: every planted-bug test needs the same two details right. The planted converter
+    keeps the real one's `shapes`, so the weight recipe still sizes blobs by the real rules; and
+    registry.override scopes it, so a failing test cannot leave the bug behind for the next one.
+    """
+    from parity.convert import registry
+
+    original = registry.converter_for(type_name)
+    planted = bug(original)
+
+    def converter(this, bottoms, ctx):
+        return (planted if layer is None or this.name == layer else original)(this, bottoms, ctx)
+
+    converter.shapes = original.shapes
+    with registry.override(type_name, converter):
+        yield
+
+
+def with_param(edit: Callable) -> Callable[[Converter], Converter]:
+    """A bug for `plant`: the layer converted as if its LayerParameter read edit(param) (a field the
+    converter ignores, or reads wrongly), the net itself left as it is."""
+    return lambda original: lambda layer, bottoms, ctx: original(edited(layer, edit), bottoms, ctx)

@@ -25,6 +25,7 @@ from parity.compare import DOWNSTREAM, FAIL, LayerResult, Tolerance, measure
 from parity.divergence import locate_first_divergence
 from parity.layout import keras_shape, to_caffe_layout, to_keras_layout
 from parity.report import Report
+from support import plant, with_param
 
 TOL = Tolerance(1e-2, 1e-4)
 PNG_PREFIX = "data:image/png;base64,"
@@ -395,35 +396,23 @@ def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
         assert page._e(message) in text
 
 
-def test_a_planted_shape_bug_in_tiny_gets_a_note(monkeypatch, tmp_path):
-    from dataclasses import replace
-
+def test_a_planted_shape_bug_in_tiny_gets_a_note(tmp_path):
     from parity.check import run_target, target_from_fixture
-    from parity.convert import convert_net, registry
-    from parity.schema import caffe_pb2
+    from parity.convert import convert_net
 
-    original = registry.converter_for("Pooling")
-
-    def floor_pooling(layer, bottoms, ctx):
-        param = caffe_pb2.LayerParameter()
-        param.CopyFrom(layer.param)
-        param.pooling_param.ceil_mode = False
-        return original(replace(layer, param=param), bottoms, ctx)
-
-    floor_pooling.shapes = original.shapes
-    monkeypatch.setitem(registry._CONVERTERS, "Pooling", floor_pooling)
     built = []
     target = target_from_fixture("tiny")
-    (report,) = run_target(target, TOL, convert=lambda net, w: built.append(convert_net(net, w)) or built[-1])
-    assert report.first_divergence == "pool1"
-    fill_arrays(report, target, built[-1])
-    text = page.render_html([report])
-    pool1 = next(r for r in report.layers if r.layer == "pool1")
-    ref, got = report.arrays["pool1"]
-    assert ref.shape != got.shape and tuple(got.shape) == keras_shape(pool1.got_shape)
-    section = text.split("First divergence: pool1")[1].split("</section>")[0]
-    assert f"No pictures: Caffe's output has shape {tuple(ref.shape)} but the converted one {tuple(got.shape)}" in section
-    assert "<img" not in section
+    with plant("Pooling", with_param(lambda p: setattr(p.pooling_param, "ceil_mode", False))):
+        (report,) = run_target(target, TOL, convert=lambda net, w: built.append(convert_net(net, w)) or built[-1])
+        assert report.first_divergence == "pool1"
+        fill_arrays(report, target, built[-1])
+        text = page.render_html([report])
+        pool1 = next(r for r in report.layers if r.layer == "pool1")
+        ref, got = report.arrays["pool1"]
+        assert ref.shape != got.shape and tuple(got.shape) == keras_shape(pool1.got_shape)
+        section = text.split("First divergence: pool1")[1].split("</section>")[0]
+        assert f"No pictures: Caffe's output has shape {tuple(ref.shape)} but the converted one {tuple(got.shape)}" in section
+        assert "<img" not in section
 
 
 def test_a_shrunk_heatmap_keeps_a_single_bad_elements_full_error_on_its_scale():

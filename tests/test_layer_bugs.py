@@ -17,6 +17,7 @@ from parity.convert.normalization import BatchNormHandler
 from parity.errors import ShapeDivergence
 from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Net
+from support import plant
 
 TOL = NoiseRule()  # parity's default rule
 LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).kind == "caffe"]
@@ -35,20 +36,15 @@ def test_every_supported_type_is_in_a_layer_granularity_fixture():
 
 
 @pytest.mark.parametrize("model, layer", CASES, ids=[f"{m}-{l}" for m, l in CASES])
-def test_breaking_one_layer_is_caught_at_that_layer(monkeypatch, model, layer):
+def test_breaking_one_layer_is_caught_at_that_layer(model, layer):
     net = Net.from_prototxt(load_fixture(model).prototxt)
-    layer_type = net.layer(layer).type
-    original = registry.converter_for(layer_type)
 
-    def broken(l, bottoms, ctx):
-        out = original(l, bottoms, ctx)
-        if l.name != layer:
-            return out
-        return [Blob(keras.layers.Rescaling(1.0, offset=0.5)(b.tensor), b.caffe_shape) for b in out]
+    def offset_outputs(original):
+        return lambda l, bottoms, ctx: [Blob(keras.layers.Rescaling(1.0, offset=0.5)(b.tensor), b.caffe_shape)
+                                        for b in original(l, bottoms, ctx)]
 
-    broken.shapes = original.shapes  # recipes still size the blobs
-    monkeypatch.setitem(registry._CONVERTERS, layer_type, broken)
-    assert first_divergence(model) == layer
+    with plant(net.layer(layer).type, offset_outputs, layer=layer):
+        assert first_divergence(model) == layer
 
 
 def test_batchnorm_scale_factor_ignored_is_caught(monkeypatch):

@@ -14,11 +14,11 @@ import pytest
 
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
 from parity.compare import NoiseRule, DOWNSTREAM, FAIL, PASS
-from parity.convert import Blob, convert_net, inner_product, registry
+from parity.convert import Blob, convert_net, inner_product
 from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from support import edited
+from support import edited, plant, with_param
 
 TOL = NoiseRule()  # parity's default rule
 
@@ -51,11 +51,10 @@ def assert_diverges_at(report, layer: str, exact: bool) -> None:
             assert r.status == DOWNSTREAM and r.downstream_of == report.first_divergence
 
 
-def with_converter(monkeypatch, type_name: str, make):
-    original = registry.converter_for(type_name)
-    planted = make(original)
-    planted.shapes = original.shapes  # the weight recipe still sizes blobs by the real rules
-    monkeypatch.setitem(registry._CONVERTERS, type_name, planted)
+# Pooling that rounds its output size down, where Caffe rounds up; and the same with a 3x3 window.
+FLOOR_POOLING = with_param(lambda p: setattr(p.pooling_param, "ceil_mode", False))
+FLOOR_POOLING_3X3 = with_param(lambda p: (setattr(p.pooling_param, "kernel_size", 3),
+                                          setattr(p.pooling_param, "ceil_mode", False)))
 
 
 # -- controls: without a bug, nothing diverges (so the failures below are the bugs' doing) ----------
@@ -71,19 +70,17 @@ def test_our_bgr_preprocessing_reproduces_caffes_input(model):
 
 
 # -- the bugs -------------------------------------------------------------------------------------
-def test_pooling_rounded_down_is_caught_at_that_pool(monkeypatch):
-    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: setattr(p.pooling_param, "ceil_mode", False)), bottoms, ctx))
-    report = run("tiny")
-    assert_diverges_at(report, "pool1", exact=True)
-    assert "shape" in (report.layers[[r.layer for r in report.layers].index("pool1")].problem or "")
+def test_pooling_rounded_down_is_caught_at_that_pool():
+    with plant("Pooling", FLOOR_POOLING):
+        report = run("tiny")
+        assert_diverges_at(report, "pool1", exact=True)
+        assert "shape" in (report.layers[[r.layer for r in report.layers].index("pool1")].problem or "")
 
 
-def test_pooling_rounding_cannot_matter_at_vgg_sizes(monkeypatch):
+def test_pooling_rounding_cannot_matter_at_vgg_sizes():
     """Why the rounding bug is planted in `tiny`: 224 halves evenly five times, floor == ceil."""
-    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: setattr(p.pooling_param, "ceil_mode", False)), bottoms, ctx))
-    assert run("vgg19").status == PASS
+    with plant("Pooling", FLOOR_POOLING):
+        assert run("vgg19").status == PASS
 
 
 @pytest.mark.parametrize("model, layer, exact", [("tiny", "fc1", True), ("vgg19", "fc6", False)])
@@ -94,13 +91,11 @@ def test_inner_product_without_chw_reorder_is_caught(monkeypatch, model, layer, 
 
 
 @pytest.mark.parametrize("model, layer, exact", [("tiny", "conv1", True), ("vgg19", "conv3_2", False)])
-def test_padding_on_the_wrong_side_is_caught(monkeypatch, model, layer, exact):
+def test_padding_on_the_wrong_side_is_caught(model, layer, exact):
     """TF's 'same' habit: all padding after the data instead of Caffe's p on both sides."""
 
     def make(original):
         def convert(l, bottoms, ctx):
-            if l.name != layer:
-                return original(l, bottoms, ctx)
             p = l.param.convolution_param.pad[0]
             (x,) = bottoms
             n, c, h, w = x.caffe_shape
@@ -109,8 +104,8 @@ def test_padding_on_the_wrong_side_is_caught(monkeypatch, model, layer, exact):
             return original(unpadded, [Blob(shifted, (n, c, h + 2 * p, w + 2 * p))], ctx)
         return convert
 
-    with_converter(monkeypatch, "Convolution", make)
-    assert_diverges_at(run(model), layer, exact)
+    with plant("Convolution", make, layer=layer):
+        assert_diverges_at(run(model), layer, exact)
 
 
 @pytest.mark.parametrize("model", ["tiny", "vgg19"])
@@ -130,16 +125,14 @@ def test_one_layers_weights_perturbed_by_one_percent_is_caught(model, layer, exa
     assert_diverges_at(run(model, convert=perturbed), layer, exact)
 
 
-def test_a_shape_bug_that_breaks_later_weights_is_traced_to_its_layer(monkeypatch):
+def test_a_shape_bug_that_breaks_later_weights_is_traced_to_its_layer():
     """vgg19 with every pool rounding down AND a 3x3/2 window: pool1 gives 111x111, and the first
     error is fc6's weights no longer fitting. The harness must name pool1, not fc6."""
-    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: (setattr(p.pooling_param, "kernel_size", 3), setattr(p.pooling_param, "ceil_mode", False))),
-        bottoms, ctx))
-    with pytest.raises(ShapeDivergence) as info:
-        run("vgg19")
-    assert info.value.layer == "pool1"
-    assert "fc6" in info.value.message  # the symptom is still shown
+    with plant("Pooling", FLOOR_POOLING_3X3):
+        with pytest.raises(ShapeDivergence) as info:
+            run("vgg19")
+        assert info.value.layer == "pool1"
+        assert "fc6" in info.value.message  # the symptom is still shown
 
 
 def test_weights_that_really_do_not_fit_keep_their_own_error(tmp_path):
@@ -158,21 +151,19 @@ def test_weights_that_really_do_not_fit_keep_their_own_error(tmp_path):
     assert not isinstance(info.value, ShapeDivergence) and "fc1" in str(info.value)
 
 
-def test_cli_reports_a_shape_divergence_as_a_divergence(monkeypatch, capsys, tmp_path):
+def test_cli_reports_a_shape_divergence_as_a_divergence(capsys, tmp_path):
     """Exit 1 (a layer diverges), not 2 (bad input): the converter, not the user's files, is wrong."""
     import json
 
     from parity.cli import main
 
-    with_converter(monkeypatch, "Pooling", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: (setattr(p.pooling_param, "kernel_size", 3), setattr(p.pooling_param, "ceil_mode", False))),
-        bottoms, ctx))
     out, page = tmp_path / "r.json", tmp_path / "r.html"
-    assert main(["check", "--model", "vgg19", "-q", "--json", str(out), "--html", str(page)]) == 1
-    assert "FAIL: first divergence at pool1" in capsys.readouterr().out
-    report = json.loads(out.read_text())
-    assert report["status"] == "fail" and report["first_divergence"] == "pool1"
-    # the same fields as any other report (README: "--json PATH writes at least ..."), and the page too
-    assert report["first_divergence_covers"] == ["pool1"] and report["image"] == "chelsea"
-    assert report["tolerances"]["rule"] == "noise" and "differs from Caffe's" in report["error"] and report["layers"] == []
-    assert "first divergence at pool1" in page.read_text()
+    with plant("Pooling", FLOOR_POOLING_3X3):
+        assert main(["check", "--model", "vgg19", "-q", "--json", str(out), "--html", str(page)]) == 1
+        assert "FAIL: first divergence at pool1" in capsys.readouterr().out
+        report = json.loads(out.read_text())
+        assert report["status"] == "fail" and report["first_divergence"] == "pool1"
+        # the same fields as any other report (README: "--json PATH writes at least ..."), and the page too
+        assert report["first_divergence_covers"] == ["pool1"] and report["image"] == "chelsea"
+        assert report["tolerances"]["rule"] == "noise" and "differs from Caffe's" in report["error"] and report["layers"] == []
+        assert "first divergence at pool1" in page.read_text()

@@ -21,11 +21,11 @@ import pytest
 
 from parity.check import target_from_fixture
 from parity.cli import main
-from parity.convert import Blob, registry
+from parity.convert import Blob
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.prototxt import read_prototxt
 from parity.reference import load_npy
-from support import fails_with
+from support import fails_with, plant
 
 FILES = ["net.prototxt", "weights.caffemodel", "top.npy", "test_repro.py", "README.txt", "manifest.json"]
 
@@ -103,24 +103,22 @@ def test_a_planted_converter_bug_fails_the_bundle_and_its_removal_passes_it(caps
     assert fixed.returncode == 0 and "1 passed" in fixed.stdout, fixed.stdout + fixed.stderr
 
 
-def test_the_verdict_when_written_is_the_conversions_at_that_time(capsys, monkeypatch, tmp_path):
+def test_the_verdict_when_written_is_the_conversions_at_that_time(capsys, tmp_path):
     """Written while the converter is buggy (planted in-process, as tests/test_planted_bugs does), the
     bundle records FAIL with the numbers, and says so last on stdout."""
-    original = registry.converter_for("Convolution")
-
-    def planted(layer, bottoms, ctx):
+    def scaled(original):
         import keras
 
-        return [Blob(keras.layers.Rescaling(1.01)(b.tensor), b.caffe_shape) for b in original(layer, bottoms, ctx)]
+        return lambda layer, bottoms, ctx: [Blob(keras.layers.Rescaling(1.01)(b.tensor), b.caffe_shape)
+                                            for b in original(layer, bottoms, ctx)]
 
-    planted.shapes = original.shapes
-    monkeypatch.setitem(registry._CONVERTERS, "Convolution", planted)
-    lines = write_bundle(capsys, tmp_path / "b", "tiny", "conv1")
-    assert lines[-1].startswith("FAIL: conv1 (Convolution, top conv1): max_abs") and "on Caffe's own bottoms" in lines[-1]
-    verdict = json.loads((tmp_path / "b" / "manifest.json").read_text())["verdict"]
-    assert verdict["status"] == "fail" and verdict["ratio"] > 1000
-    assert verdict["max_abs"] == pytest.approx(verdict["ratio"] * verdict["noise"])
-    assert verdict["line"] == lines[-1]
+    with plant("Convolution", scaled):
+        lines = write_bundle(capsys, tmp_path / "b", "tiny", "conv1")
+        assert lines[-1].startswith("FAIL: conv1 (Convolution, top conv1): max_abs") and "on Caffe's own bottoms" in lines[-1]
+        verdict = json.loads((tmp_path / "b" / "manifest.json").read_text())["verdict"]
+        assert verdict["status"] == "fail" and verdict["ratio"] > 1000
+        assert verdict["max_abs"] == pytest.approx(verdict["ratio"] * verdict["noise"])
+        assert verdict["line"] == lines[-1]
 
 
 # -- (3) what the bundle holds ------------------------------------------------------------------------

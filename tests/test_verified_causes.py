@@ -15,25 +15,13 @@ from parity.check import check_reference, prepare, target_from_fixture
 from parity.compare import FAIL, NoiseRule
 from parity.convert import registry
 from parity.report import render
-from support import edited
+from support import plant, with_param
 
 
 def run(model: str):
     target = target_from_fixture(model)
     prepared = prepare(target)
     return check_reference(prepared, target.references[0], NoiseRule())
-
-
-def plant(monkeypatch, type_name: str, name: str, make):
-    """Replace `type_name`'s converter for the one layer `name` with make(original)."""
-    original = registry.converter_for(type_name)
-    bug = make(original)
-
-    def converter(layer, bottoms, ctx):
-        return (bug if layer.name == name else original)(layer, bottoms, ctx)
-
-    converter.shapes = original.shapes  # the weight recipe still sizes blobs by the real rules
-    monkeypatch.setitem(registry._CONVERTERS, type_name, converter)
 
 
 def keras_layer(blob):
@@ -60,30 +48,30 @@ def assert_verified(report, layer: str, cause: str) -> None:
     assert f"verified cause ({cause})" in render(report)
 
 
-def test_a_flipped_kernel(monkeypatch):
-    plant(monkeypatch, "Convolution", "conv3_2", with_weights(lambda w: [w[0][::-1, ::-1].copy(), *w[1:]]))
-    assert_verified(run("vgg19"), "relu3_2", "kernel-flip")
+def test_a_flipped_kernel():
+    with plant("Convolution", with_weights(lambda w: [w[0][::-1, ::-1].copy(), *w[1:]]), layer="conv3_2"):
+        assert_verified(run("vgg19"), "relu3_2", "kernel-flip")
 
 
-def test_channels_reversed_inside_the_model(monkeypatch):
-    plant(monkeypatch, "Convolution", "conv2", with_weights(lambda w: [w[0][..., ::-1].copy(), *(b[::-1].copy() for b in w[1:])]))
-    assert_verified(run("tiny"), "conv2", "layout")  # a permutation of its channels, as the hint calls it
+def test_channels_reversed_inside_the_model():
+    reversed_channels = with_weights(lambda w: [w[0][..., ::-1].copy(), *(b[::-1].copy() for b in w[1:])])
+    with plant("Convolution", reversed_channels, layer="conv2"):
+        assert_verified(run("tiny"), "conv2", "layout")  # a permutation of its channels, as the hint calls it
 
 
-def test_a_pooling_window_changed(monkeypatch):
-    plant(monkeypatch, "Pooling", "pool3", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: setattr(p.pooling_param, "kernel_size", 3)), bottoms, ctx))
-    assert_verified(run("vgg19"), "pool3", "pooling")
+def test_a_pooling_window_changed():
+    with plant("Pooling", with_param(lambda p: setattr(p.pooling_param, "kernel_size", 3)), layer="pool3"):
+        assert_verified(run("vgg19"), "pool3", "pooling")
 
 
-def test_flatten_order_chw_against_hwc(monkeypatch):
+def test_flatten_order_chw_against_hwc():
     def rows_in_caffe_order(weights):
         kernel = weights[0]  # rows in H,W,C order for the 7x7x512 flatten, as parity's conversion makes them
         hwc_to_chw = np.arange(512 * 7 * 7).reshape(512, 7, 7).transpose(1, 2, 0).reshape(-1)
         return [kernel[np.argsort(hwc_to_chw)].copy(), *weights[1:]]  # Caffe's C,H,W rows, not reordered
 
-    plant(monkeypatch, "InnerProduct", "fc6", with_weights(rows_in_caffe_order))
-    assert_verified(run("vgg19"), "drop6", "layout")
+    with plant("InnerProduct", with_weights(rows_in_caffe_order), layer="fc6"):
+        assert_verified(run("vgg19"), "drop6", "layout")
 
 
 def _conv1_padded(padding):
@@ -113,35 +101,34 @@ def real_shape(bottoms, layer):
 
 
 @pytest.mark.parametrize("padding", [((2, 4), (2, 4)), "same"], ids=["zero-padding", "same"])
-def test_padding_on_the_wrong_side_of_a_stride_2_convolution(monkeypatch, padding):
-    plant(monkeypatch, "Convolution", "conv1", _conv1_padded(padding))
-    assert_verified(run("resnet50"), "conv1_relu", "padding")
+def test_padding_on_the_wrong_side_of_a_stride_2_convolution(padding):
+    with plant("Convolution", _conv1_padded(padding), layer="conv1"):
+        assert_verified(run("resnet50"), "conv1_relu", "padding")
 
 
-def test_lrn_alpha_not_divided_by_n(monkeypatch):
-    plant(monkeypatch, "LRN", "across", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: setattr(p.lrn_param, "alpha", p.lrn_param.alpha * p.lrn_param.local_size)),
-        bottoms, ctx))
-    assert_verified(run("layers/lrn"), "across", "lrn-alpha")
+def test_lrn_alpha_not_divided_by_n():
+    alpha_times_n = with_param(lambda p: setattr(p.lrn_param, "alpha", p.lrn_param.alpha * p.lrn_param.local_size))
+    with plant("LRN", alpha_times_n, layer="across"):
+        assert_verified(run("layers/lrn"), "across", "lrn-alpha")
 
 
-def test_a_batchnorm_eps_that_is_not_caffes(monkeypatch):
-    plant(monkeypatch, "BatchNorm", "bn_fc", lambda original: lambda layer, bottoms, ctx: original(
-        edited(layer, lambda p: setattr(p.batch_norm_param, "eps", 1e-3)), bottoms, ctx))  # Keras' default
-    assert_verified(run("layers/batchnorm_scale"), "bn_fc", "batchnorm-eps")
+def test_a_batchnorm_eps_that_is_not_caffes():
+    keras_eps = with_param(lambda p: setattr(p.batch_norm_param, "eps", 1e-3))  # Keras' default
+    with plant("BatchNorm", keras_eps, layer="bn_fc"):
+        assert_verified(run("layers/batchnorm_scale"), "bn_fc", "batchnorm-eps")
 
 
-def test_no_change_is_verified_where_nothing_was_planted_in_that_layer(monkeypatch):
+def test_no_change_is_verified_where_nothing_was_planted_in_that_layer():
     """A layer whose divergence is inherited passes on Caffe's own bottoms: nothing is verified there,
     and an unrelated change (a flip of a kernel that is right) never makes a failing layer pass."""
-    plant(monkeypatch, "Convolution", "conv3_2", with_weights(lambda w: [w[0] * 1.5, *w[1:]]))  # a scale bug
-    report = run("vgg19")
-    assert report.first_divergence == "relu3_2"
-    assert not any(h.evidence.get("verified") for hs in report.hints.values() for h in hs)
+    with plant("Convolution", with_weights(lambda w: [w[0] * 1.5, *w[1:]]), layer="conv3_2"):  # a scale bug
+        report = run("vgg19")
+        assert report.first_divergence == "relu3_2"
+        assert not any(h.evidence.get("verified") for hs in report.hints.values() for h in hs)
 
 
 PLANTED_LRN = '''
-from parity.convert import registry
+from parity.convert import register, registry
 from support import edited
 
 original = registry.converter_for("LRN")
@@ -154,7 +141,7 @@ def planted(layer, bottoms, ctx):
 
 
 planted.shapes = original.shapes
-registry._CONVERTERS["LRN"] = planted
+register("LRN", replace=True)(planted)  # for the whole run: a plugin, loaded once per process
 '''
 
 
@@ -175,14 +162,14 @@ def test_pytest_names_the_verified_cause_too(tmp_path):
     assert "verified cause (lrn-alpha): with across's alpha over local_size 5" in proc.stdout, proc.stdout[-3000:]
 
 
-def test_the_cli_names_the_verified_cause(tmp_path, capsys, monkeypatch):
+def test_the_cli_names_the_verified_cause(tmp_path, capsys):
     """`parity --plugin bug.py check`: the same planted LRN bug, through the command a user runs."""
     from parity.cli import main
 
-    monkeypatch.setitem(registry._CONVERTERS, "LRN", registry.converter_for("LRN"))  # put back afterwards
     plugin = tmp_path / "planted_lrn_cli.py"
     plugin.write_text(PLANTED_LRN)
-    code = main(["--plugin", str(plugin), "check", "--model", "layers/lrn"])
+    with registry.override("LRN", registry.converter_for("LRN")):  # the real one is back afterwards
+        code = main(["--plugin", str(plugin), "check", "--model", "layers/lrn"])
     out = capsys.readouterr().out
     assert code == 1
     verdict = out.index("FAIL: first divergence at across")

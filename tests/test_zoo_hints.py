@@ -6,6 +6,7 @@ prototxt and checked with `until` at the end of that layer's in-place chain, so 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 
 import keras
@@ -14,10 +15,10 @@ import pytest
 
 from parity.compare import NoiseRule
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture, up_to
-from parity.convert import Blob, convert_net, registry
+from parity.convert import Blob, convert_net
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from support import edited
+from support import edited, plant
 
 TOL = NoiseRule()  # parity's default rule
 ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",
@@ -41,24 +42,15 @@ def first(net, kind: str, where=lambda layer: True):
     return next(layer for layer in net.layers if layer.type == kind and where(layer))
 
 
-def with_converter(monkeypatch, type_name: str, name: str, wrap):
-    """Replace `type_name`'s converter for the layer `name` only: wrap(original, layer, bottoms, ctx) -> blobs."""
-    original = registry.converter_for(type_name)
-
-    def planted(layer, bottoms, ctx):
-        return wrap(original, layer, bottoms, ctx) if layer.name == name else original(layer, bottoms, ctx)
-
-    planted.shapes = original.shapes
-    monkeypatch.setitem(registry._CONVERTERS, type_name, planted)
-
-
 def map_output(fn):
-    """A planted bug on a layer's output tensor (test-only Lambda)."""
-    def wrap(original, layer, bottoms, ctx):
-        (blob,) = original(layer, bottoms, ctx)
-        tensor = keras.layers.Lambda(fn[0])(blob.tensor)
-        return [Blob(tensor, fn[1](blob.caffe_shape))]
-    return wrap
+    """A bug for `plant` on a layer's output tensor (test-only Lambda): fn is (on the tensor, on its Caffe shape)."""
+    def make(original):
+        def bug(layer, bottoms, ctx):
+            (blob,) = original(layer, bottoms, ctx)
+            tensor = keras.layers.Lambda(fn[0])(blob.tensor)
+            return [Blob(tensor, fn[1](blob.caffe_shape))]
+        return bug
+    return make
 
 
 def nan_at_origin(x):
@@ -67,8 +59,9 @@ def nan_at_origin(x):
     return x + mask
 
 
-def plant(monkeypatch, model: str, kind: str):
-    """Plant `kind` in `model`: returns (the planted layer, until, converter or None, inputs or None)."""
+def plant_kind(model: str, kind: str):
+    """Plant `kind` in `model`: returns (the planted layer, until, converter or None, inputs or None, and
+    the `with` block during which a planted converter is in place)."""
     target = target_from_fixture(model)
     net = target.net()
     conv = first(net, "Convolution")
@@ -78,23 +71,23 @@ def plant(monkeypatch, model: str, kind: str):
         layer = padded[0] if padded else conv
         pad = layer.param.convolution_param.pad[0] if padded else 0
 
-        def wrap(original, l, bottoms, ctx):  # padded: all of it after the data (TF 'same'); unpadded: a spurious pad
-            (x,) = bottoms
-            n, c, h, w = x.caffe_shape
-            extra = (0, 2 * pad) if pad else (1, 1)
-            shifted = keras.layers.ZeroPadding2D((extra, extra))(x.tensor)
-            cleared = edited(l, lambda q: q.convolution_param.ClearField("pad"))
-            return original(cleared, [Blob(shifted, (n, c, h + sum(extra), w + sum(extra)))], ctx)
+        def make(original):
+            def bug(l, bottoms, ctx):  # padded: all of it after the data (TF 'same'); unpadded: a spurious pad
+                (x,) = bottoms
+                n, c, h, w = x.caffe_shape
+                extra = (0, 2 * pad) if pad else (1, 1)
+                shifted = keras.layers.ZeroPadding2D((extra, extra))(x.tensor)
+                cleared = edited(l, lambda q: q.convolution_param.ClearField("pad"))
+                return original(cleared, [Blob(shifted, (n, c, h + sum(extra), w + sum(extra)))], ctx)
+            return bug
 
-        with_converter(monkeypatch, "Convolution", layer.name, wrap)
-        return layer.name, chain_end(net, layer.name), None, None
+        return layer.name, chain_end(net, layer.name), None, None, plant("Convolution", make, layer=layer.name)
     if kind == "layout":
         end = chain_end(net, conv.name)
         chain = net.layers[conv.index:net.layer(end).index + 1]
         if any(l.type in ("BatchNorm", "Scale") for l in chain):  # per-channel statistics: transpose H and W
-            with_converter(monkeypatch, "Convolution", conv.name, map_output((
-                lambda x: keras.ops.transpose(x, (0, 2, 1, 3)), lambda s: s)))
-            return conv.name, end, None, None
+            return conv.name, end, None, None, plant("Convolution", map_output((
+                lambda x: keras.ops.transpose(x, (0, 2, 1, 3)), lambda s: s)), layer=conv.name)
 
         def reversed_channels(n, weights):
             converted = convert_net(n, weights)
@@ -103,7 +96,7 @@ def plant(monkeypatch, model: str, kind: str):
             keras_layer.set_weights([kernel[..., ::-1], *[b[::-1] for b in bias]])
             return converted
 
-        return conv.name, chain_end(net, conv.name), reversed_channels, None
+        return conv.name, chain_end(net, conv.name), reversed_channels, None, nullcontext()
     if kind in ("channel-order", "scale"):
         fixture = load_fixture(model)
         ref = target.references[0]
@@ -111,28 +104,29 @@ def plant(monkeypatch, model: str, kind: str):
         prep = fixture.preprocessing
         prep = replace(prep, channel_order="RGB") if kind == "channel-order" else replace(prep, mean=[0.0, 0.0, 0.0])
         inputs = {"data": preprocess_image(fixture.image_path(ref.name), prep, shape)}
-        return "data", "data", None, inputs
+        return "data", "data", None, inputs, nullcontext()
     if kind == "rounding":
         pool = next((l for l in net.layers if l.type == "Pooling"), None)
         layer = pool or conv
-        with_converter(monkeypatch, layer.type, layer.name, map_output((
+        return layer.name, chain_end(net, layer.name), None, None, plant(layer.type, map_output((
             lambda x: keras.ops.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]),
-            lambda s: (s[0], s[1], s[2] + 1, s[3] + 1))))
-        return layer.name, chain_end(net, layer.name), None, None
+            lambda s: (s[0], s[1], s[2] + 1, s[3] + 1))), layer=layer.name)
     if kind == "nonfinite":
-        with_converter(monkeypatch, "Convolution", conv.name, map_output((nan_at_origin, lambda s: s)))
-        return conv.name, chain_end(net, conv.name), None, None
+        return (conv.name, chain_end(net, conv.name), None, None,
+                plant("Convolution", map_output((nan_at_origin, lambda s: s)), layer=conv.name))
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("model", ZOO)
-def test_planted_bug_is_named_with_its_cause(monkeypatch, model, kind):
-    layer, until, convert, inputs = plant(monkeypatch, model, kind)
+def test_planted_bug_is_named_with_its_cause(model, kind):
+    layer, until, convert, inputs, planted = plant_kind(model, kind)
     target = up_to(target_from_fixture(model), until)
-    report = check_reference(prepare(target, convert=convert), target.references[0], TOL, inputs)
-    assert report.status == "fail", "the planted bug went unnoticed"
-    assert layer in (report.first_divergence_covers or []), (report.first_divergence, report.first_divergence_covers)
-    causes = [h.cause for h in report.hints.get(report.first_divergence, [])]
-    assert causes and causes[0] == kind, (report.first_divergence, [h.to_dict() for h in
-                                                                    report.hints.get(report.first_divergence, [])])
+    with planted:
+        report = check_reference(prepare(target, convert=convert), target.references[0], TOL, inputs)
+        assert report.status == "fail", "the planted bug went unnoticed"
+        assert layer in (report.first_divergence_covers or []), (report.first_divergence,
+                                                                 report.first_divergence_covers)
+        causes = [h.cause for h in report.hints.get(report.first_divergence, [])]
+        assert causes and causes[0] == kind, (report.first_divergence, [h.to_dict() for h in
+                                                                        report.hints.get(report.first_divergence, [])])

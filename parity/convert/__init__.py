@@ -16,7 +16,7 @@ from ..errors import ParityError
 from ..graph import Net
 from ..reading.caffemodel import CaffeWeights
 from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
-from .registry import converter_for, register, supported_types
+from .registry import converter_for, override, register, supported_types
 
 # Importing the layer modules registers their converters.
 from . import (convolution, detection, elementwise, inner_product, input, merge, normalization, pooling,  # noqa: E402,F401
@@ -26,7 +26,7 @@ from . import resampling  # noqa: E402,F401  (the fork's Upsample, Resize, Bilin
 from . import proposal  # noqa: E402,F401  (Faster R-CNN's Proposal)
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
-           "register", "supported_types"]
+           "override", "register", "supported_types"]
 
 
 @dataclass

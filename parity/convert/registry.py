@@ -12,11 +12,14 @@ context (weights, naming, error helpers), and returns one Blob per top:
         ...
         return [Blob(keras_tensor, caffe_shape)]
 
-Registering a type that already has a converter replaces it only with `replace=True`.
+Registering a type that already has a converter replaces it only with `replace=True`. To try a
+converter for a while (a test planting a bug, a user comparing two conversions) without leaving the
+registry changed, use `override` in a `with` block.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 _CONVERTERS: dict[str, Callable] = {}
 
@@ -31,6 +34,32 @@ def register(*type_names: str, replace: bool = False):
             _CONVERTERS[name] = converter
         return fn
     return decorate
+
+
+@contextmanager
+def override(type_name: str, converter: Callable | type | None) -> Iterator[Callable | None]:
+    """Within the `with` block, `converter` is the converter for `type_name` (None: the type has none);
+    afterwards the one it had before is back, or the entry is gone if it had none, even if the block
+    raised. Yields the converter installed (a handler class is instantiated, as `register` does).
+
+    Why: tests that plant a bug in one converter, and users who try a converter of their own, must not
+    leave the registry changed for whatever converts next in the same process. Anything `register`
+    puts under `type_name` inside the block is undone too, so `override(name, None)` scopes a
+    registration made there (a plugin loaded by the CLI, say).
+    """
+    installed = converter() if isinstance(converter, type) else converter
+    had, before = type_name in _CONVERTERS, _CONVERTERS.get(type_name)
+    if installed is None:
+        _CONVERTERS.pop(type_name, None)
+    else:
+        _CONVERTERS[type_name] = installed
+    try:
+        yield installed
+    finally:
+        if had:
+            _CONVERTERS[type_name] = before
+        else:
+            _CONVERTERS.pop(type_name, None)
 
 
 _NOT_CONVERTIBLE: dict[str, str] = {}

@@ -25,6 +25,12 @@ class CaffeLRN(keras.layers.Layer):
         pad = (self.size - 1) // 2
         self._pool = CaffePooling2D("ave", (self.size, self.size), (1, 1), (pad, pad)) if region == "within" else None
 
+    def build(self, input_shape):
+        """Builds the WITHIN_CHANNEL pooling too. Why: without a build of its own, loading a saved model
+        called Keras' default one, which warned that the layer "has unbuilt state" (the pooling)."""
+        if self._pool is not None:
+            self._pool.build(input_shape)
+
     def call(self, x):
         square = x * x
         if self.region == "within":
