@@ -58,10 +58,10 @@ def test_batchnorm_scale_factor_ignored_is_caught(monkeypatch):
 
 
 def test_eltwise_coefficients_ignored_are_caught(monkeypatch):
-    from parity.keras_layers import arithmetic
+    from parity.keras_layers import merge
 
-    original_call = arithmetic.CaffeEltwise.call
-    monkeypatch.setattr(arithmetic.CaffeEltwise, "call", lambda self, inputs: keras.ops.add(inputs[0], inputs[1])
+    original_call = merge.CaffeEltwise.call
+    monkeypatch.setattr(merge.CaffeEltwise, "call", lambda self, inputs: keras.ops.add(inputs[0], inputs[1])
                         if self.coeffs else original_call(self, inputs))
     assert first_divergence("layers/eltwise") == "sum"
 
@@ -76,10 +76,10 @@ def test_concat_axis_kept_in_caffe_numbering_is_caught(monkeypatch):
 
 
 def test_lrn_within_channel_treated_as_across_is_caught(monkeypatch):
-    from parity.keras_layers import lrn
+    from parity.keras_layers import normalization
 
-    original_init = lrn.CaffeLRN.__init__
-    monkeypatch.setattr(lrn.CaffeLRN, "__init__", lambda self, size=5, alpha=1.0, beta=0.75, k=1.0, region="across",
+    original_init = normalization.CaffeLRN.__init__
+    monkeypatch.setattr(normalization.CaffeLRN, "__init__", lambda self, size=5, alpha=1.0, beta=0.75, k=1.0, region="across",
                         **kw: original_init(self, size, alpha, beta, k, "across", **kw))
     assert first_divergence("layers/lrn") == "within"
 
@@ -219,9 +219,9 @@ def test_im2col_columns_in_tensorflow_order_are_caught(monkeypatch):
     major, channel minor) is caught."""
     from keras import ops
 
-    from parity.keras_layers import im2col
+    from parity.keras_layers import windows
 
-    monkeypatch.setattr(im2col, "caffe_columns", lambda taps: ops.concatenate(taps, axis=-1))
+    monkeypatch.setattr(windows, "caffe_columns", lambda taps: ops.concatenate(taps, axis=-1))
     assert first_divergence("layers/bvlc_misc") == "im2col"
 
 
@@ -265,7 +265,7 @@ def test_hardswish_with_keras2_hard_sigmoid_is_caught(monkeypatch):
     """HardSwish is x * clip(x/6 + 1/2, 0, 1); Keras 2's hard_sigmoid slope (0.2 x + 0.5) inside is caught."""
     from keras import ops
 
-    from parity.keras_layers.unary import CaffeUnary
+    from parity.keras_layers.elementwise import CaffeUnary
 
     original = CaffeUnary.call
     monkeypatch.setattr(CaffeUnary, "call", lambda self, x: x * ops.clip(0.2 * x + 0.5, 0.0, 1.0)
@@ -376,7 +376,7 @@ def test_maxunpool_summing_repeated_positions_is_caught(monkeypatch):
     scatter that adds (tf.scatter_nd) sums them. Caught at the unpool after the overlapping pool."""
     from keras import ops
 
-    from parity.keras_layers.resampling import CaffeMaxUnpool
+    from parity.keras_layers.pooling import CaffeMaxUnpool
 
     def call_summing(self, inputs):
         x, mask = inputs

@@ -8,7 +8,7 @@ order and the levels are concatenated, level 0 first, into (N, sum of C * bins).
 top is the one pooling's 4-D output, not flattened.
 
 Im2col (im2col_layer.cpp): the bottom lowered to columns as a convolution with the same kernel, stride,
-pad and dilation does; see keras_layers/im2col.py for the column order.
+pad and dilation does; see keras_layers/windows.py for the column order.
 """
 from __future__ import annotations
 

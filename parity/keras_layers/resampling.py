@@ -125,39 +125,3 @@ class CaffePad(keras.layers.Layer):
         config = super().get_config()
         config.update(pads=self.pads, mode=self.mode, value=self.value)
         return config
-
-
-@keras.saving.register_keras_serializable(package="parity")
-class CaffeMaxUnpool(keras.layers.Layer):
-    """MaxUnPool on NHWC data: [x, mask] -> zeros of `size` (height, width) per channel, with x[i]
-    written at the flat position mask[i] of its plane (the float mask truncated to an int, as Caffe
-    casts it). Where several inputs name one position the last in row-major order wins, as in
-    Caffe's loop. A mask outside the plane writes nothing here; Caffe aborts on one past the end, and
-    one below zero (a pooling window that found nothing above -FLT_MAX) writes before its plane."""
-
-    def __init__(self, size=(1, 1), **kwargs):
-        super().__init__(**kwargs)
-        self.size = tuple(int(s) for s in size)
-
-    def call(self, inputs):
-        x, mask = inputs
-        height, width, channels = (int(d) for d in x.shape[1:])
-        plane, area = self.size[0] * self.size[1], height * width
-        values = ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1,))
-        where = ops.reshape(ops.cast(ops.transpose(mask, (0, 3, 1, 2)), "int32"), (-1, area))
-        planes = ops.shape(where)[0]
-        target = ops.arange(planes, dtype="int32")[:, None] * plane + where
-        target = ops.where((where >= 0) & (where < plane), target, -1)  # negative ids are dropped
-        source = ops.arange(planes * area, dtype="int32")
-        last = ops.segment_max(source, ops.reshape(target, (-1,)), num_segments=planes * plane)
-        written = ops.where(last >= 0, ops.take(values, ops.maximum(last, 0)), ops.zeros((), x.dtype))
-        return ops.transpose(ops.reshape(written, (-1, channels, *self.size)), (0, 2, 3, 1))
-
-    def compute_output_shape(self, input_shape):
-        x_shape = input_shape[0]
-        return (x_shape[0], *self.size, x_shape[3])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(size=self.size)
-        return config

@@ -1,7 +1,10 @@
-"""Static slicing layers: CaffeCrop (one window) and CaffeSlice (one blob into several along an axis)."""
+"""Keras layers for convert/reshaping.py: CaffeCrop (one window), CaffeSlice (one blob into several along
+an axis) and CaffeTile.
+"""
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="parity")
@@ -49,4 +52,28 @@ class CaffeSlice(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(axis=self.axis, points=self.points)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="parity")
+class CaffeTile(keras.layers.Layer):
+    """Caffe's Tile: the whole blob repeated `tiles` times along one axis (parity's layout)."""
+
+    def __init__(self, axis: int = 1, tiles: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis, self.tiles = int(axis), int(tiles)
+
+    def call(self, x):
+        reps = [1] * len(x.shape)
+        reps[self.axis] = self.tiles
+        return ops.tile(x, reps)
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        shape[self.axis] = None if shape[self.axis] is None else shape[self.axis] * self.tiles
+        return tuple(shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(axis=self.axis, tiles=self.tiles)
         return config
