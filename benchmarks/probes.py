@@ -8,7 +8,7 @@ imports: importing TensorFlow (about 3 s here) is reported separately, as `impor
     python3 benchmarks/probes.py forward REPEAT EVERY plain vs capture vs per-layer truncation (VGG-19)
     python3 benchmarks/probes.py check MODEL [RULE]   `parity check --model MODEL -q`, in phases (RULE: noise or fixed)
     python3 benchmarks/probes.py scale-make DIR KIND N write a chain net of N layers (KIND: caffe, v1 or tf) into DIR
-    python3 benchmarks/probes.py scale KIND DIR        read, build the Net, convert (caffe) and attribute it, in phases
+    python3 benchmarks/probes.py scale KIND DIR        read, Net, convert (caffe), locate a divergence: in phases
 """
 from __future__ import annotations
 
@@ -243,9 +243,11 @@ def scale_make(folder: str, kind: str, n: int) -> dict:
 def _check_work(net, tick) -> dict:
     """What `parity check` does with the net besides running it: every blob's last writer as a reference
     entry (blob granularity), the in-place chain of each (parents_of, check_reference's `covers`), and
-    attribute() on results failing from the third entry on (every later one downstream: the worst case)."""
+    locate_first_divergence() on results failing from the third entry on (every later one downstream: the
+    worst case)."""
     from parity.check import parents_of
-    from parity.compare import FAIL, LayerResult, attribute
+    from parity.compare import FAIL, LayerResult
+    from parity.divergence import locate_first_divergence
 
     last: dict[str, str] = {}
     by_name = {layer.name: layer for layer in net.layers}
@@ -259,8 +261,8 @@ def _check_work(net, tick) -> dict:
     results = [LayerResult(name, by_name[name].type, top, order, (1, SCALE_WIDTH)) for order, (name, top) in enumerate(keys)]
     for r in results[2:]:
         r.status = FAIL
-    first = attribute(results, net)
-    tick("attribute")
+    first = locate_first_divergence(results, net)
+    tick("divergence")
     downstream = sum(r.downstream_of == first for r in results)
     return {"entries": len(keys), "with_parents": sum(bool(p) for p in parents.values()), "chains": covers,
             "first": first, "downstream": downstream}
