@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +60,26 @@ class Report:
             return [self.first_divergence] if self.error and self.first_divergence else None
         return first.covers or [first.layer]
 
-    def to_dict(self) -> dict:
+    def to_dict(self, only: Collection[str] | None = None) -> dict:
+        """The JSON form. With `only`, just those layers' rows and hints, every other field still the
+        whole report's (its status too): each pytest item sends its own layers so, since a whole report
+        per item would grow with the square of the layer count; merge_parts joins them again."""
+        hints = {layer: hs for layer, hs in self.hints.items() if only is None or layer in only}
         return {"model": self.model, "image": self.image, "atol": self.atol, "rtol": self.rtol,
                 "status": self.status, "first_divergence": self.first_divergence,
                 "first_divergence_covers": self.first_divergence_covers, "error": self.error, **self.header,
                 "conversion_bugs": self.conversion_bugs,
-                "hints": {layer: [h.to_dict() for h in hs] for layer, hs in self.hints.items()},
-                "layers": [r.to_dict() for r in self.layers]}
+                "hints": {layer: [h.to_dict() for h in hs] for layer, hs in hints.items()},
+                "layers": [r.to_dict() for r in self.layers if only is None or r.layer in only]}
+
+
+def merge_parts(parts: list[dict]) -> dict:
+    """One report's dict from parts of it (Report.to_dict(only=...), in any order): the rows in Caffe's
+    order, the hints that say something; every other field is the whole report's, the same in each part."""
+    whole = dict(parts[0])
+    whole["layers"] = sorted((row for part in parts for row in part["layers"]), key=lambda row: row["order"])
+    whole["hints"] = {layer: hints for part in parts for layer, hints in part["hints"].items() if hints}
+    return whole
 
 
 def number(value: float | None, fmt: str = "{:.2e}") -> str:
@@ -216,8 +230,10 @@ def environment_line(env: dict) -> str:
     """The numeric environment in one line: what a reader needs to compare two reports' last bits."""
     onednn = env.get("onednn", {})
     threads = env.get("threads", {})
-    return (f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}; {', '.join(env.get('devices', [])) or '?'}; "
-            f"oneDNN {'on' if onednn.get('enabled') else 'off'}; TF32 {'allowed' if env.get('tf32_allowed') else 'off'}; "
+    devices = ", ".join(env.get("devices", [])) or "?"
+    tf32 = "allowed" if env.get("tf32_allowed") else "off"
+    return (f"TensorFlow {env.get('tensorflow')}, Keras {env.get('keras')}; {devices}; "
+            f"oneDNN {'on' if onednn.get('enabled') else 'off'}; TF32 {tf32}; "
             f"deterministic ops {'on' if env.get('deterministic_ops') else 'off'}; "
             f"intra-op threads {threads.get('intra_op', '?')} of {threads.get('cpu_count', '?')} cores")
 
@@ -245,8 +261,27 @@ def verdict_lines(report: Report) -> list[str]:
         return ([f"FAIL: first divergence at {describe(root, report.atol, report.rtol)}"
                  + (f" ({downstream} later layer(s) downstream of it)" if downstream else "")]
                 + hint_lines(report, root.layer))
-    return [f"PASS: all {len(report.layers)} outputs within {report.rule}{worst_ratio(report.layers)}"
+    return [f"PASS: {_all_within(report.layers, report.rule)}"
             + (", each also on Caffe's own inputs" if report.local else "")]
+
+
+def summary_line(d: dict) -> str:
+    """'MODEL/SAMPLE: STATUS: verdict' from a report's dict (to_dict, or merge_parts): verdict_lines' first
+    line in brief, naming the layer without its numbers, for a summary that lists many models."""
+    if d["error"]:
+        verdict = d["error"]
+    elif d["conversion_bugs"]:
+        verdict = f"conversion bug at {d['conversion_bugs'][0]} (fails on Caffe's own inputs)"
+    elif d["first_divergence"]:
+        verdict = f"first divergence at {d['first_divergence']}"
+    else:
+        verdict = _all_within(d["layers"], rule_words(d.get("tolerances"), d["atol"], d["rtol"]))
+    return f"{d['model']}/{d['image']}: {d['status'].upper()}: {verdict}"
+
+
+def _all_within(layers: list, rule: str) -> str:
+    """A passing model's verdict: how many outputs, under which rule, and how close the closest came."""
+    return f"all {len(layers)} outputs within {rule}{worst_ratio(layers)}"
 
 
 def worst_ratio(layers: list) -> str:

@@ -37,7 +37,7 @@ def test_one_item_per_layer_and_a_json_report(tmp_path):
     assert report["model"] == "tiny" and report["image"] == "chelsea" and report["status"] == "pass"
     assert report["first_divergence"] is None
     assert {"atol", "rtol", "layers"} <= set(report)
-    assert [l["layer"] for l in report["layers"]][:3] == ["data", "conv1", "relu1"]
+    assert [row["layer"] for row in report["layers"]][:3] == ["data", "conv1", "relu1"]
     assert {"layer", "type", "top", "shape", "max_abs", "rel_l2", "cosine", "status"} <= set(report["layers"][0])
 
 
@@ -54,7 +54,7 @@ def test_a_diverging_reference_fails_with_the_first_divergence_named(tmp_path):
     assert "FAILED parity/test_parity.py::test_layer[tiny-chelsea-pool2]" in proc.stdout
     assert "tiny/chelsea: FAIL: first divergence at pool2" in proc.stdout
     report = json.loads(out.read_text())[0]
-    statuses = {l["layer"]: l["status"] for l in report["layers"]}
+    statuses = {row["layer"]: row["status"] for row in report["layers"]}
     assert report["first_divergence"] == "pool2" and statuses["pool2"] == "fail"
     assert statuses["conv2"] == "pass"  # before the planted error
     assert statuses["pool_global"] == "pass"  # a sibling branch, not downstream of pool2
@@ -64,7 +64,7 @@ def test_xdist_never_computes_a_model_twice(tmp_path):
     trace = tmp_path / "trace.txt"
     proc = run_suite("-n", "2", "--model=tiny", "--model=tiny_v1", env_extra={"PARITY_TRACE": str(trace)})
     assert proc.returncode == 0, proc.stdout[-3000:]
-    lines = [l.split() for l in trace.read_text().splitlines()]
+    lines = [line.split() for line in trace.read_text().splitlines()]
     prepares = [(pid, model) for pid, step, model, *_ in lines if step == "prepare"]
     captures = [(model, image) for pid, step, model, *rest in lines if step == "capture" for image in rest]
     assert len(prepares) == len(set(prepares)), prepares
@@ -98,7 +98,8 @@ def test_an_item_run_again_never_computes_its_model_again(tmp_path):
         proc = run_suite("-p", "run_twice", *args, "--model=tiny_v1", "--model=tiny",
                          env_extra={**env, "PARITY_TRACE": str(trace)})
         assert proc.returncode == 0, (args, proc.stdout[-3000:])
-        steps = [(step, model, *rest) for _, step, model, *rest in (l.split() for l in trace.read_text().splitlines())]
+        trace_lines = trace.read_text().splitlines()
+        steps = [(step, model, *rest) for _, step, model, *rest in (line.split() for line in trace_lines)]
         assert sorted(steps) == [("capture", "tiny", "chelsea"), ("capture", "tiny_v1", "coffee"), ("prepare", "tiny"),
                                  ("prepare", "tiny_v1"), ("release", "tiny"), ("release", "tiny_v1")], (args, steps)
         if order:  # one process: each model let go before the next is converted
@@ -132,13 +133,13 @@ def test_xdist_runs_costliest_models_first_and_lets_each_go_when_done(tmp_path):
     here in ascending order, so collection order alone would fail), releasing each model after its
     last item instead of holding the whole zoo."""
     from parity.check import target_from_fixture
-    from parity.pytest_plugin import estimated_cost
+    from parity.pytest_plugin.collection import estimated_cost
 
     models = sorted(["tiny", "tiny_v1", "layers/conv_variants"], key=lambda m: estimated_cost(target_from_fixture(m)))
     trace = tmp_path / "trace.txt"
     proc = run_suite("-n", "1", *(f"--model={m}" for m in models), env_extra={"PARITY_TRACE": str(trace)})
     assert proc.returncode == 0, proc.stdout[-3000:]
-    steps = [(step, model) for _, step, model, *_ in (l.split() for l in trace.read_text().splitlines())]
+    steps = [(step, model) for _, step, model, *_ in (line.split() for line in trace.read_text().splitlines())]
     assert [m for step, m in steps if step == "prepare"] == models[::-1]
     assert steps == [(step, m) for m in models[::-1] for step in ("prepare", "capture", "release")]
 
@@ -147,7 +148,7 @@ def test_without_xdist_models_run_in_the_order_given_and_are_released(tmp_path):
     trace = tmp_path / "trace.txt"
     proc = run_suite("--model=tiny_v1", "--model=tiny", env_extra={"PARITY_TRACE": str(trace)})
     assert proc.returncode == 0, proc.stdout[-3000:]
-    steps = [(step, model) for _, step, model, *_ in (l.split() for l in trace.read_text().splitlines())]
+    steps = [(step, model) for _, step, model, *_ in (line.split() for line in trace.read_text().splitlines())]
     assert steps == [(step, m) for m in ("tiny_v1", "tiny") for step in ("prepare", "capture", "release")]
 
 
@@ -170,7 +171,7 @@ def test_wrong_options_are_one_usage_error_before_any_model_runs(tmp_path):
                            (["--model=tiny", "--until=nolayer"], "--until 'nolayer': no such layer"),
                            (["--model=tiny", "--atol=nan"], "--atol must be a finite number"),
                            (["--model=tiny", "--parity-growth=0.5"], "--parity-growth must be a finite number >= 1"),
-                           (["--model=tiny", "--mapping=m.json"], "--mapping needs --keras-model"),
+                           (["--model=tiny", "--mapping=m.json"], "--mapping goes with --keras-model"),
                            (["--model=tiny", f"--parity-json={a_file / 'r.json'}"], "plain.txt is not a folder"),
                            (["--model=tiny", f"--parity-baseline={tmp_path / 'missing.json'}"], "no such baseline")):
         proc = run_suite(*args, env_extra={"PARITY_TRACE": str(trace)})
@@ -210,7 +211,7 @@ def test_a_model_named_twice_is_checked_once(tmp_path):
     proc = run_suite("--model=tiny", "--model=tiny/", f"--parity-json={out}")
     assert proc.returncode == 0 and "conv1_0" not in proc.stdout
     (report,) = json.loads(out.read_text())
-    assert len({l["layer"] for l in report["layers"]}) == len(report["layers"])
+    assert len({row["layer"] for row in report["layers"]}) == len(report["layers"])
 
 
 def test_the_configured_baseline_applies_from_another_folder(tmp_path):
@@ -226,7 +227,8 @@ def test_in_place_layers_skip_naming_where_their_output_is_checked():
     """At blob granularity conv3_2 has no reference of its own: its item says relu3_2 holds its output."""
     proc = run_suite("--model=vgg19", "-k", "conv3_2 or relu3_2 or fc6 or pool5")
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert "no reference entry for conv3_2 at blob granularity; its output is checked at relu3_2 (in place)" in proc.stdout
+    assert ("no reference entry for conv3_2 at blob granularity; its output is checked at relu3_2 (in place)"
+            in proc.stdout)
     assert "no reference entry for fc6 at blob granularity; its output is checked at drop6 (in place)" in proc.stdout
     assert "PASSED parity/test_parity.py::test_layer[vgg19-chelsea-relu3_2]" in proc.stdout
 
@@ -234,7 +236,8 @@ def test_in_place_layers_skip_naming_where_their_output_is_checked():
 def test_junit_xml_stays_small_and_the_json_complete(tmp_path):
     """The report data rides to the controller on user_properties; JUnit gets one short line per layer."""
     junit, out = tmp_path / "j.xml", tmp_path / "r.json"
-    proc = run_suite("--model=tiny", f"--junitxml={junit}", f"--parity-json={out}", "--parity-html", str(tmp_path / "p.html"))
+    proc = run_suite("--model=tiny", f"--junitxml={junit}", f"--parity-json={out}", "--parity-html",
+                     str(tmp_path / "p.html"))
     assert proc.returncode == 0, proc.stdout[-2000:]
     xml = junit.read_text()
     assert 'name="parity_layer" value="tiny/chelsea conv1: pass, max_abs' in xml
@@ -247,17 +250,17 @@ def test_the_plugin_checks_the_project_settings_only_where_the_parity_suite_may_
     """`pytest tests/` must not stop on a broken baseline file; `pytest parity/` and `--model` must."""
     from types import SimpleNamespace
 
-    from parity.pytest_plugin import _runs_parity
+    from parity.pytest_plugin.settings import runs_parity
 
     def config(*args, model=()):
         return SimpleNamespace(args=[str(a) for a in args], option=SimpleNamespace(model=list(model)),
                                getoption=lambda name: None)
 
-    assert not _runs_parity(config(REPO / "tests"))
-    assert not _runs_parity(config(REPO / "tests" / "test_gate.py::test_x"))
-    assert _runs_parity(config(REPO / "parity")) and _runs_parity(config(REPO))
-    assert _runs_parity(config(REPO / "parity" / "test_parity.py"))
-    assert _runs_parity(config(REPO / "tests", model=["tiny"]))
+    assert not runs_parity(config(REPO / "tests"))
+    assert not runs_parity(config(REPO / "tests" / "test_gate.py::test_x"))
+    assert runs_parity(config(REPO / "parity")) and runs_parity(config(REPO))
+    assert runs_parity(config(REPO / "parity" / "test_parity.py"))
+    assert runs_parity(config(REPO / "tests", model=["tiny"]))
 
 
 def test_under_xdist_each_model_runs_on_one_worker():

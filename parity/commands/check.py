@@ -4,7 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..compare import PASS
 from ..errors import ParityError, printable, require_file, require_writable
+from ..options import check_argparse
 
 HELP = """Check a conversion layer by layer against real Caffe's blobs (or a frozen TensorFlow graph's).
   parity check --model vgg19                      (a fixture by name)
@@ -14,41 +16,20 @@ Exit code: 0 all layers within tolerance, 1 a layer diverges, 2 bad usage or inp
 
 
 def add(sub) -> None:
-    from ..check import DEFAULT_ATOL, DEFAULT_RTOL
+    from ..options import add_to_argparse
 
     p = sub.add_parser("check", help="compare a conversion with Caffe's blobs layer by layer", description=HELP)
     p.add_argument("prototxt", nargs="?", type=Path)
     p.add_argument("caffemodel", nargs="?", type=Path)
-    p.add_argument("--model", help="a fixture by name (fixtures/<name>), instead of PROTOTXT CAFFEMODEL --blobs")
+    add_to_argparse(p)  # the options the pytest plugin takes too (parity.options)
     p.add_argument("--image", action="append", help="with --model: only these reference samples (repeatable)")
     p.add_argument("--blobs", type=Path, help="reference folder (one with manifest.json, or one per sample below it)")
-    p.add_argument("--atol", type=float, help=f"absolute tolerance for every layer (default: [tool.parity] and the "
-                   f"fixture's settings, else {DEFAULT_ATOL:g})")
-    p.add_argument("--rtol", type=float, help=f"relative tolerance for every layer (default: likewise, else {DEFAULT_RTOL:g})")
-    p.add_argument("--baseline", type=Path, help="fail a layer whose max_abs grew past --growth x its accepted value "
-                   "in this baseline (`parity baseline update`), even inside the tolerance")
-    p.add_argument("--growth", type=float, help="with --baseline: the factor (default: [tool.parity] growth, else 4)")
-    p.add_argument("--json", type=Path, help="also write the report(s) as JSON here")
-    p.add_argument("--html", type=Path, help="also write one self-contained HTML page here: the layer table, the "
-                   "first divergence and its likely causes, error heatmaps and per-channel error charts")
-    p.add_argument("--until", metavar="LAYER", help="convert and check only up to this layer (inclusive)")
-    p.add_argument("--keras-model", metavar="MODULE:FN", help="check your own Keras model (FN() returns it) instead of "
-                   "parity's conversion; Caffe's weights are loaded into it by layer name")
-    p.add_argument("--mapping", type=Path, help='with --keras-model: JSON {"keras layer": "caffe layer"} (or graph op '
-                   'or scope), or {"keras layer": {"weights": "caffe layer", "output": "caffe layer"}}, where the '
-                   'automatic pairing (names, then type and shape in graph order) needs help')
     p.add_argument("--save-mapping", type=Path, metavar="PATH", help="with --keras-model: write the pairing parity "
                    "made as a mapping file (JSON), to review or edit and pass back with --mapping")
     p.add_argument("--weights", type=Path, help="with --keras-model and a TensorFlow-graph reference: the model's "
                    "weights (a `parity tf-import` output, .keras or .weights.h5)")
     p.add_argument("--graph", type=Path, help="with a TensorFlow-graph reference: the frozen graph (.pb); its sha256 "
                    "is verified, and its weights are used when --weights is not given")
-    p.add_argument("--local", action="store_true",
-                   help="also run every layer on Caffe's own inputs (its bottoms from the dump): tells a layer's own "
-                        "conversion bug from error inherited from upstream")
-    p.add_argument("--deterministic", action="store_true", help="turn on TensorFlow's op determinism")
-    p.add_argument("--allow-tf32", action="store_true",
-                   help="let GPUs use TF32 matmuls/convolutions (off by default: about 1e-3 relative error)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="compare even if the files' sha256 differ from the manifest's (said in the report)")
     p.add_argument("-q", "--quiet", action="store_true", help="print one line per sample: MODEL/SAMPLE: the verdict "
@@ -65,15 +46,16 @@ def quiet_line(report) -> str:
 
 def _check_options(args) -> None:
     """Options that only mean something beside another are refused alone, not silently ignored; output
-    files are checked writable before the run, so a finished check never ends on a bad path."""
-    for option, needs, given in (("--image", "--model", args.model), ("--mapping", "--keras-model", args.keras_model),
+    files are checked writable before the run, so a finished check never ends on a bad path. The
+    options the plugin shares are checked as it checks them (parity.options); these are the CLI's own."""
+    for option, needs, given in (("--image", "--model", args.model),
                                  ("--save-mapping", "--keras-model", args.keras_model),
                                  ("--growth", "--baseline", args.baseline)):
         if getattr(args, option[2:].replace("-", "_")) is not None and not given:
             raise ParityError(f"{option} goes with {needs}")
-    for path, what in ((args.json, "JSON report"), (args.html, "HTML report"), (args.save_mapping, "mapping")):
-        if path is not None:
-            require_writable(path, what)
+    check_argparse(args)
+    if args.save_mapping is not None:
+        require_writable(args.save_mapping, "mapping")
 
 
 def _check_reports_apart(args, target) -> None:
@@ -99,7 +81,8 @@ def _graph_references(args) -> list:
     """The references of --blobs when a frozen TensorFlow graph made them (`parity dump-tf`), else []."""
     if args.model or args.prototxt or not args.blobs:
         if args.weights or args.graph:
-            raise ParityError("--weights and --graph go with a TensorFlow-graph reference: --keras-model ... --blobs DIR")
+            raise ParityError("--weights and --graph go with a TensorFlow-graph reference: "
+                              "--keras-model ... --blobs DIR")
         return []
     from ..reference import find_references
 
@@ -111,7 +94,7 @@ def _graph_references(args) -> list:
 
 def run(args) -> int:
     from ..check import check_target, gate_settings, target_from_files, target_from_fixture, up_to
-    from ..report import render, verdict_lines, write_json
+    from ..report import render, write_json
 
     _check_options(args)
     graph_refs = _graph_references(args)
@@ -143,7 +126,8 @@ def run(args) -> int:
         convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping), args.keras_model,
                                         args.mapping, args.save_mapping)
     reports = check_target(target, policy, allow_mismatch=args.allow_mismatch, convert=convert, progress=progress,
-                           local=args.local, numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
+                           local=args.local,
+                           numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
                            baseline=baseline)
     for report in reports:
         text = render(report)
@@ -155,4 +139,4 @@ def run(args) -> int:
         from ..html import write_html
 
         write_html(args.html, reports)
-    return 0 if all(r.status == "pass" for r in reports) else 1
+    return 0 if all(r.status == PASS for r in reports) else 1
