@@ -37,7 +37,8 @@ def warm() -> dict:
     names, total = list_fixtures(), 0
     for name in names:
         fixture = load_fixture(name)
-        files = [fixture.graph_path()] if fixture.kind == "tensorflow-graph" else [fixture.prototxt, fixture.weights_path()]
+        files = ([fixture.graph_path()] if fixture.kind == "tensorflow-graph"
+                 else [fixture.prototxt, fixture.weights_path()])
         if fixture.references.is_dir():
             files += sorted(p for p in fixture.references.rglob("*") if p.is_file())
         for path in files:
@@ -130,7 +131,8 @@ def check(model: str, rule: str = "noise") -> dict:
     return {"model": model, "rule": rule, "check_s": end - t0,
             "phases": {"setup_s": marks["setup"] - t0, "provenance_s": marks["converting"] - marks["setup"],
                        "convert_s": marks["comparing"] - marks["converting"],
-                       "forward_compare_s": marks["compared"] - marks["comparing"], "report_s": end - marks["compared"]},
+                       "forward_compare_s": marks["compared"] - marks["comparing"],
+                       "report_s": end - marks["compared"]},
             "samples": len(reports), "entries": sum(len(r.layers) for r in reports),
             "status": "pass" if all(r.status == "pass" for r in reports) else "fail", "verdicts": verdicts}
 
@@ -258,7 +260,8 @@ def _check_work(net, tick) -> dict:
     parents = parents_of(net, keys)
     covers = sum(len(net.inplace_chain(name, top, referenced)) > 1 for name, top in keys)
     tick("parents")
-    results = [LayerResult(name, by_name[name].type, top, order, (1, SCALE_WIDTH)) for order, (name, top) in enumerate(keys)]
+    results = [LayerResult(name, by_name[name].type, top, order, (1, SCALE_WIDTH))
+               for order, (name, top) in enumerate(keys)]
     for r in results[2:]:
         r.status = FAIL
     first = locate_first_divergence(results, net)
@@ -300,12 +303,11 @@ def scale(kind: str, folder: str) -> dict:
     imports, before any work. For the caffe form, `keras_map_graph_s` is the part of the conversion spent in
     Keras's functional-graph validation (keras.src.ops.function.map_graph, timed by a wrapper), whose
     unique-name check is quadratic in the layers (`all_names.count(name)` for every name)."""
+    import gc
     from pathlib import Path
 
     from parity.graph import Net
     from parity.reading.prototxt import read_prototxt
-
-    import gc
 
     out = Path(folder)
     # The imports' heap (TensorFlow, Keras: about a million objects) leaves the collector's view: a full
@@ -363,6 +365,7 @@ def main(argv: list[str]) -> int:
         emit(scale_make(args[0], args[1], int(args[2])))
         return 0
     import keras  # noqa: F401  (imports TensorFlow: timed apart from the measurement)
+
     import parity  # noqa: F401  (registers its Keras layers as Keras loads)
 
     import_s = time.perf_counter() - T0

@@ -16,8 +16,8 @@ import time
 import pytest
 
 IMPORTED = time.time()  # -p plugins are imported before conftest.py (which imports TensorFlow)
-_STATE: dict = {"role": "single", "marks": {"plugin_imported": IMPORTED}, "cpu": {"plugin_imported": time.process_time()},
-                "groups": {}}
+_STATE: dict = {"role": "single", "marks": {"plugin_imported": IMPORTED},
+                "cpu": {"plugin_imported": time.process_time()}, "groups": {}}
 
 
 def _mark(name: str) -> None:

@@ -33,9 +33,8 @@ def quiet_native_stderr():
 def import_keras_quietly() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_native_stderr():
-        import tensorflow as tf
-
         import keras  # noqa: F401
+        import tensorflow as tf
 
         tf.config.list_physical_devices()  # the CUDA probe happens here, still silenced
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from .atomic import sha256_file
 from .compare import FAIL, PASS, LayerResult, NoiseRule, Tolerance, measure
-from .divergence import explain_shape_conflict, locate_first_divergence
 from .decisions import DETECTIONS, PROPOSALS, decision_bottom, decision_bottoms, is_decision, settle
+from .divergence import explain_shape_conflict, locate_first_divergence
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .layout import to_caffe_layout, to_keras_layout
@@ -105,7 +105,8 @@ def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
         refs = [r for r in refs if r.name in images]
         if not refs:
             raise ParityError(f"no reference for image(s) {', '.join(images)}", fixture.references)
-    return Target(name, fixture.prototxt, fixture.weights_path(), refs, tolerances=fixture.description.get("tolerances"))
+    return Target(name, fixture.prototxt, fixture.weights_path(), refs,
+                  tolerances=fixture.description.get("tolerances"))
 
 
 def source_mismatches(ref: Reference, sources: dict[str, Path], hashes: dict[Path, str]) -> list[str]:
@@ -298,7 +299,8 @@ def provenance_notes(target: Target, allow_mismatch: bool) -> dict[Path, list[st
     for ref in target.references:
         problems = source_mismatches(ref, target.sources(), hashes)
         if problems and not allow_mismatch:
-            raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)", ref.dir / "manifest.json")
+            raise ParityError(f"{'; '.join(problems)} (pass --allow-mismatch to compare anyway)",
+                              ref.dir / "manifest.json")
         notes[ref.dir] = [f"ALLOWED MISMATCH: {p}" for p in problems]
     return notes
 

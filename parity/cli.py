@@ -2,8 +2,8 @@
 
 Exit codes: 0 every layer within tolerance (or the command succeeded); 1 a layer diverges (its
 tolerance is exceeded, it fails on Caffe's own inputs under --local, or its error grew past the
-baseline's limit), or `baseline update` found a failing model; 2 bad usage or bad input (one line on stderr naming the file,
-no traceback).
+baseline's limit), or `baseline update` found a failing model; 2 bad usage or bad input (one line on
+stderr naming the file, no traceback).
 """
 from __future__ import annotations
 

@@ -277,7 +277,8 @@ def _explain(ref: list[Detection], got: list[Detection], result: DetectionCompar
             if (side, d.row) in why or s.nms_threshold is None:
                 continue
             if any((vs, v.row) in why and (v.image, v.label) == (d.image, d.label) and v.score >= d.score - tol
-                   and iou(d.box, v.box, s.plus_one) > s.nms_threshold - _iou_tolerance(d, v, s) for vs, v in one_sided):
+                   and iou(d.box, v.box, s.plus_one) > s.nms_threshold - _iou_tolerance(d, v, s)
+                   for vs, v in one_sided):
                 why[(side, d.row)] = "suppressed by, or freed from, a box that noise decided"
                 changed = True
     return why

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Callable
 
-from .compare import DOWNSTREAM, PASS, FAIL, LayerResult
+from .compare import DOWNSTREAM, FAIL, PASS, LayerResult
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
 

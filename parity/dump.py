@@ -102,8 +102,9 @@ def preflight(prototxt: Path, caffemodel: Path, until: str | None = None) -> Net
 
 
 def known_prefix(net: Net, inputs: dict[str, "Shape"]) -> tuple[list, tuple[str, str] | None]:
-    """(layer, its top shapes, its learned blobs' Params) for the layers parity can size, in order, up to the first it cannot; and that
-    layer with the reason (None when parity knows them all). `inputs`: blob -> shape for Input tops."""
+    """(layer, its top shapes, its learned blobs' Params) for the layers parity can size, in order, up to
+    the first it cannot; and that layer with the reason (None when parity knows them all). `inputs`:
+    blob -> shape for Input tops."""
     from .convert.handler import checked_shapes
     from .convert.registry import shapes_for
 
@@ -415,9 +416,9 @@ def caffe_error(net: Net, failure) -> ParityError:
     if failure.error is not None:
         return failure.error
     stop = known_prefix(net, {})[1]
-    layer = failure.layer if failure.layer in {l.name for l in net.layers} else None
+    layer = failure.layer if failure.layer in {lay.name for lay in net.layers} else None
     if layer is None and failure.unknown_type:
-        layer = next((l.name for l in net.layers if l.type == failure.unknown_type), None)
+        layer = next((lay.name for lay in net.layers if lay.type == failure.unknown_type), None)
     if layer is None and stop:  # Caffe does not say which layer it was setting up: parity's rules may
         return ParityError(f"Caffe could not build the net: {failure.message} (parity's rules stop at layer "
                            f"{stop[0]!r}: {stop[1]})", net.path, net.line_of(stop[0]))

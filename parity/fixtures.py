@@ -134,7 +134,8 @@ class Fixture:
 
         recipe = self.description["weights"]
         # The blob shapes come from the converters' rules: when one changes, the cache rebuilds.
-        shapes = {name: [(p.shape, p.role) for p in params] for name, params in learned_blobs(Net.from_prototxt(self.prototxt)).items()}
+        shapes = {name: [(p.shape, p.role) for p in params]
+                  for name, params in learned_blobs(Net.from_prototxt(self.prototxt)).items()}
         key = hashlib.sha256(self.prototxt.read_bytes() + json.dumps([recipe, RECIPE_FORMAT, repr(shapes)],
                                                                      sort_keys=True).encode()).hexdigest()[:16]
         path = cache_dir() / "weights" / f"{self.name}-{key}.caffemodel"
@@ -148,7 +149,8 @@ class Fixture:
 
         kind = recipe.get("recipe")
         if kind not in RECIPES:
-            raise ParityError(f"unknown weights recipe {kind!r}; known: {', '.join(RECIPES)}", self.dir / "fixture.json")
+            raise ParityError(f"unknown weights recipe {kind!r}; known: {', '.join(RECIPES)}",
+                              self.dir / "fixture.json")
         start = time.perf_counter()
         if not quiet:
             print(f"parity: building {self.name} weights ({kind}, seed {recipe.get('seed')}) into {path} ...",

@@ -149,7 +149,8 @@ def _table(value, where: str, known: tuple[str, ...]) -> dict:
 
 def _tolerance(spec: dict, base: Tolerance, where: str) -> Tolerance:
     """`base` with the atol and rtol `spec` gives, each a finite non-negative number."""
-    return replace(base, **{key: finite_number(spec[key], f"{where}: {key}") for key in ("atol", "rtol") if key in spec})
+    return replace(base, **{key: finite_number(spec[key], f"{where}: {key}")
+                            for key in ("atol", "rtol") if key in spec})
 
 
 def _scoped(spec, base: Tolerance, where: str) -> tuple[Tolerance, list[tuple[str, Tolerance]]]:

@@ -87,7 +87,8 @@ def check_mapping(mapping: dict, model, sources: set[str] | None = None, source:
     keras_names = {layer.name for layer in model.layers}
     problems = [f"Keras layer {k!r} is not in the model" for k in mapping if k not in keras_names]
     if sources is not None:
-        problems += [f"{source} {v!r} does not exist" for v in dict.fromkeys(mapping_names(mapping)) if v not in sources]
+        problems += [f"{source} {v!r} does not exist"
+                     for v in dict.fromkeys(mapping_names(mapping)) if v not in sources]
     if problems:
         raise ParityError("the layer mapping pairs nothing for: " + "; ".join(problems))
 
@@ -110,7 +111,8 @@ def load_pairing(model, pairing: Pairing, arrays: dict[str, dict[str, np.ndarray
         layer = model.get_layer(pair.keras)
         if not layer.weights:
             continue
-        values = weight_values(layer, list(pair.weights), arrays) if pair.weights else "no Caffe layer gives its weights"
+        values = (weight_values(layer, list(pair.weights), arrays) if pair.weights
+                  else "no Caffe layer gives its weights")
         if isinstance(values, str):
             problems.append(f"{pair.keras}.{values}")
         else:

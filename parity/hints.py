@@ -188,7 +188,8 @@ def rounding(case: Case) -> Hint | None:
     what = " and ".join(f"one {axis} {'more' if d > 0 else 'fewer'}" for axis, d in (("row", dh), ("column", dw)) if d)
     why = ROUNDING_CAUSES.get(case.layer_type, ROUNDING_CAUSES[""])
     return Hint("rounding", f"the output has {what} than Caffe's ({tuple(evidence['got_shape'])} vs "
-                f"{tuple(evidence['ref_shape'])}): {why}" + ("; the overlapping part agrees" if agrees else ""), evidence)
+                f"{tuple(evidence['ref_shape'])}): {why}" + ("; the overlapping part agrees" if agrees else ""),
+                evidence)
 
 
 # What an output size off by one means, by Caffe layer type (the arrays alone say only "off by one").
@@ -480,7 +481,8 @@ def channel_order(case: Case) -> Hint | None:
         if not ok or case.reproduces(unflipped, got, raw)[0]:
             return None  # offsets alone explain it (channels alike, e.g. grey): that is scale's case
     shifted = bool(np.any(np.abs(offsets) > case.atol))
-    evidence = {"channels": c, "permutation": "reversed", "offsets": [_rounded(o) for o in offsets], "rel_l2": _rounded(rel)}
+    evidence = {"channels": c, "permutation": "reversed", "offsets": [_rounded(o) for o in offsets],
+                "rel_l2": _rounded(rel)}
     return Hint("channel-order", "the input's channels are reversed: RGB fed where Caffe expects BGR (or the other "
                 "way); check the image loader and the preprocessing's channel order"
                 + (f"; the per-channel offsets {evidence['offsets']} are the mean subtracted in the other channel order"

@@ -372,7 +372,8 @@ tr.first td{font-weight:bold;border-top:2px solid #c00;border-bottom:2px solid #
 .mark{color:#c00}.of{color:#876}
 table.kv th{text-align:left;vertical-align:top;padding:1px 8px 1px 0;font-weight:600}table.kv td{padding:1px 0}
 table.kv ul{margin:0;padding-left:1.2em}
-.badge{padding:1px 6px;border-radius:3px;color:#fff;font-size:80%}.badge.pass{background:#2a7}.badge.fail{background:#c22}
+.badge{padding:1px 6px;border-radius:3px;color:#fff;font-size:80%}\
+.badge.pass{background:#2a7}.badge.fail{background:#c22}
 .verdict.fail{color:#a00;font-weight:600}.verdict.pass{color:#272;font-weight:600}.warn{color:#a50}
 section.layer{margin:1.5em 0;padding:.5em 1em;border-left:4px solid #c22;background:#fcfcfc}
 .maps{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:.5em 0}
@@ -462,8 +463,8 @@ def detection_figure(report: Report, r: LayerResult) -> str:
         height, width = np.asarray(report.picture[0]).shape[-2:]
         scale = np.array([width, height, width, height], np.float64)
         d = {key: [{**b, "box": list(np.asarray(b["box"]) / scale)} for b in d[key]]
-             for key in ("caffe_boxes", "keras_boxes", "missing", "extra")} | {"caffe": d["caffe"],
-                                                                               "keras": d["keras"], "paired": d["paired"]}
+             for key in ("caffe_boxes", "keras_boxes", "missing", "extra")} | {
+                 "caffe": d["caffe"], "keras": d["keras"], "paired": d["paired"]}
     top = lambda boxes: sorted(boxes, key=lambda b: -b["score"])[:MAX_BOXES]  # noqa: E731
     _draw(image, [b for b in top(d["caffe_boxes"]) if b["image"] == 0], CAFFE_BOX, 3)
     _draw(image, [b for b in top(d["keras_boxes"]) if b["image"] == 0], KERAS_BOX, 1)

@@ -26,7 +26,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
 
 

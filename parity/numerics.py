@@ -33,7 +33,8 @@ def environment() -> dict:
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend(),
             "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "devices": _devices(tf), "onednn": _onednn(), "tf32_allowed": tf.config.experimental.tensor_float_32_execution_enabled(),
+            "devices": _devices(tf), "onednn": _onednn(),
+            "tf32_allowed": tf.config.experimental.tensor_float_32_execution_enabled(),
             "deterministic_ops": _STATE["deterministic"] or os.environ.get("TF_DETERMINISTIC_OPS", "") in ("1", "true"),
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)",
                         "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or "default",

@@ -332,8 +332,10 @@ def weight_values(layer, caffe_layers: list[str], arrays: dict[str, dict[str, np
         if value is None and variable.name in ("bias", "beta", "gamma") and found:
             value = np.full(shape, 1.0 if variable.name == "gamma" else 0.0, np.float32)
         if value is None:
-            return f"{variable.name}: Caffe's {'+'.join(caffe_layers)} has no such weight (it has: {', '.join(found) or 'none'})"
-        if value.size == int(np.prod(shape)) and value.shape != shape and value.squeeze().shape == tuple(d for d in shape if d != 1):
+            return (f"{variable.name}: Caffe's {'+'.join(caffe_layers)} has no such weight "
+                    f"(it has: {', '.join(found) or 'none'})")
+        if (value.size == int(np.prod(shape)) and value.shape != shape
+                and value.squeeze().shape == tuple(d for d in shape if d != 1)):
             value = value.reshape(shape)  # a Scale's (1, 1, 1, C) operand for a BatchNormalization's (C,)
         if tuple(value.shape) != shape:
             return f"{variable.name}: shape {shape}, Caffe's {'+'.join(caffe_layers)} gives {tuple(value.shape)}"

@@ -19,7 +19,6 @@ import numpy as np
 
 from .errors import ParityError, is_number, require_file
 
-
 CHANNEL_ORDERS = ("BGR", "RGB", "GRAY")
 
 
@@ -57,9 +56,16 @@ class Preprocessing:
         except ParityError as exc:
             raise ParityError(f"preprocessing.{exc.message}", where) from None
 
-    def check_size(self, height: int, width: int, where: str | Path | None = None) -> None:
-        """A resize to anything but the net's input size can only fail, so refuse it before resizing
-        (a huge --resize would otherwise allocate the image first)."""
+    def check_input(self, shape: Sequence[int], where: str | Path | None = None) -> None:
+        """Whether images can feed a net input of `shape` (N, C, H, W): the channels this channel order makes,
+        and a resize to anything but the net's size, which can only fail, so it is refused before any image
+        is decoded (a huge --resize would otherwise allocate the image first). `where`: the file that
+        declares the input (prototxt or graph), which is what a mismatch is said of."""
+        _, channels, height, width = shape
+        wanted = 1 if self.channel_order == "GRAY" else 3
+        if channels != wanted:
+            raise ParityError(f"the net's input has {channels} channels; channel_order {self.channel_order} gives "
+                              f"{wanted} (use --input FILE.npy)", where)
         if self.resize is not None and tuple(self.resize) != (height, width):
             raise ParityError(f"resize {self.resize[0]},{self.resize[1]} does not match the net's input "
                               f"{height}x{width}; pass --resize {height},{width}", where)
@@ -139,11 +145,7 @@ def _check_header(im, p: Path) -> None:
 def preprocess_image(path: str | Path, prep: Preprocessing, input_shape: Sequence[int]) -> np.ndarray:
     """Load and preprocess one image into a (1, C, H, W) float32 blob for an input of `input_shape`."""
     _, channels, height, width = input_shape
-    prep.check_size(height, width, path)
-    wanted = 1 if prep.channel_order == "GRAY" else 3
-    if channels != wanted:
-        raise ParityError(f"the net's input has {channels} channels; channel_order {prep.channel_order} gives "
-                          f"{wanted} (use --input FILE.npy)", path)
+    prep.check_input(input_shape, path)
     rgb = load_image(path, None if prep.resize else (height, width))
     if prep.resize and rgb.shape[:2] != tuple(prep.resize):
         from PIL import Image

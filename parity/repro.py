@@ -58,7 +58,7 @@ def plan_bundle(net: Net, ref: Reference, layer: str, top: str | None = None) ->
     it), the net's Input (its value is what was fed), a bottom whose value Caffe's dump did not keep.
     """
     manifest = ref.dir / "manifest.json"
-    names = [l.name for l in net.layers]
+    names = [lay.name for lay in net.layers]
     if layer not in names:
         close = difflib.get_close_matches(layer, names, n=3)
         shown = ", ".join(close or names[:8]) + ("" if close or len(names) <= 8 else " ...")
@@ -308,7 +308,8 @@ ran, or the project asked for it): every element within atol {rule['atol']:g} + 
 (parity.compare.measure)."""
     return f'''"""Reproduces one layer of a Caffe -> Keras conversion against real Caffe.
 
-Layer {layer} ({layer_type}, top {top}){chain} of model {_docstring_safe(manifest["model"])}, sample {_docstring_safe(manifest["sample"])}.
+Layer {layer} ({layer_type}, top {top}){chain} of model {_docstring_safe(manifest["model"])}, \
+sample {_docstring_safe(manifest["sample"])}.
 Written by `parity repro` (parity {manifest["parity_version"]}); verdict then: {manifest["verdict"]["status"].upper()}.
 
 Needs only numpy, TensorFlow/Keras and parity (no fixtures, no reference folder). It converts
@@ -356,7 +357,8 @@ def test_layer_matches_caffe():
     net = Net.from_prototxt(HERE / "net.prototxt")
     converted = convert_net(net, read_caffemodel(HERE / "weights.caffemodel"))
     capture = Capture(converted, [key])
-    bottoms = {{blob: load_npy(HERE / spec["file"], tuple(spec["shape"])) for blob, spec in MANIFEST["bottoms"].items()}}
+    bottoms = {{blob: load_npy(HERE / spec["file"], tuple(spec["shape"])) \
+for blob, spec in MANIFEST["bottoms"].items()}}
     feed = capture.feed(bottoms)  # NCHW -> channels-last, in the model's input order
     got = capture.forward(feed)[key]
     expected = load_npy(HERE / MANIFEST["top"]["file"], tuple(MANIFEST["top"]["shape"]))  # Caffe's, NCHW
@@ -411,7 +413,8 @@ def readme_text(manifest: dict, folder: str) -> str:
     return f"""parity repro bundle: one layer of a Caffe -> Keras conversion, against real Caffe
 
 Layer:    {printable(manifest['layer'])} ({printable(manifest['type'])}, top {printable(manifest['top_blob'])}){chain}
-Model:    {printable(manifest['model'])} ({printable(manifest['sources']['prototxt']['file'])}), sample {printable(manifest['sample'])}
+Model:    {printable(manifest['model'])} ({printable(manifest['sources']['prototxt']['file'])}), \
+sample {printable(manifest['sample'])}
 Verdict:  {v['status'].upper()} when written ({numbers}), on Caffe's own bottoms
 Made by:  parity {manifest['parity_version']}, `parity repro`
 

@@ -116,7 +116,7 @@ def _pooling_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
             yield Trial("pooling", f"{layer.name} with Caffe's window {kernel[0]}x{kernel[1]} and stride "
                                    f"{stride[0]}x{stride[1]} (it has {tuple(getattr(layer, names[0]))} and "
                                    f"{tuple(getattr(layer, names[1]))})",
-                        _under(lambda l=layer, n=names: changed(l, **{n[0]: kernel, n[1]: stride}), unit))
+                        _under(lambda lay=layer, n=names: changed(lay, **{n[0]: kernel, n[1]: stride}), unit))
 
 
 def _flatten_trials(unit: CutUnit) -> Iterator[Trial]:
@@ -159,7 +159,7 @@ def _padding_trials(net: Net, unit: CutUnit, want_shape: tuple[int, ...]) -> Ite
             if isinstance(layer, keras.layers.ZeroPadding2D) and tuple(map(tuple, layer.padding)) != caffes:
                 yield Trial("padding", f"{layer.name} padding {caffes} as Caffe's window placement needs (it "
                                        f"pads {tuple(map(tuple, layer.padding))})",
-                            _under(lambda l=layer: changed(l, padding=caffes), unit))
+                            _under(lambda lay=layer: changed(lay, padding=caffes), unit))
             elif getattr(layer, "padding", None) == "same" and max(getattr(layer, "strides", (1,))) > 1:
                 original = layer.call
 
@@ -168,7 +168,7 @@ def _padding_trials(net: Net, unit: CutUnit, want_shape: tuple[int, ...]) -> Ite
 
                 yield Trial("padding", f"{layer.name} padded {caffes} as Caffe does ('same' with a stride of 2 pads "
                                        "the bottom and right more than the top and left)",
-                            _under(lambda l=layer, c=padded_call: changed(l, padding="valid", call=c), unit))
+                            _under(lambda lay=layer, c=padded_call: changed(lay, padding="valid", call=c), unit))
 
 
 def _lrn_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
@@ -179,7 +179,7 @@ def _lrn_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
                 for alpha, how in ((layer.alpha * n, "times"), (layer.alpha / n, "over")):
                     yield Trial("lrn-alpha", f"{layer.name}'s alpha {how} local_size {n} (Caffe divides alpha "
                                              "by n across channels)",
-                                _under(lambda l=layer, a=alpha: changed(l, alpha=a), unit))
+                                _under(lambda lay=layer, a=alpha: changed(lay, alpha=a), unit))
 
 
 def _batchnorm_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
@@ -188,7 +188,7 @@ def _batchnorm_trials(net: Net, unit: CutUnit) -> Iterator[Trial]:
         for layer in unit.keras_layers():
             if hasattr(layer, "epsilon") and hasattr(layer, "moving_variance") and layer.epsilon != eps:
                 yield Trial("batchnorm-eps", f"{layer.name}'s epsilon {eps:g}, Caffe's (it has {layer.epsilon:g})",
-                            _under(lambda l=layer: changed(l, epsilon=eps), unit))
+                            _under(lambda lay=layer: changed(lay, epsilon=eps), unit))
 
 
 # -- judging ------------------------------------------------------------------------------------------

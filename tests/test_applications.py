@@ -49,7 +49,7 @@ def test_keras_applications_vgg19_unchanged_passes_without_a_mapping(capsys, tmp
     saved = tmp_path / "pairs.json"
     code, report, out = check(capsys, tmp_path, "vgg19", f"{apps}:vgg19", "--save-mapping", str(saved))
     assert code == 0 and report["status"] == "pass", out.out + out.err
-    compared = {l["layer"] for l in report["layers"]}
+    compared = {lay["layer"] for lay in report["layers"]}
     # fused ReLUs compared where Caffe's in-place chain ends; fc1/fc2's relu + dropout likewise; softmax fused
     assert {"relu1_1", "relu5_4", "pool5", "drop6", "drop7", "prob"} <= compared and "fc8" not in compared
     assert any("fc8" in n and "inside Keras layer 'predictions'" in n for n in report["notes"])
@@ -87,10 +87,11 @@ def test_keras_applications_resnet50_pairs_batchnorm_and_scale_into_one_layer(ca
     # -q: one line, model and sample, then the verdict (hints never replace it)
     assert out.out.splitlines() == [out.out.splitlines()[0]]
     assert out.out.startswith("resnet50/chelsea: FAIL: first divergence at pool1 (Pooling")
-    status = {l["layer"]: l["status"] for l in report["layers"]}
+    status = {lay["layer"]: lay["status"] for lay in report["layers"]}
     assert status["conv1_relu"] == "pass" and status["data"] == "pass"
     assert "by position" in report["checked"]["pairing"]
-    assert {l["layer"] for l in report["layers"] if l["status"] == "downstream"} >= {"res2a_relu", "pool5", "prob"}
+    assert ({lay["layer"] for lay in report["layers"] if lay["status"] == "downstream"}
+            >= {"res2a_relu", "pool5", "prob"})
 
 
 def test_an_unpairable_layer_is_named_with_the_closest_caffe_names_and_the_mapping_hint(capsys, tmp_path, apps):
@@ -116,5 +117,5 @@ def test_keras_applications_vgg16_unchanged_passes_without_a_mapping(capsys, tmp
     """The Caffe twin runs at 32x32 (the reference budget): pool5 is 1x1x512, so fc1 reads 512 values."""
     code, report, out = check(capsys, tmp_path, "vgg16", f"{apps}:vgg16")
     assert code == 0 and report["status"] == "pass", out.out + out.err
-    compared = {l["layer"] for l in report["layers"]}
+    compared = {lay["layer"] for lay in report["layers"]}
     assert {"relu1_1", "pool5", "drop6", "prob"} <= compared

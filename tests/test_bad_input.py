@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import fails_with
 
 from parity.cli import main
 from parity.fixtures import load_fixture
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
-from support import fails_with
 
 TINY = load_fixture("tiny")
 
@@ -33,7 +33,8 @@ def rewrite(tmp_path, weights, edit) -> Path:
 
 
 def test_missing_files(capsys, tmp_path, weights):
-    fails_with(capsys, ["check", tmp_path / "nope.prototxt", weights, "--blobs", tmp_path], "nope.prototxt", "not found")
+    fails_with(capsys, ["check", tmp_path / "nope.prototxt", weights, "--blobs", tmp_path],
+               "nope.prototxt", "not found")
     fails_with(capsys, ["convert", TINY.prototxt, tmp_path / "nope.caffemodel", "-o", tmp_path / "m.keras"],
                "nope.caffemodel")
 
@@ -82,7 +83,7 @@ def test_unsupported_layer_types_are_named_together(capsys, tmp_path, weights):
         'layer { name: "warp" type: "Warp" bottom: "norm" bottom: "pool1" top: "warp" }\n')
     bad = tmp_path / "unsupported.prototxt"
     bad.write_text(text)
-    line = text.splitlines().index(next(l for l in text.splitlines() if '"norm"' in l)) + 1
+    line = text.splitlines().index(next(lay for lay in text.splitlines() if '"norm"' in lay)) + 1
     fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", "FancyNorm (norm)",
                "Warp (warp)")
 
@@ -198,7 +199,7 @@ def test_pooling_parameters_caffe_refuses_or_parity_cannot_convert(capsys, tmp_p
     bad = tmp_path / "pool.prototxt"
     bad.write_text(edit(TINY.prototxt.read_text()))
     assert bad.read_text() != TINY.prototxt.read_text()
-    line = next(i for i, l in enumerate(bad.read_text().splitlines(), 1) if '"pool_global"' in l)
+    line = next(i for i, lay in enumerate(bad.read_text().splitlines(), 1) if '"pool_global"' in lay)
     fails_with(capsys, ["convert", bad, weights, "-o", tmp_path / "m.keras"], f"{bad}:{line}", *expected)
     assert not (tmp_path / "m.keras").exists()
 
@@ -261,7 +262,8 @@ def test_a_module_failing_at_import(capsys, tmp_path):
 
 # -- nets Caffe itself refuses to build ----------------------------------------------------------
 @pytest.mark.parametrize("old, new, expected", [
-    ('top: "pool_global" pooling_param', 'top: "pool1" pooling_param', ("pool_global", "already produced by layer 'pool1'")),
+    ('top: "pool_global" pooling_param', 'top: "pool1" pooling_param',
+     ("pool_global", "already produced by layer 'pool1'")),
     ('name: "pool_global" type: "Pooling"', 'name: "pool_global" type: ""', ("pool_global", "has no type")),
     ("dim: 17", "dim: -17", ("data", "below 1")),
 ], ids=["second producer", "no type", "negative input size"])

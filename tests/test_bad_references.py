@@ -14,11 +14,11 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from support import fails_with
 
 import parity.check
 from parity.compare import LayerResult, Tolerance, measure
 from parity.fixtures import REPO, load_fixture
-from support import fails_with
 
 TINY = load_fixture("tiny")
 COMMITTED_BASELINE = REPO / "parity-baseline.json"
@@ -213,8 +213,10 @@ def test_comparing_warns_nothing_and_keeps_the_metrics(case):
 
 def test_input_blobs_without_the_nets_input_name_the_manifest(capsys, tmp_path, weights):
     """The arrays are there, under a name the net has no input for: say so at the manifest."""
-    ref, manifest = damaged_manifest(tmp_path, lambda m: m["input"]["blobs"].update(image=m["input"]["blobs"].pop("data")))
-    fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], manifest, "input blob(s) data", "it has: image")
+    ref, manifest = damaged_manifest(tmp_path,
+                                     lambda m: m["input"]["blobs"].update(image=m["input"]["blobs"].pop("data")))
+    fails_with(capsys, ["check", TINY.prototxt, weights, "--blobs", ref], manifest,
+               "input blob(s) data", "it has: image")
 
 
 def test_an_edited_prototxt_is_a_provenance_mismatch_too(capsys, tmp_path, weights):

@@ -206,7 +206,7 @@ def test_written_bytes_decode_identically_with_protobuf(small_model):
     msg.ParseFromString(data)
     source = _net()
     assert msg.name == "small"
-    assert [l.name for l in msg.layer] == [l.name for l in source.layer]
+    assert [lay.name for lay in msg.layer] == [lay.name for lay in source.layer]
     for got, want in zip(msg.layer, source.layer):
         assert list(got.bottom) == list(want.bottom) and list(got.top) == list(want.top)
         assert got.type == want.type

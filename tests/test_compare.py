@@ -112,7 +112,8 @@ def test_metrics_do_not_depend_on_the_block_size(monkeypatch):
             results.append(tuple(getattr(r, f) for f in fields))
         for other in results[1:]:
             for f, a, b in zip(fields, results[0], other):
-                assert a == b or (isinstance(a, float) and (np.isnan(a) and np.isnan(b) or np.isclose(a, b, rtol=1e-12))), (name, f)
+                assert a == b or (isinstance(a, float)
+                                  and (np.isnan(a) and np.isnan(b) or np.isclose(a, b, rtol=1e-12))), (name, f)
         worst[name] = results[0][6]
     assert worst["plain"] == (0, 4, 6, 8)
     assert worst["nan"] == (0, 3, 1, 2)  # the first NaN in channels-last order, in Caffe coordinates

@@ -120,9 +120,10 @@ def test_batchnorm_with_a_zero_scale_factor_matches_real_caffe(tmp_path):
     sqrt([3, 4] + eps)."""
     import os
 
+    from support import caffe_python_or_skip
+
     from parity.reading.caffemodel_writer import write_caffemodel
     from parity.reading.prototxt import read_prototxt
-    from support import caffe_python_or_skip
 
     python = caffe_python_or_skip()
     prototxt = tmp_path / "bn.prototxt"

@@ -32,7 +32,8 @@ def net(tmp_path):
 
 
 # channel values at the three positions: position 0 has a near-tie between channels 1 and 2
-BOTTOM = np.array([[0.1, 0.9, 0.9 + 1e-7, 0.0], [0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 2.0, 3.0]], np.float64).T[None, :, None, :]
+BOTTOM = np.array([[0.1, 0.9, 0.9 + 1e-7, 0.0], [0.4, 0.3, 0.2, 0.1], [0.0, 1.0, 2.0, 3.0]],
+                  np.float64).T[None, :, None, :]
 
 
 def test_argmax_margin_is_the_distance_to_the_nearer_neighbour_in_rank(net):

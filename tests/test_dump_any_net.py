@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import caffe_python_or_skip
+from test_dump_input import IMAGE, dump_fails_with, run_parity
 
 from parity.cli import main
 from parity.fixtures import load_fixture
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
-from support import caffe_python_or_skip
-from test_dump_input import IMAGE, dump_fails_with, run_parity
 
 SSD = load_fixture("ssd")
 FILTER = """name: "filtered"
@@ -89,7 +89,8 @@ def test_learned_blobs_the_caffemodel_lacks_are_refused_from_the_net_caffe_built
 
 
 EMBED = ('name: "embed"\nlayer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }\n'
-         'layer { name: "embed" type: "Embed" bottom: "data" top: "embed" embed_param { num_output: 4 input_dim: 10 } }\n')
+         'layer { name: "embed" type: "Embed" bottom: "data" top: "embed" '
+         'embed_param { num_output: 4 input_dim: 10 } }\n')
 
 
 def data_only(tmp_path: Path) -> Path:

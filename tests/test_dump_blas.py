@@ -13,12 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import caffe_python_or_skip, fails_with
 
 from parity import blas
 from parity.blas import AUTO, KERNELS, Pin, choose_core, cpu_flags, describe, pin, verify
 from parity.errors import ParityError
 from parity.fixtures import REPO, load_fixture
-from support import caffe_python_or_skip, fails_with
 
 HASWELL_CPU = "processor\t: 0\nflags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx avx2 fma\n"
 
@@ -135,7 +135,8 @@ def dump_tiny(out: Path, *options: str, coretype: str | None = None) -> dict:
     None) and 4 threads asked for, which the dump must override; the manifest's caffe.blas record."""
     python = caffe_python_or_skip()
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    env.update({"OPENBLAS_NUM_THREADS": "4", "PYTHONPATH": str(REPO), **({"OPENBLAS_CORETYPE": coretype} if coretype else {})})
+    env.update({"OPENBLAS_NUM_THREADS": "4", "PYTHONPATH": str(REPO),
+                **({"OPENBLAS_CORETYPE": coretype} if coretype else {})})
     proc = subprocess.run([python, "-m", "parity", "dump", "--fixture", "tiny", *options, "--out", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,13 +18,13 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from support import caffe_python_or_skip
 
 from parity.cli import main
 from parity.fixtures import REPO, load_fixture
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
-from support import caffe_python_or_skip
 
 TINY = load_fixture("tiny")
 IMAGE = TINY.image_path("chelsea")

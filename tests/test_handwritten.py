@@ -23,7 +23,7 @@ def check(capsys, tmp_path, builder, *extra):
 def test_handwritten_vgg19_passes(capsys, tmp_path):
     code, report, _ = check(capsys, tmp_path, "build_vgg19")
     assert code == 0 and report["status"] == "pass"
-    assert {l["layer"] for l in report["layers"]} >= {"data", "relu1_1", "pool5", "drop6", "fc8", "prob"}
+    assert {lay["layer"] for lay in report["layers"]} >= {"data", "relu1_1", "pool5", "drop6", "fc8", "prob"}
 
 
 def test_handwritten_vgg19_with_one_padding_moved_fails_at_that_layer(capsys, tmp_path):

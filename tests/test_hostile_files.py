@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import caffe_python_or_skip, fails_with
 
 from parity.cli import main
 from parity.errors import ParityError
 from parity.fixtures import REPO, load_fixture
 from parity.reading.caffemodel_writer import write_caffemodel
 from parity.reading.prototxt import read_prototxt
-from support import caffe_python_or_skip, fails_with
 
 TINY = load_fixture("tiny")
 IMAGE = TINY.image_path("chelsea")

@@ -17,11 +17,11 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from support import fails_with
 
 from parity.cli import main
 from parity.errors import ParityError
 from parity.fixtures import REPO, load_fixture
-from support import fails_with
 
 TINY = load_fixture("tiny")
 ESC, BIDI = "\x1b", "\u202e"
@@ -341,7 +341,8 @@ def test_a_bare_prototxt_name_still_names_the_model(monkeypatch, weights):
 
     monkeypatch.chdir(TINY.prototxt.parent)
     assert target_from_files("deploy.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
-    assert target_from_files(Path("deploy.prototxt"), weights, TINY.references / "chelsea", name="given").name == "given"
+    assert target_from_files(Path("deploy.prototxt"), weights, TINY.references / "chelsea",
+                             name="given").name == "given"
 
 
 def test_a_model_is_named_by_its_prototxt_never_its_folder(tmp_path, weights):

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support import plant, with_param
 
 from parity import html as page
 from parity.compare import DOWNSTREAM, FAIL, LayerResult, Tolerance, measure
 from parity.divergence import locate_first_divergence
 from parity.layout import keras_shape, to_caffe_layout, to_keras_layout
 from parity.report import Report
-from support import plant, with_param
 
 TOL = Tolerance(1e-2, 1e-4)
 PNG_PREFIX = "data:image/png;base64,"
@@ -89,7 +89,8 @@ def border_report(layer: str = "conv1", hints=None, channels: int = 8) -> tuple[
     layers = [measured("data", 0, data, data, "Input"), measured(layer, 1, ref, got),
               measured("fc1", 2, fc_ref, fc_ref + 0.5, "InnerProduct")]
     first = locate_first_divergence(layers, None)
-    hints = {layer: [Hint("padding", "error only on the border <2 px>: padding on one side?", {"border_share": 0.97})]} \
+    hints = {layer: [Hint("padding", "error only on the border <2 px>: padding on one side?",
+                          {"border_share": 0.97})]} \
         if hints is None else hints
     report = Report("tinynet", "chelsea", TOL.atol, TOL.rtol, layers, first,
                     {"environment": {"tensorflow": "2.x", "keras": "3.x"}, "notes": []}, hints,
@@ -411,7 +412,8 @@ def test_a_planted_shape_bug_in_tiny_gets_a_note(tmp_path):
         ref, got = report.arrays["pool1"]
         assert ref.shape != got.shape and tuple(got.shape) == keras_shape(pool1.got_shape)
         section = text.split("First divergence: pool1")[1].split("</section>")[0]
-        assert f"No pictures: Caffe's output has shape {tuple(ref.shape)} but the converted one {tuple(got.shape)}" in section
+        assert (f"No pictures: Caffe's output has shape {tuple(ref.shape)} "
+                f"but the converted one {tuple(got.shape)}") in section
         assert "<img" not in section
 
 

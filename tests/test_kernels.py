@@ -12,13 +12,13 @@ import subprocess
 from dataclasses import replace
 
 import pytest
+from support import caffe_python_or_skip
 
 from parity.blas import KERNELS, cpu_flags
 from parity.check import check_reference, prepare, target_from_fixture
 from parity.compare import K, NoiseRule
 from parity.fixtures import REPO
 from parity.reference import find_references
-from support import caffe_python_or_skip
 
 DEEP = ["mobilenet", "resnet50", "googlenet", "vgg19"]
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from support import plant
 
+from parity.check import check_reference, prepare, target_from_fixture
 from parity.compare import NoiseRule
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
 from parity.convert import Blob, registry
 from parity.convert.normalization import BatchNormHandler
 from parity.errors import ShapeDivergence
 from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Net
-from support import plant
 
 TOL = NoiseRule()  # parity's default rule
 LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).kind == "caffe"]
@@ -35,13 +35,13 @@ def test_every_supported_type_is_in_a_layer_granularity_fixture():
     assert set(registry.supported_types()) <= covered
 
 
-@pytest.mark.parametrize("model, layer", CASES, ids=[f"{m}-{l}" for m, l in CASES])
+@pytest.mark.parametrize("model, layer", CASES, ids=[f"{m}-{lay}" for m, lay in CASES])
 def test_breaking_one_layer_is_caught_at_that_layer(model, layer):
     net = Net.from_prototxt(load_fixture(model).prototxt)
 
     def offset_outputs(original):
-        return lambda l, bottoms, ctx: [Blob(keras.layers.Rescaling(1.0, offset=0.5)(b.tensor), b.caffe_shape)
-                                        for b in original(l, bottoms, ctx)]
+        return lambda lay, bottoms, ctx: [Blob(keras.layers.Rescaling(1.0, offset=0.5)(b.tensor), b.caffe_shape)
+                                          for b in original(lay, bottoms, ctx)]
 
     with plant(net.layer(layer).type, offset_outputs, layer=layer):
         assert first_divergence(model) == layer
@@ -79,7 +79,8 @@ def test_lrn_within_channel_treated_as_across_is_caught(monkeypatch):
     from parity.keras_layers import normalization
 
     original_init = normalization.CaffeLRN.__init__
-    monkeypatch.setattr(normalization.CaffeLRN, "__init__", lambda self, size=5, alpha=1.0, beta=0.75, k=1.0, region="across",
+    monkeypatch.setattr(normalization.CaffeLRN, "__init__",
+                        lambda self, size=5, alpha=1.0, beta=0.75, k=1.0, region="across",
                         **kw: original_init(self, size, alpha, beta, k, "across", **kw))
     assert first_divergence("layers/lrn") == "within"
 
@@ -338,7 +339,8 @@ def test_pad_sides_swapped_are_caught(monkeypatch):
     from parity.convert.resampling import PadHandler
 
     original = PadHandler.amounts
-    monkeypatch.setattr(PadHandler, "amounts", lambda self, layer: tuple(original(self, layer)[i] for i in (1, 0, 3, 2)))
+    monkeypatch.setattr(PadHandler, "amounts",
+                        lambda self, layer: tuple(original(self, layer)[i] for i in (1, 0, 3, 2)))
     assert first_divergence("layers/fork_resize") == "pad_const"
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
 from parity.cli import main
-from parity.compare import NoiseRule, PASS
+from parity.compare import PASS, NoiseRule
 from parity.convert import convert_net
 from parity.local import plan_units
 from parity.report import render
@@ -67,7 +67,8 @@ def test_two_bugs_are_both_named_where_propagation_sees_only_the_first():
 def test_error_under_tolerance_that_grows_downstream_is_drift_not_a_bug():
     """Under the fixed rule, conv1's bias off by 0.6 atol: conv1 itself passes, later layers exceed the
     tolerance by accumulation. (The noise rule counts such inherited error as what it is, and names conv1.)"""
-    report = local_report("tiny", planted({"conv1": shifted(0.6 * DEFAULT_ATOL)}), Tolerance(DEFAULT_ATOL, DEFAULT_RTOL))
+    report = local_report("tiny", planted({"conv1": shifted(0.6 * DEFAULT_ATOL)}),
+                          Tolerance(DEFAULT_ATOL, DEFAULT_RTOL))
     assert report.conversion_bugs == []
     root = next(r for r in report.layers if r.layer == report.first_divergence)
     assert root.status == "fail" and root.drift and root.local.status == PASS
@@ -104,7 +105,7 @@ def test_cli_local_shows_both_errors_and_names_the_bug(monkeypatch, capsys, tmp_
     assert "local (own)" in text and "FAIL: conversion bug at conv2" in text
     report = json.loads(out.read_text())
     assert report["conversion_bugs"] == ["conv2"] and report["local"] is True
-    conv2 = next(l for l in report["layers"] if l["layer"] == "conv2")
+    conv2 = next(lay for lay in report["layers"] if lay["layer"] == "conv2")
     assert conv2["local"]["status"] == "fail" and conv2["status"] == "fail"
     html = page.read_text()
     assert "Conversion bug (fails on Caffe's own inputs): conv2" in html and "data:image/png;base64," in html
@@ -119,7 +120,7 @@ def test_local_runs_a_handwritten_model_layer_by_layer(capsys, tmp_path):
                  "--local", "--json", str(out), "-q"])
     report = json.loads(out.read_text())
     assert code == 1 and report["conversion_bugs"] == ["relu3_2"], report["conversion_bugs"]
-    later = next(l for l in report["layers"] if l["layer"] == "relu4_1")
+    later = next(lay for lay in report["layers"] if lay["layer"] == "relu4_1")
     assert later["local"]["status"] == "pass" and later["status"] == "downstream"
     assert capsys.readouterr().out.startswith("vgg19/chelsea: FAIL: conversion bug at relu3_2")
     assert main(["check", "--model", "vgg19", "--keras-model", "handwritten_vgg19:build_vgg19", "--local", "-q"]) == 0

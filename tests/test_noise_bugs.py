@@ -73,7 +73,7 @@ def plant_size(prepared, ref, layer: str, row, channel: int) -> float:
     return trial * MOVE * row.noise / moved
 
 
-@pytest.mark.parametrize("model,where,layer", CASES, ids=[f"{m}-{w}-{l}" for m, w, l in CASES])
+@pytest.mark.parametrize("model,where,layer", CASES, ids=[f"{m}-{w}-{lay}" for m, w, lay in CASES])
 def test_a_bug_of_30x_its_noise_is_named_at_its_layer(prepared_models, model, where, layer):
     target, prepared = prepared_models(model)
     ref = target.references[0]

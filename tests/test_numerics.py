@@ -30,8 +30,9 @@ def test_deterministic_and_tf32_flags_reach_tensorflow_and_the_report(tmp_path):
     """In a child process: op determinism cannot be switched off again once on."""
     out = tmp_path / "r.json"
     env_off = {"TF_ENABLE_ONEDNN_OPTS": "0"}
-    proc = subprocess.run([sys.executable, "-m", "parity", "check", "--model", "tiny", "--deterministic", "--allow-tf32",
-                           "-q", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-m", "parity", "check", "--model", "tiny", "--deterministic",
+                           "--allow-tf32", "-q", "--json", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300,
                           env={**__import__("os").environ, **env_off})
     assert proc.returncode == 0, proc.stderr[-2000:]
     env = json.loads(out.read_text())["environment"]

@@ -11,14 +11,14 @@ from dataclasses import replace
 
 import keras
 import pytest
+from support import edited, plant, with_param
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
-from parity.compare import NoiseRule, DOWNSTREAM, FAIL, PASS
+from parity.check import check_reference, prepare, target_from_fixture
+from parity.compare import DOWNSTREAM, FAIL, PASS, NoiseRule
 from parity.convert import Blob, convert_net, inner_product
 from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from support import edited, plant, with_param
 
 TOL = NoiseRule()  # parity's default rule
 
@@ -95,12 +95,12 @@ def test_padding_on_the_wrong_side_is_caught(model, layer, exact):
     """TF's 'same' habit: all padding after the data instead of Caffe's p on both sides."""
 
     def make(original):
-        def convert(l, bottoms, ctx):
-            p = l.param.convolution_param.pad[0]
+        def convert(lay, bottoms, ctx):
+            p = lay.param.convolution_param.pad[0]
             (x,) = bottoms
             n, c, h, w = x.caffe_shape
             shifted = keras.layers.ZeroPadding2D(((0, 2 * p), (0, 2 * p)))(x.tensor)
-            unpadded = edited(l, lambda q: q.convolution_param.ClearField("pad"))
+            unpadded = edited(lay, lambda q: q.convolution_param.ClearField("pad"))
             return original(unpadded, [Blob(shifted, (n, c, h + 2 * p, w + 2 * p))], ctx)
         return convert
 
@@ -165,5 +165,6 @@ def test_cli_reports_a_shape_divergence_as_a_divergence(capsys, tmp_path):
         assert report["status"] == "fail" and report["first_divergence"] == "pool1"
         # the same fields as any other report (README: "--json PATH writes at least ..."), and the page too
         assert report["first_divergence_covers"] == ["pool1"] and report["image"] == "chelsea"
-        assert report["tolerances"]["rule"] == "noise" and "differs from Caffe's" in report["error"] and report["layers"] == []
+        assert (report["tolerances"]["rule"] == "noise" and "differs from Caffe's" in report["error"]
+                and report["layers"] == [])
         assert "first divergence at pool1" in page.read_text()

@@ -43,7 +43,8 @@ CURRENT = _text('''
       convolution_param { num_output: 4 kernel_size: 3 pad: 1 bias_term: false }
     }
     layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+    layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" \
+pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
     layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc" inner_product_param { num_output: 10 } }
     layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 ''')
@@ -74,7 +75,7 @@ def test_current_form():
     assert isinstance(net, pb.NetParameter)
     assert net.name == "cur"
     assert _names(net) == ["data", "conv1", "relu1", "pool1", "fc", "prob"]
-    assert [l.type for l in net.layer] == ["Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Softmax"]
+    assert [lay.type for lay in net.layer] == ["Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Softmax"]
     conv = net.layer[1]
     assert list(conv.bottom) == ["data"] and list(conv.top) == ["conv1"]
     assert conv.convolution_param.num_output == 4
@@ -97,7 +98,7 @@ def test_v1_form_is_upgraded():
     net = parse_prototxt(V1)
     assert not net.layers and not net.input and not net.input_dim
     assert _names(net) == ["input", "conv1", "relu1", "pool1", "fc", "prob"]  # TRAIN-only "loss" dropped
-    assert [l.type for l in net.layer] == ["Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Softmax"]
+    assert [lay.type for lay in net.layer] == ["Input", "Convolution", "ReLU", "Pooling", "InnerProduct", "Softmax"]
     conv = net.layer[1]
     assert list(conv.bottom) == ["data"] and list(conv.top) == ["conv1"]
     assert list(net.layer[2].bottom) == ["conv1"] and list(net.layer[2].top) == ["conv1"]
@@ -131,7 +132,7 @@ def test_every_v1_type_upgrades_to_caffes_string():
     assert set(enum_names) == set(CAFFE_V1_TYPES)  # the schema has every V1 type Caffe knows
     text = "".join(f'layers {{ name: "l_{n}" type: {n} }}\n' for n in enum_names)
     net = parse_prototxt(text)
-    assert {l.name[2:]: l.type for l in net.layer} == CAFFE_V1_TYPES
+    assert {lay.name[2:]: lay.type for lay in net.layer} == CAFFE_V1_TYPES
 
 
 def test_v1_phase_rules_are_kept_and_applied():
@@ -354,8 +355,8 @@ def test_net_from_prototxt(tmp_path):
     path.write_text(CURRENT)
     net = Net.from_prototxt(path)
     assert net.name == "cur"
-    assert [l.name for l in net.layers] == ["data", "conv1", "relu1", "pool1", "fc", "prob"]
-    assert [l.index for l in net.layers] == list(range(6))
+    assert [lay.name for lay in net.layers] == ["data", "conv1", "relu1", "pool1", "fc", "prob"]
+    assert [lay.index for lay in net.layers] == list(range(6))
     relu = net.layer("relu1")
     assert relu.bottoms == ("conv1",) and relu.tops == ("conv1",) and relu.in_place
     assert not net.layer("conv1").in_place
@@ -398,7 +399,8 @@ def test_unknown_bottom_is_an_error_at_its_line():
         name: "n"
         input: "data"
         input_dim: 1 input_dim: 3 input_dim: 4 input_dim: 4
-        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 1 } }
+        layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" \
+convolution_param { num_output: 2 kernel_size: 1 } }
         layer {
           name: "fc"
           type: "InnerProduct"
@@ -443,11 +445,14 @@ BRANCHES = _text('''
     name: "branches"
     input: "data"
     input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8
-    layer { name: "stem" type: "Convolution" bottom: "data" top: "stem" convolution_param { num_output: 4 kernel_size: 1 } }
-    layer { name: "left" type: "Convolution" bottom: "stem" top: "left" convolution_param { num_output: 2 kernel_size: 1 } }
+    layer { name: "stem" type: "Convolution" bottom: "data" top: "stem" \
+convolution_param { num_output: 4 kernel_size: 1 } }
+    layer { name: "left" type: "Convolution" bottom: "stem" top: "left" \
+convolution_param { num_output: 2 kernel_size: 1 } }
     layer { name: "left_relu" type: "ReLU" bottom: "left" top: "left" }
     layer { name: "right" type: "Pooling" bottom: "stem" top: "right" pooling_param { kernel_size: 1 } }
-    layer { name: "side" type: "Convolution" bottom: "data" top: "side" convolution_param { num_output: 2 kernel_size: 1 } }
+    layer { name: "side" type: "Convolution" bottom: "data" top: "side" \
+convolution_param { num_output: 2 kernel_size: 1 } }
     layer { name: "join" type: "Concat" bottom: "left" bottom: "right" top: "join" }
     layer { name: "sum" type: "Eltwise" bottom: "join" bottom: "side" top: "sum" }
     layer { name: "fc" type: "InnerProduct" bottom: "right" top: "fc" inner_product_param { num_output: 3 } }
@@ -456,7 +461,7 @@ BRANCHES = _text('''
 
 def test_ancestors_on_a_branching_net():
     net = _net(BRANCHES)
-    assert [l.name for l in net.layers][0] == "input"
+    assert [lay.name for lay in net.layers][0] == "input"
     expected = {
         "input": set(),
         "stem": {"input"},

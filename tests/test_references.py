@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from parity.fixtures import REPO, list_fixtures, load_fixture
-from parity.atomic import sha256_file
-from parity.reference import find_references, load_npy
 from support import caffe_python_or_skip
+
+from parity.atomic import sha256_file
+from parity.fixtures import REPO, list_fixtures, load_fixture
+from parity.reference import find_references, load_npy
 
 BUDGET_BYTES = 150 * 1000 * 1000  # 150 MB; decimal, the stricter reading
 SDIST_SHA256 = re.search(r"SDIST_SHA256=(\w+)", (REPO / "tools" / "build_caffe.sh").read_text()).group(1)
@@ -83,7 +83,8 @@ def test_dump_reproduces_committed_blobs_bit_for_bit(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     for ref in references(name):
         fresh = tmp_path / ref.dir.name
-        files = [(e.file, e.type) for e in ref.entries] + [(b["file"], "Input") for b in ref.manifest["input"]["blobs"].values()]
+        files = ([(e.file, e.type) for e in ref.entries]
+                 + [(b["file"], "Input") for b in ref.manifest["input"]["blobs"].values()])
         differ = [f for f, kind in files if not (fresh / f).is_file()
                   or not same_up_to_caffes_own_noise(ref.dir / f, fresh / f, kind)]
         assert not differ, differ

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import fails_with, plant
 
 from parity.check import target_from_fixture
 from parity.cli import main
@@ -25,7 +26,6 @@ from parity.convert import Blob
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.prototxt import read_prototxt
 from parity.reference import load_npy
-from support import fails_with, plant
 
 FILES = ["net.prototxt", "weights.caffemodel", "top.npy", "test_repro.py", "README.txt", "manifest.json"]
 
@@ -59,7 +59,8 @@ def run_bundle(bundle: Path, cwd: Path, plugin: Path | None = None) -> subproces
     env = {k: v for k, v in os.environ.items() if k != "PARITY_REPRO_PLUGIN"}
     if plugin is not None:
         env["PARITY_REPRO_PLUGIN"] = str(plugin)
-    return subprocess.run([sys.executable, "-m", "pytest", str(bundle / "test_repro.py"), "-q", "-p", "no:cacheprovider"],
+    return subprocess.run([sys.executable, "-m", "pytest", str(bundle / "test_repro.py"), "-q",
+                           "-p", "no:cacheprovider"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -114,7 +115,8 @@ def test_the_verdict_when_written_is_the_conversions_at_that_time(capsys, tmp_pa
 
     with plant("Convolution", scaled):
         lines = write_bundle(capsys, tmp_path / "b", "tiny", "conv1")
-        assert lines[-1].startswith("FAIL: conv1 (Convolution, top conv1): max_abs") and "on Caffe's own bottoms" in lines[-1]
+        assert (lines[-1].startswith("FAIL: conv1 (Convolution, top conv1): max_abs")
+                and "on Caffe's own bottoms" in lines[-1])
         verdict = json.loads((tmp_path / "b" / "manifest.json").read_text())["verdict"]
         assert verdict["status"] == "fail" and verdict["ratio"] > 1000
         assert verdict["max_abs"] == pytest.approx(verdict["ratio"] * verdict["noise"])
@@ -130,11 +132,11 @@ def test_bundle_holds_the_layer_its_weights_and_caffes_arrays_only(capsys, tmp_p
     manifest = json.loads((bundle / "manifest.json").read_text())
 
     net = read_prototxt(bundle / "net.prototxt")
-    assert [(l.name, l.type) for l in net.layer] == [("input", "Input"), ("conv1", "Convolution")]
+    assert [(lay.name, lay.type) for lay in net.layer] == [("input", "Input"), ("conv1", "Convolution")]
     plain = type(net.layer[0])(name="input", type="Input", top=["data"])
     plain.input_param.shape.add(dim=[1, 3, 17, 23])
     assert net.layer[0] == plain  # nothing but a name, a top and the bottom's shape
-    original = next(l for l in read_prototxt(target.prototxt).layer if l.name == "conv1")
+    original = next(lay for lay in read_prototxt(target.prototxt).layer if lay.name == "conv1")
     assert net.layer[1] == original  # the parameters exactly as written
 
     weights = read_caffemodel(bundle / "weights.caffemodel")
@@ -166,7 +168,7 @@ def test_at_blob_granularity_the_bundle_holds_the_in_place_chain_its_entry_cover
     bundle = tmp_path / "b"
     lines = write_bundle(capsys, bundle, "ssd", "relu1_1")
     net = read_prototxt(bundle / "net.prototxt")
-    assert [(l.name, l.type) for l in net.layer] == [("input", "Input"), ("conv1_1", "Convolution"),
+    assert [(lay.name, lay.type) for lay in net.layer] == [("input", "Input"), ("conv1_1", "Convolution"),
                                                       ("relu1_1", "ReLU")]
     assert set(read_caffemodel(bundle / "weights.caffemodel").blobs) == {"conv1_1"}
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -591,7 +591,8 @@ def test_cli_bad_input_end_to_end(caffemodels, workdir):
     bad_prototxt = workdir / "bad.prototxt"
     bad_prototxt.write_text("\n".join(lines))
     tree = decode(caffemodels["tiny"])
-    conv1 = next(n for n in tree if n.number == 100 and any(c.number == 1 and c.payload == b"conv1" for c in n.children))
+    conv1 = next(n for n in tree
+                 if n.number == 100 and any(c.number == 1 and c.payload == b"conv1" for c in n.children))
     shape = next(c for c in conv1.children if c.number == 7).children[0]  # BlobShape of conv1's weights
     shape.children[0].payload = b"".join(wire.encode_varint(d) for d in [1] * 60 + [8, 3, 3, 3])  # 64 axes
     axes = workdir / "axes.caffemodel"

@@ -18,8 +18,8 @@ import parity.reading.prototxt as prototxt_module
 import parity.tfgraph.graph as tfgraph_module
 from parity.check import _flatten_source, parents_of
 from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult
-from parity.divergence import locate_first_divergence
 from parity.decisions import decision_bottom
+from parity.divergence import locate_first_divergence
 from parity.errors import ParityError
 from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Layer, Net
@@ -138,7 +138,7 @@ def old_inplace_chain(net: Net, layer_name: str, top: str, referenced: set[str])
 
 def old_writer_before(net: Net, layer_name: str, blob: str):
     layer = next(layer for layer in net.layers if layer.name == layer_name)
-    return next((l for l in reversed(net.layers[:layer.index]) if blob in l.tops), None)
+    return next((lay for lay in reversed(net.layers[:layer.index]) if blob in lay.tops), None)
 
 
 _OLD_TOKENS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|#[^\n]*|[{}:]|[A-Za-z_]\w*|\S')
@@ -205,7 +205,8 @@ def test_a_long_chain_builds_and_answers_ancestry_in_linear_memory(n):
         _, peak = tracemalloc.get_traced_memory()
         assert peak < 1_000 * n, f"{peak / 1e6:.1f} MB for a {n}-layer chain"  # the linear structures: ~0.3 kB a layer
         tracemalloc.reset_peak()
-        earliest = net.earliest_ancestors(["ip3", "ip1"])  # what locate_first_divergence() asks, for every layer at once
+        # what locate_first_divergence() asks, for every layer at once
+        earliest = net.earliest_ancestors(["ip3", "ip1"])
         _, peak = tracemalloc.get_traced_memory()
         assert peak < 1_000 * n
     finally:
@@ -263,7 +264,8 @@ def test_the_zoo_gets_the_old_answers(name):
                 if ties:
                     for r, e in zip(planted, expected):
                         r.order = e.order = r.order // 3
-                assert locate_first_divergence(planted, net if use_net else None) == old_attribute(expected, oracle if use_net else None)
+                assert (locate_first_divergence(planted, net if use_net else None)
+                        == old_attribute(expected, oracle if use_net else None))
                 assert [(r.status, r.downstream_of) for r in planted] == [(e.status, e.downstream_of) for e in expected]
         referenced = {layer for layer, _ in keys}
         for layer, top in keys:
@@ -369,8 +371,8 @@ def test_the_execution_order_is_the_old_one():
         nodes = []
         for i, name in enumerate(names):
             pool = names[:i] if trial % 5 else names  # every 5th graph may have cycles
-            inputs = [rng.choice(("", "^")) + rng.choice(pool) + rng.choice(("", ":1")) for _ in range(rng.randint(0, 3))
-                      if pool]
+            inputs = [rng.choice(("", "^")) + rng.choice(pool) + rng.choice(("", ":1"))
+                      for _ in range(rng.randint(0, 3)) if pool]
             if trial % 11 == 0 and rng.random() < 0.2:
                 inputs.append("ghost")
             nodes.append((name, inputs))

@@ -263,7 +263,8 @@ def test_every_net_message_matches_caffe_proto():
             if ftype in SCALARS:
                 if fd.type != SCALARS[ftype]:
                     problems.append(f"{name}.{fname}: type differs from Caffe's {ftype}")
-            elif (fd.message_type or fd.enum_type) is None or (fd.message_type or fd.enum_type).name != ftype.split(".")[-1]:
+            elif ((fd.message_type or fd.enum_type) is None
+                  or (fd.message_type or fd.enum_type).name != ftype.split(".")[-1]):
                 problems.append(f"{name}.{fname}: type differs from Caffe's {ftype}")
             if "packed" in options and fd.is_packed != (options["packed"] == "true"):
                 problems.append(f"{name}.{fname}: packed differs")

@@ -12,7 +12,7 @@ import pytest
 
 from parity.check import run_target, target_from_fixture
 from parity.cli import main
-from parity.compare import NoiseRule, Tolerance
+from parity.compare import NoiseRule
 from parity.fixtures import load_fixture
 from parity.reference import find_references
 
@@ -141,7 +141,7 @@ def test_a_graph_tensorflow_cannot_run_is_one_line_naming_the_op(tmp_path):
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"})
     assert proc.returncode == 2
-    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("parity: error:")]
+    (line,) = [lay for lay in proc.stderr.splitlines() if lay.startswith("parity: error:")]
     assert "only supports NHWC" in line and line.endswith("(at op pool1)")
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
 
@@ -186,7 +186,7 @@ def test_damaged_graphs_give_a_result_or_one_clear_line(tmp_path_factory):
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
                 rc = main(argv)
-            lines = [l for l in err.getvalue().splitlines() if l.startswith("parity: error:")]
+            lines = [lay for lay in err.getvalue().splitlines() if lay.startswith("parity: error:")]
             assert rc in (0, 2), (argv[0], err.getvalue()[-500:])
             if rc == 2:
                 assert len(lines) == 1 and str(graph) in lines[0], err.getvalue()[-500:]
@@ -197,7 +197,8 @@ def test_damaged_graphs_give_a_result_or_one_clear_line(tmp_path_factory):
 
 @NO_ONEDNN
 def test_a_chosen_set_of_ops_is_dumped_with_its_ancestry_and_checks(tmp_path, capsys):
-    assert main(["dump-tf", "--fixture", "tf_saliency", "--op", "aspp/*", "--op", "saliency", "--out", str(tmp_path)]) == 0
+    assert main(["dump-tf", "--fixture", "tf_saliency", "--op", "aspp/*", "--op", "saliency",
+                 "--out", str(tmp_path)]) == 0
     (ref,) = find_references(tmp_path)
     dumped = {e.top for e in ref.entries}
     assert {e.layer.split("/")[0] for e in ref.entries} == {"aspp", "saliency"}

@@ -23,7 +23,8 @@ def with_training_layers(tmp_path) -> Path:
 
 
 def test_layers_without_inference_meaning_are_named_with_the_way_out(capsys, tmp_path):
-    code = main(["convert", str(with_training_layers(tmp_path)), str(TINY.weights_path()), "-o", str(tmp_path / "m.keras")])
+    code = main(["convert", str(with_training_layers(tmp_path)), str(TINY.weights_path()),
+                 "-o", str(tmp_path / "m.keras")])
     err = capsys.readouterr().err
     assert code == 2
     assert "without an inference meaning: SoftmaxWithLoss (loss); Accuracy (accuracy)" in err
@@ -40,7 +41,7 @@ def test_until_converts_up_to_the_layer(capsys, tmp_path):
 def test_until_checks_only_the_layers_up_to_it(capsys, tmp_path):
     report = tmp_path / "r.json"
     assert main(["check", "--model", "tiny", "--until", "pool2", "--json", str(report), "-q"]) == 0
-    layers = [l["layer"] for l in json.loads(report.read_text())["layers"]]
+    layers = [lay["layer"] for lay in json.loads(report.read_text())["layers"]]
     assert layers[-1] == "pool2" and "fc1" not in layers and "conv1" in layers
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import plant, with_param
 
 from parity.check import check_reference, prepare, target_from_fixture
 from parity.compare import FAIL, NoiseRule
 from parity.convert import registry
 from parity.report import render
-from support import plant, with_param
 
 
 def run(model: str):

@@ -12,13 +12,13 @@ from dataclasses import replace
 import keras
 import numpy as np
 import pytest
+from support import edited, plant
 
+from parity.check import check_reference, prepare, target_from_fixture, up_to
 from parity.compare import NoiseRule
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture, up_to
 from parity.convert import Blob, convert_net
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from support import edited, plant
 
 TOL = NoiseRule()  # parity's default rule
 ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",
@@ -66,18 +66,18 @@ def plant_kind(model: str, kind: str):
     net = target.net()
     conv = first(net, "Convolution")
     if kind == "padding":
-        padded = [l for l in net.layers if l.type == "Convolution" and l.param.convolution_param.pad
-                  and 0 < l.param.convolution_param.pad[0] <= 3 and not l.param.convolution_param.stride[:1] == [2]]
+        padded = [lay for lay in net.layers if lay.type == "Convolution" and lay.param.convolution_param.pad
+                  and 0 < lay.param.convolution_param.pad[0] <= 3 and not lay.param.convolution_param.stride[:1] == [2]]
         layer = padded[0] if padded else conv
         pad = layer.param.convolution_param.pad[0] if padded else 0
 
         def make(original):
-            def bug(l, bottoms, ctx):  # padded: all of it after the data (TF 'same'); unpadded: a spurious pad
+            def bug(lay, bottoms, ctx):  # padded: all of it after the data (TF 'same'); unpadded: a spurious pad
                 (x,) = bottoms
                 n, c, h, w = x.caffe_shape
                 extra = (0, 2 * pad) if pad else (1, 1)
                 shifted = keras.layers.ZeroPadding2D((extra, extra))(x.tensor)
-                cleared = edited(l, lambda q: q.convolution_param.ClearField("pad"))
+                cleared = edited(lay, lambda q: q.convolution_param.ClearField("pad"))
                 return original(cleared, [Blob(shifted, (n, c, h + sum(extra), w + sum(extra)))], ctx)
             return bug
 
@@ -85,7 +85,7 @@ def plant_kind(model: str, kind: str):
     if kind == "layout":
         end = chain_end(net, conv.name)
         chain = net.layers[conv.index:net.layer(end).index + 1]
-        if any(l.type in ("BatchNorm", "Scale") for l in chain):  # per-channel statistics: transpose H and W
+        if any(lay.type in ("BatchNorm", "Scale") for lay in chain):  # per-channel statistics: transpose H and W
             return conv.name, end, None, None, plant("Convolution", map_output((
                 lambda x: keras.ops.transpose(x, (0, 2, 1, 3)), lambda s: s)), layer=conv.name)
 
@@ -106,7 +106,7 @@ def plant_kind(model: str, kind: str):
         inputs = {"data": preprocess_image(fixture.image_path(ref.name), prep, shape)}
         return "data", "data", None, inputs, nullcontext()
     if kind == "rounding":
-        pool = next((l for l in net.layers if l.type == "Pooling"), None)
+        pool = next((lay for lay in net.layers if lay.type == "Pooling"), None)
         layer = pool or conv
         return layer.name, chain_end(net, layer.name), None, None, plant(layer.type, map_output((
             lambda x: keras.ops.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]),

@@ -16,7 +16,8 @@ class Net:
         self.add("data", "Input", [], ["data"], "input_param { shape { %s } }" % " ".join(f"dim: {d}" for d in shape))
 
     def add(self, name, kind, bottoms, tops, params=""):
-        parts = [f'name: "{name}"', f'type: "{kind}"'] + [f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops]
+        parts = ([f'name: "{name}"', f'type: "{kind}"'] + [f'bottom: "{b}"' for b in bottoms]
+                 + [f'top: "{t}"' for t in tops])
         self.lines.append("layer { " + " ".join(parts) + (f" {params}" if params else "") + " }")
         return tops[0] if tops else None
 
@@ -39,11 +40,14 @@ class Net:
 
 
 def caffenet() -> None:
-    n = Net("CaffeNet", (1, 3, 227, 227), "CaffeNet (BVLC's single-GPU AlexNet): grouped convolutions, LRN, ceil pooling.")
+    n = Net("CaffeNet", (1, 3, 227, 227),
+            "CaffeNet (BVLC's single-GPU AlexNet): grouped convolutions, LRN, ceil pooling.")
     x = n.relu("relu1", n.conv("conv1", "data", 96, 11, s=4))
-    x = n.add("norm1", "LRN", [n.pool("pool1", x, "MAX", 3, 2)], ["norm1"], "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
+    x = n.add("norm1", "LRN", [n.pool("pool1", x, "MAX", 3, 2)], ["norm1"],
+              "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
     x = n.relu("relu2", n.conv("conv2", x, 256, 5, p=2, group=2))
-    x = n.add("norm2", "LRN", [n.pool("pool2", x, "MAX", 3, 2)], ["norm2"], "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
+    x = n.add("norm2", "LRN", [n.pool("pool2", x, "MAX", 3, 2)], ["norm2"],
+              "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
     x = n.relu("relu3", n.conv("conv3", x, 384, 3, p=1))
     x = n.relu("relu4", n.conv("conv4", x, 384, 3, p=1, group=2))
     x = n.pool("pool5", n.relu("relu5", n.conv("conv5", x, 256, 3, p=1, group=2)), "MAX", 3, 2)
@@ -57,7 +61,8 @@ def caffenet() -> None:
 
 
 def squeezenet() -> None:
-    n = Net("SqueezeNet_v1.1", (1, 3, 127, 127), "SqueezeNet 1.1 (Iandola et al.): fire modules (squeeze, expand 1x1 and 3x3,\n"
+    n = Net("SqueezeNet_v1.1", (1, 3, 127, 127),
+            "SqueezeNet 1.1 (Iandola et al.): fire modules (squeeze, expand 1x1 and 3x3,\n"
             "Concat), ceil pooling, global average pooling. Input reduced to 127x127 for the budget.")
     x = n.pool("pool1", n.relu("relu_conv1", n.conv("conv1", "data", 64, 3, s=2)), "MAX", 3, 2)
 
@@ -81,7 +86,8 @@ def squeezenet() -> None:
 
 
 def mobilenet() -> None:
-    n = Net("MobileNet_v1", (1, 3, 128, 128), "MobileNet v1 (Howard et al.), shicai's Caffe layout: depthwise convolutions as\n"
+    n = Net("MobileNet_v1", (1, 3, 128, 128),
+            "MobileNet v1 (Howard et al.), shicai's Caffe layout: depthwise convolutions as\n"
             "group == channels, BatchNorm + Scale, input scale 0.017. Input reduced to 128x128 for the budget.")
 
     def block(name, x, out, k, s, group=1):
@@ -105,7 +111,8 @@ def mobilenet() -> None:
 
 
 def resnet50() -> None:
-    n = Net("ResNet-50", (1, 3, 64, 64), "ResNet-50 (He et al.), the layout of KaimingHe's Caffe release: convolutions without bias,\n"
+    n = Net("ResNet-50", (1, 3, 64, 64),
+            "ResNet-50 (He et al.), the layout of KaimingHe's Caffe release: convolutions without bias,\n"
             "BatchNorm + Scale in place, Eltwise SUM, ceil pool1. Input reduced to 64x64 for the budget, so pool5\n"
             "is global (the original's 7x7 window needs a 224 input).")
 
@@ -135,7 +142,8 @@ def resnet50() -> None:
 
 
 def googlenet() -> None:
-    n = Net("GoogleNet", (1, 3, 64, 64), "GoogLeNet (Szegedy et al.), BVLC's Caffe layout: inception modules joined by Concat, LRN,\n"
+    n = Net("GoogleNet", (1, 3, 64, 64),
+            "GoogLeNet (Szegedy et al.), BVLC's Caffe layout: inception modules joined by Concat, LRN,\n"
             "ceil pooling, '/' in layer names. Input reduced to 64x64 for the budget, so pool5 is global.")
     lrn = "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }"
     x = n.relu("conv1/relu_7x7", n.conv("conv1/7x7_s2", "data", 64, 7, s=2, p=3))
@@ -161,7 +169,8 @@ def googlenet() -> None:
                          ("4e", (256, 160, 320, 32, 128, 128))):
         x = inception(f"inception_{name}", x, *widths)
     x = n.pool("pool4/3x3_s2", x, "MAX", 3, 2)
-    x = inception("inception_5b", inception("inception_5a", x, 256, 160, 320, 32, 128, 128), 384, 192, 384, 48, 128, 128)
+    x = inception("inception_5b", inception("inception_5a", x, 256, 160, 320, 32, 128, 128),
+                  384, 192, 384, 48, 128, 128)
     x = n.pool("pool5/7x7_s1", x, "AVE", global_=True)
     n.add("pool5/drop_7x7_s1", "Dropout", [x], [x], "dropout_param { dropout_ratio: 0.4 }")
     x = n.add("loss3/classifier", "InnerProduct", [x], ["loss3/classifier"], "inner_product_param { num_output: 1000 }")
@@ -181,13 +190,16 @@ def vgg_stages(n, x, widths, pad=1, first_pad=None, pools=5):
 
 
 def fcn8s() -> None:
-    n = Net("FCN-8s", (1, 3, 48, 48), "FCN-8s (Long, Shelhamer et al.), the layout of shelhamer/fcn.berkeleyvision.org voc-fcn8s:\n"
+    n = Net("FCN-8s", (1, 3, 48, 48),
+            "FCN-8s (Long, Shelhamer et al.), the layout of shelhamer/fcn.berkeleyvision.org voc-fcn8s:\n"
             "VGG-16 with pad 100 on conv1_1, fc6/fc7 as convolutions, Deconvolution without bias (upscore),\n"
             "Crop with offsets 5, 9 and 31, Eltwise SUM fusions. Input 48x48 and every width divided by 16 for the\n"
             "budget; the geometry (pad, crops, strides) is the original's.")
     x = vgg_stages(n, "data", (4, 8, 16, 32, 32), first_pad=100)
-    x = n.add("drop6", "Dropout", [n.relu("relu6", n.conv("fc6", x, 256, 7))], ["fc6"], "dropout_param { dropout_ratio: 0.5 }")
-    x = n.add("drop7", "Dropout", [n.relu("relu7", n.conv("fc7", x, 256, 1))], ["fc7"], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("drop6", "Dropout", [n.relu("relu6", n.conv("fc6", x, 256, 7))], ["fc6"],
+              "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("drop7", "Dropout", [n.relu("relu7", n.conv("fc7", x, 256, 1))], ["fc7"],
+              "dropout_param { dropout_ratio: 0.5 }")
     x = n.conv("score_fr", x, 21, 1)
 
     def upscore(name, bottom, k, s):
@@ -196,7 +208,8 @@ def fcn8s() -> None:
 
     def fuse(name, up, pool, offset):
         score = n.conv(f"score_{pool}", pool, 21, 1)
-        crop = n.add(f"score_{pool}c", "Crop", [score, up], [f"score_{pool}c"], f"crop_param {{ axis: 2 offset: {offset} }}")
+        crop = n.add(f"score_{pool}c", "Crop", [score, up], [f"score_{pool}c"],
+                     f"crop_param {{ axis: 2 offset: {offset} }}")
         return n.add(f"fuse_{pool}", "Eltwise", [up, crop], [f"fuse_{pool}"], "eltwise_param { operation: SUM }")
 
     x = upscore("upscore_pool4", fuse("pool4", upscore("upscore2", x, 4, 2), "pool4", 5), 4, 2)
@@ -206,20 +219,24 @@ def fcn8s() -> None:
 
 
 def dilation8() -> None:
-    n = Net("Dilation8_front_end", (1, 3, 380, 380), "The front end of Yu & Koltun's dilation8_pascal_voc: VGG-16 without padding, pool4 and\n"
+    n = Net("Dilation8_front_end", (1, 3, 380, 380),
+            "The front end of Yu & Koltun's dilation8_pascal_voc: VGG-16 without padding, pool4 and\n"
             "pool5 removed, conv5 dilated by 2, fc6 a 7x7 convolution dilated by 4. Every width divided by 32\n"
             "for the budget; 380x380 is the smallest input that leaves fc6 an output.")
     x = vgg_stages(n, "data", (2, 4, 8, 16), pad=0, pools=3)
     for i in (1, 2, 3):
         x = n.relu(f"relu5_{i}", n.conv(f"conv5_{i}", x, 16, 3, dilation=2))
-    x = n.add("drop6", "Dropout", [n.relu("relu6", n.conv("fc6", x, 128, 7, dilation=4))], ["fc6"], "dropout_param { dropout_ratio: 0.5 }")
-    x = n.add("drop7", "Dropout", [n.relu("relu7", n.conv("fc7", x, 128, 1))], ["fc7"], "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("drop6", "Dropout", [n.relu("relu6", n.conv("fc6", x, 128, 7, dilation=4))], ["fc6"],
+              "dropout_param { dropout_ratio: 0.5 }")
+    x = n.add("drop7", "Dropout", [n.relu("relu7", n.conv("fc7", x, 128, 1))], ["fc7"],
+              "dropout_param { dropout_ratio: 0.5 }")
     n.conv("fc-final", x, 21, 1)
     n.write("dilation8")
 
 
 def ssd_head() -> None:
-    n = Net("SSD_head", (1, 3, 64, 64), "An SSD300-style detector (Liu et al., weiliu89/caffe's VGG-reduced layout) at 64x64 with narrow\n"
+    n = Net("SSD_head", (1, 3, 64, 64),
+            "An SSD300-style detector (Liu et al., weiliu89/caffe's VGG-reduced layout) at 64x64 with narrow\n"
             "widths: conv4_3 L2-normalised (Normalize, per-channel scale), fc6 dilated by 6, an extra stride-2\n"
             "source; per source a loc and a conf convolution, Permute to (N, H, W, C), Flatten and a PriorBox;\n"
             "everything concatenated, confidences reshaped and soft-maxed over the classes. DetectionOutput\n"
@@ -240,7 +257,8 @@ def ssd_head() -> None:
         boxes = 2 + 2 * len(ratios)
         for kind, width, out in (("loc", 4, locs), ("conf", 21, confs)):
             head = n.conv(f"{source}_mbox_{kind}", source, boxes * width, 3, p=1)
-            perm = n.add(f"{head}_perm", "Permute", [head], [f"{head}_perm"], "permute_param { order: 0 order: 2 order: 3 order: 1 }")
+            perm = n.add(f"{head}_perm", "Permute", [head], [f"{head}_perm"],
+                         "permute_param { order: 0 order: 2 order: 3 order: 1 }")
             out.append(n.add(f"{head}_flat", "Flatten", [perm], [f"{head}_flat"], "flatten_param { axis: 1 }"))
         ar = " ".join(f"aspect_ratio: {r}" for r in ratios)
         priors.append(n.add(f"{source}_mbox_priorbox", "PriorBox", [source, "data"], [f"{source}_mbox_priorbox"],
@@ -249,7 +267,8 @@ def ssd_head() -> None:
     n.add("mbox_loc", "Concat", locs, ["mbox_loc"], "concat_param { axis: 1 }")
     conf = n.add("mbox_conf", "Concat", confs, ["mbox_conf"], "concat_param { axis: 1 }")
     n.add("mbox_priorbox", "Concat", priors, ["mbox_priorbox"], "concat_param { axis: 2 }")
-    conf = n.add("mbox_conf_reshape", "Reshape", [conf], ["mbox_conf_reshape"], "reshape_param { shape { dim: 0 dim: -1 dim: 21 } }")
+    conf = n.add("mbox_conf_reshape", "Reshape", [conf], ["mbox_conf_reshape"],
+                 "reshape_param { shape { dim: 0 dim: -1 dim: 21 } }")
     conf = n.add("mbox_conf_softmax", "Softmax", [conf], ["mbox_conf_softmax"], "softmax_param { axis: 2 }")
     n.add("mbox_conf_flatten", "Flatten", [conf], ["mbox_conf_flatten"], "flatten_param { axis: 1 }")
     n.write("ssd")

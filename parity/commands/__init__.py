@@ -58,7 +58,8 @@ def add_preprocessing(p, what: str) -> None:
     p.add_argument("--mean", type=floats, help=f"per-channel mean in the {what}'s channel order, e.g. 104,117,123")
     p.add_argument("--scale", type=finite, help="multiply after mean subtraction (default 1)")
     p.add_argument("--raw-scale", type=positive, help="scale pixels to [0, RAW_SCALE] first (default 255)")
-    p.add_argument("--channel-order", choices=("BGR", "RGB", "GRAY"), help=f"the {what}'s input channel order (default BGR)")
+    p.add_argument("--channel-order", choices=("BGR", "RGB", "GRAY"),
+                   help=f"the {what}'s input channel order (default BGR; GRAY: one channel of luma)")
     p.add_argument("--resize", type=size, metavar="H,W", help="resize images to H,W first")
 
 

@@ -88,12 +88,13 @@ def _samples(net, images: list[Path], npys: list[Path], prep: Preprocessing) -> 
         raise ParityError(f"the net's input {blob!r} is {tuple(shape)}, images make (1, C, H, W) blobs: "
                           "use --input FILE.npy", net.path)
     if images:
-        prep.check_size(*shape[2:], net.path)
+        prep.check_input(shape, net.path)
     samples = []
     for image in images:
         array = preprocess_image(image, prep, shape)
         samples.append(Sample(image.stem, {blob: array}, {"kind": "image", "file": image.name,
-                                                          "sha256": sha256_file(image), "preprocessing": prep.to_dict()}))
+                                                          "sha256": sha256_file(image),
+                                                          "preprocessing": prep.to_dict()}))
     for npy in npys:
         array = load_npy(require_file(npy, "input array")).astype(np.float32)
         check_fits(array, blob, shape, npy)

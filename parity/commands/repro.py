@@ -96,9 +96,9 @@ def run(args) -> int:
                "the original prototxt.")
     proto, text = fragment(net, chosen, comment, read_prototxt(target.prototxt).state)
     piece = Net.from_proto(parse_prototxt(text, target.prototxt), net.path, net.text)
-    expected_layers = [l.name for l in proto.layer]
-    if [l.name for l in piece.layers] != expected_layers:  # parity's own mistake, not the user's input
-        raise RuntimeError(f"the fragment reads back as {[l.name for l in piece.layers]}, not {expected_layers}")
+    expected_layers = [lay.name for lay in proto.layer]
+    if [lay.name for lay in piece.layers] != expected_layers:  # parity's own mistake, not the user's input
+        raise RuntimeError(f"the fragment reads back as {[lay.name for lay in piece.layers]}, not {expected_layers}")
     bottoms = {blob: ref.load(entry) for blob, entry in chosen.sources.items()}
     expected = ref.load(chosen.entry)
     verdict = judge(piece, weights, chosen, bottoms, expected, policy.for_layer(chosen.entry.layer))
@@ -122,8 +122,7 @@ def _write(out: Path, args, target, ref, chosen, proto, text: str, weights, bott
     from ..compare import json_safe
     from ..numerics import environment
     from ..reading.caffemodel_writer import write_caffemodel
-    from ..repro import (BUNDLE_FORMAT, BUNDLE_VERSION, bundle_names, generated_test, readme_text,
-                         written_by_repro)
+    from ..repro import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_names, generated_test, readme_text, written_by_repro
 
     files = bundle_names(bottoms)
     blobs = {name: weights.get(name) for name in chosen.chain if weights.get(name)}

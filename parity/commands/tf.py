@@ -82,6 +82,7 @@ def run_dump(args) -> int:
     nchw = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
     prep = fixture.preprocessing if fixture else Preprocessing()
     prep = preprocessing(args, prep)
+    prep.check_input(nchw, graph)  # the placeholder's shape, from the graph: a mismatch is said of it
     images = args.image or ([fixture.image_path(i) for i in fixture.images] if fixture else [])
     if not images:
         raise ParityError("nothing to run: give --image IMG")
@@ -91,7 +92,8 @@ def run_dump(args) -> int:
     require_writable(out, "output folder", folder=True)
     check_sample_names(images, out)
     samples = [Sample(image.stem, {name: preprocess_image(image, prep, nchw)},
-                      {"kind": "image", "file": image.name, "sha256": sha256_file(image), "preprocessing": prep.to_dict()})
+                      {"kind": "image", "file": image.name, "sha256": sha256_file(image),
+                       "preprocessing": prep.to_dict()})
                for image in images]
     dump_graph(graph, name, samples, out, layout, args.ops, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
@@ -102,7 +104,8 @@ def _only_placeholder(net, graph: Path) -> str:
 
     names = [p.name for p in placeholders(net)]
     if len(names) != 1:
-        raise ParityError(f"the graph has {len(names)} placeholders ({', '.join(names)}): say which with --input", graph)
+        raise ParityError(f"the graph has {len(names)} placeholders ({', '.join(names)}): "
+                          "say which with --input", graph)
     return names[0]
 
 

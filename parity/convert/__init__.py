@@ -15,15 +15,28 @@ from ..divergence import keras_refusal
 from ..errors import ParityError
 from ..graph import Net
 from ..reading.caffemodel import CaffeWeights
-from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
-from .registry import converter_for, override, register, supported_types
 
 # Importing the layer modules registers their converters.
-from . import (convolution, detection, elementwise, inner_product, input, merge, normalization, pooling,  # noqa: E402,F401
-               priorbox, reduction, reshaping)
-from . import indexing, recurrent, windows  # noqa: E402,F401  (Embed/BatchReindex/Parameter, LSTM/RNN, SPP/Im2col)
-from . import resampling  # noqa: E402,F401  (the fork's Upsample, Resize, BilinearInterpolate, PixelShuffle, Pad)
-from . import proposal  # noqa: E402,F401  (Faster R-CNN's Proposal)
+from . import (  # noqa: E402,F401  # noqa: E402,F401  (Embed/BatchReindex/Parameter, LSTM/RNN, SPP/Im2col)
+    convolution,
+    detection,
+    elementwise,
+    indexing,
+    inner_product,
+    input,
+    merge,
+    normalization,
+    pooling,
+    priorbox,
+    proposal,  # noqa: E402,F401  (Faster R-CNN's Proposal)
+    recurrent,
+    reduction,
+    resampling,  # noqa: E402,F401  (the fork's Upsample, Resize, BilinearInterpolate, PixelShuffle, Pad)
+    reshaping,
+    windows,
+)
+from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
+from .registry import converter_for, override, register, supported_types
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
            "override", "register", "supported_types"]
@@ -74,7 +87,8 @@ def check_supported(net: Net) -> None:
         problems.append("layers without an inference meaning: " + "; ".join(
             f"{t} ({', '.join(n)})" for t, n in no_meaning.items()) + " (use --until LAYER to stop before them)")
     if missing:
-        problems.append("unsupported layer types: " + "; ".join(f"{t} ({', '.join(n)})" + _why_not(t) for t, n in missing.items())
+        problems.append("unsupported layer types: "
+                        + "; ".join(f"{t} ({', '.join(n)})" + _why_not(t) for t, n in missing.items())
                         + f". Supported: {', '.join(supported_types())}")
     if problems:
         first = next(layer.name for layer in net.layers if layer.name in
@@ -127,7 +141,8 @@ def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
             consumed.discard(top)  # an in-place top is a fresh value until something reads it
     if not inputs:
         raise ParityError("the net has no Input layer or input fields", net.path)
-    finals = [blobs[name].tensor for name in dict.fromkeys(t for l in net.layers for t in l.tops) if name not in consumed]
+    finals = [blobs[name].tensor for name in dict.fromkeys(t for lay in net.layers for t in lay.tops)
+              if name not in consumed]
     with recursion_room(len(net.layers)):
         model = keras.Model(inputs=inputs, outputs=finals, name=keras_name_for(net.name or "caffe_net"))
     return ConvertedModel(model, net, tensors, shapes, ctx.keras_names, input_blobs)

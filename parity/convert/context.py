@@ -119,7 +119,8 @@ class Context:
         where = self.weights.path
         found = self.weights.get(layer.name)
         if not found:
-            raise ParityError(f"no weights for layer {layer.name!r} ({layer.type}); it needs {len(expected)} blob(s)", where)
+            raise ParityError(f"no weights for layer {layer.name!r} ({layer.type}); "
+                              f"it needs {len(expected)} blob(s)", where)
         if len(found) != len(expected):
             raise ParityError(f"layer {layer.name!r} has {len(found)} weight blobs, the prototxt implies "
                               f"{len(expected)}", where)

@@ -71,8 +71,9 @@ class DeconvolutionHandler(LayerHandler):
     output s(i - 1) + d(k - 1) + 1 - 2p. Keras' Conv2DTranspose ('valid') gives s(i - 1) + d(k - 1) + 1
     when the dilated kernel is at least the stride, else s * i: then its last s - d(k - 1) - 1 rows and
     columns are ones no kernel tap reaches (bias only), and Caffe has no such rows. So p rows and
-    columns are cropped from each side, plus that tail from the bottom and right. With group g, input block i makes output block i
-    from weight rows [i*I/g, (i+1)*I/g) (base_conv_layer.cpp's loop over groups)."""
+    columns are cropped from each side, plus that tail from the bottom and right. With group g, input
+    block i makes output block i from weight rows [i*I/g, (i+1)*I/g) (base_conv_layer.cpp's loop over
+    groups)."""
 
     param_field = "convolution_param"
     supported = ConvolutionHandler.supported

@@ -58,7 +58,8 @@ class DetectionOutputHandler(LayerHandler):
             num_classes=p.num_classes, share_location=p.share_location, background_label_id=p.background_label_id,
             code_type=CODE_TYPES[p.code_type], variance_encoded_in_target=p.variance_encoded_in_target,
             keep_top_k=p.keep_top_k, nms=nms is not None,
-            confidence_threshold=p.confidence_threshold if p.HasField("confidence_threshold") else -3.4028234663852886e38,
+            confidence_threshold=(p.confidence_threshold if p.HasField("confidence_threshold")
+                                  else -3.4028234663852886e38),
             nms_threshold=nms.nms_threshold if nms is not None else 0.3, eta=nms.eta if nms is not None else 1.0,
             top_k=nms.top_k if nms is not None and nms.HasField("top_k") else -1, name=ctx.name(layer))
         return [head([flat[0], flat[1], bottoms[2].tensor])]

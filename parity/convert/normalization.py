@@ -82,7 +82,8 @@ class AffineHandler(LayerHandler):
     def placement(self, layer, bottom, operand_rank: int | None = None) -> tuple[int, int]:
         p = self.param(layer)
         rank = len(bottom)
-        count = operand_rank if operand_rank is not None else (rank - (p.axis % rank) if p.num_axes == -1 else p.num_axes)
+        count = (operand_rank if operand_rank is not None
+                 else (rank - (p.axis % rank) if p.num_axes == -1 else p.num_axes))
         axis = 0 if count == 0 else (p.axis + rank if p.axis < 0 else p.axis)
         if not (0 <= axis and count >= 0 and axis + count <= rank):
             raise LayerError(f"axis {p.axis} with {count} operand axes does not fit a {rank}-D bottom")
@@ -120,7 +121,8 @@ class AffineHandler(LayerHandler):
         if len(bottoms) == 2:
             last = not weights
             tensor = CaffeBroadcast(self.operation, bottoms[1].caffe_shape, placed,
-                                    name=ctx.name(layer) if last else ctx.name(layer, "by_bottom"))([tensor, bottoms[1].tensor])
+                                    name=ctx.name(layer) if last else ctx.name(layer, "by_bottom"))(
+                [tensor, bottoms[1].tensor])
             if last:
                 return [tensor]
             weights = [weights[-1]]  # only the bias is left, after the product

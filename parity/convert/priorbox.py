@@ -43,7 +43,8 @@ def prior_boxes(p, layer_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.n
                 if p.max_size:
                     side = math.sqrt(min_size * int(p.max_size[s]))
                     sizes.append((side, side))
-                sizes += [(min_size * math.sqrt(ar), min_size / math.sqrt(ar)) for ar in ratios if abs(ar - 1.0) >= 1e-6]
+                sizes += [(min_size * math.sqrt(ar), min_size / math.sqrt(ar))
+                          for ar in ratios if abs(ar - 1.0) >= 1e-6]
                 for bw, bh in sizes:
                     bw, bh = np.float32(bw), np.float32(bh)
                     boxes.append([(cx - bw / 2.0) / img_w, (cy - bh / 2.0) / img_h,

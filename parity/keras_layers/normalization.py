@@ -27,8 +27,10 @@ class CaffeScale(keras.layers.Layer):
         self.use_bias, self.use_scale = bool(use_bias), bool(use_scale)
 
     def build(self, input_shape):
-        self.scale = self.add_weight(name="scale", shape=self.weight_shape, initializer="ones") if self.use_scale else None
-        self.bias = self.add_weight(name="bias", shape=self.weight_shape, initializer="zeros") if self.use_bias else None
+        self.scale = (self.add_weight(name="scale", shape=self.weight_shape, initializer="ones")
+                      if self.use_scale else None)
+        self.bias = (self.add_weight(name="bias", shape=self.weight_shape, initializer="zeros")
+                     if self.use_bias else None)
 
     def call(self, x):
         y = x * self.scale if self.use_scale else x

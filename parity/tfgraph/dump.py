@@ -185,7 +185,8 @@ def _reason(exc) -> str:
     TensorFlow's message is "Graph execution error:", where it was defined, then the reason; an NCHW
     pooling or convolution on a CPU without oneDNN ends up here, for one."""
     lines = [line.strip() for line in (exc.message or "").splitlines() if line.strip()]
-    reasons = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "Node:", "[["))]
+    reasons = [line for line in lines
+               if not line.startswith(("Graph execution error", "Detected at node", "Node:", "[["))]
     node = getattr(exc, "op", None)
     where = f" (at op {node.name})" if node is not None else ""
     return (reasons[-1] if reasons else type(exc).__name__) + where

@@ -116,7 +116,8 @@ def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str,
             shapes[key] = caffe_shape((1, *tuple(keras_layer.output.shape)[1:]))
         if len(inputs) != len(model.inputs):
             raise ParityError(f"the Keras model's inputs ({', '.join(t.name for t in model.inputs)}) must be named "
-                              f"like the graph's placeholders ({', '.join(l.name for l in net.layers if l.type == 'Placeholder')})")
+                              "like the graph's placeholders "
+                              f"({', '.join(lay.name for lay in net.layers if lay.type == 'Placeholder')})")
         return ConvertedModel(model, net, tensors, shapes, {}, inputs)
 
     convert.supports_local = False
@@ -132,7 +133,8 @@ def _load_weights_file(model, path: Path) -> None:
         check_weights_file(model, require_file(path, "weights"))
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # a .keras is a zip: a damaged one says so
-        raise ParityError(f"cannot load these weights into the Keras model ({str(exc).splitlines()[0]})", path) from None
+        raise ParityError(f"cannot load these weights into the Keras model ({str(exc).splitlines()[0]})",
+                          path) from None
 
 
 KERAS_WEIGHTS = "model.weights.h5"  # the weights inside a .keras archive
