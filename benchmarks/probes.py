@@ -65,9 +65,9 @@ def forward(repeat: int, every: int) -> dict:
 
     from parity._tf import quiet_native_stderr
     from parity.capture import Capture
-    from parity.check import target_from_fixture
     from parity.convert import convert_net
     from parity.reading.caffemodel import read_caffemodel
+    from parity.targets import target_from_fixture
 
     target = target_from_fixture("vgg19")
     ref = target.references[0]
@@ -110,8 +110,9 @@ def check(model: str, rule: str = "noise") -> dict:
     sample the capture forward and the comparison of every entry.
     """
     from parity._tf import import_keras_quietly
-    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target, target_from_fixture
+    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
     from parity.report import render
+    from parity.targets import target_from_fixture
 
     import_keras_quietly()  # `import parity` no longer imports TensorFlow; its import is no part of the check
     marks = {}

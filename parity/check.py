@@ -19,8 +19,9 @@ from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .layout import to_caffe_layout, to_keras_layout
 from .noise import peak
-from .reference import Reference, find_references
+from .reference import Reference
 from .report import Report
+from .targets import Target
 
 # The fixed rule's values where only one of atol/rtol is given, and where no float64 twin can run
 # (README, "Tolerances"): VGG-19's float32 error, as it was calibrated before the noise rule.
@@ -29,84 +30,6 @@ DEFAULT_RTOL = 1e-4
 FALLBACK = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
 
 Key = tuple[str, str]
-
-
-@dataclass
-class Target:
-    """What to check: a net, its weights, and the reference samples Caffe produced for it."""
-
-    name: str
-    prototxt: Path
-    caffemodel: Path
-    references: list[Reference]
-    until: str | None = None  # check only up to this layer
-    tolerances: dict | None = None  # the fixture's own tolerance settings (parity.gate)
-
-    partial_match = False  # True where only some reference entries have a counterpart (parity.tfgraph)
-
-    def net(self) -> Net:
-        net = Net.from_prototxt(self.prototxt)
-        return net.until(self.until) if self.until else net
-
-    def sources(self) -> dict[str, Path]:
-        """The files whose sha256 each reference manifest records, by manifest key."""
-        return {"prototxt": self.prototxt, "caffemodel": self.caffemodel}
-
-    def read_weights(self):
-        from .reading.caffemodel import read_caffemodel
-
-        return read_caffemodel(self.caffemodel)
-
-    def default_converter(self) -> Callable:
-        from .convert import convert_net
-
-        return convert_net
-
-
-def up_to(target: Target, until: str | None) -> Target:
-    """`target` restricted to the layers up to `until` (references too)."""
-    if until is None:
-        return target
-    if not until.strip():
-        raise ParityError("--until needs a layer name")
-    kept = {layer.name for layer in replace(target, until=None).net().until(until).layers}
-    refs = [replace(r, entries=[e for e in r.entries if e.layer in kept]) for r in target.references]
-    return replace(target, references=refs, until=until)
-
-
-def target_from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) -> Target:
-    """The model is named by the prototxt's `name:`, else its file's stem: never its folder's name (one
-    package's folder holds several nets: "models" for an age net and a gender net alike)."""
-    refs = find_references(blobs_dir)
-    path = Path(prototxt)
-    return Target(name or model_name(path), path, Path(caffemodel), refs)
-
-
-def model_name(prototxt: Path) -> str:
-    from .reading.prototxt import read_prototxt
-
-    stem = prototxt.name.removesuffix(".txt").removesuffix(".prototxt")  # deploy.prototxt.txt, as some ship it
-    return read_prototxt(prototxt).name.strip() or stem or "model"
-
-
-def target_from_fixture(name: str, images: list[str] | None = None) -> Target:
-    from .fixtures import load_fixture
-
-    fixture = load_fixture(name)
-    if fixture.kind == "tensorflow-graph":
-        from .tfgraph.target import graph_target_from_fixture
-
-        return graph_target_from_fixture(fixture, images)
-    if not fixture.references.is_dir():
-        raise ParityError(f"fixture {name!r} has no references yet (make them with `parity dump --fixture {name}`)",
-                          fixture.references)
-    refs = find_references(fixture.references)
-    if images:
-        refs = [r for r in refs if r.name in images]
-        if not refs:
-            raise ParityError(f"no reference for image(s) {', '.join(images)}", fixture.references)
-    return Target(name, fixture.prototxt, fixture.weights_path(), refs,
-                  tolerances=fixture.description.get("tolerances"))
 
 
 def source_mismatches(ref: Reference, sources: dict[str, Path], hashes: dict[Path, str]) -> list[str]:
@@ -192,12 +115,8 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
                 raise
             raise explain_shape_conflict(exc, net, target.references, build) from None
         notes = provenance.result()
-    left_out = {}  # reference dir -> notes on entries the checked model has no tensor for
-    if target.partial_match or converted.left_out is not None:
-        from .tfgraph.target import restricted
-
-        left_out = left_out_notes(target, converted) if converted.left_out else {}
-        target = restricted(target, converted.tensors)
+    left_out = left_out_notes(target, converted) if converted.left_out else {}  # reference dir -> notes
+    target = target.after_conversion(converted)
     keys = list(dict.fromkeys((e.layer, e.top) for ref in target.references for e in ref.entries))
     keys += [k for k in decision_inputs(net, target, converted.tensors) if k not in keys]
     capture = Capture(converted, keys)

@@ -66,7 +66,8 @@ def explain_shape_conflict(exc: ParityError, net: Net, references: list, build: 
     one-line error into tens of GiB of zeros. Converters without such shapes are held to the same
     limit by Context as they ask for their blobs.
     """
-    from .convert.context import ZERO_WEIGHTS_LIMIT, zero_weights_bytes  # its import needs no Keras
+    from .convert.context import ZERO_WEIGHTS_LIMIT  # these imports need no Keras
+    from .convert.sizing import zero_weights_bytes
 
     if zero_weights_bytes(net) > ZERO_WEIGHTS_LIMIT:
         return exc

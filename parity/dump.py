@@ -87,12 +87,14 @@ def preflight(prototxt: Path, caffemodel: Path, until: str | None = None) -> Net
     lacks is found from the net Caffe built. A caffemodel layer the prototxt does not have is fine:
     Caffe ignores it."""
     from .convert.context import Context
+    from .convert.sizing import check_activations
     from .reading.caffemodel import read_caffemodel
 
     net = Net.from_prototxt(prototxt)
     if until:
         net = net.until(until)
     check_sizes(net, {})
+    check_activations(net)
     ctx = Context(net, read_caffemodel(caffemodel))
     for layer, _, params in known_prefix(net, {})[0]:
         shapes = [param.shape for param in params]

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import parity.noise
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import K, NoiseRule
 from parity.decisions import argmax_margins, settle, threshold_margins
 from parity.fixtures import load_fixture
 from parity.graph import Net
 from parity.reference import load_npy, write_npy_gz
 from parity.report import render
+from parity.targets import target_from_fixture
 
 NET = """name: "d"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 1 dim: 3 } } }

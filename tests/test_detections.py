@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import NoiseRule
 from parity.detections import Settings, compare_detections
+from parity.targets import target_from_fixture
 
 TOL = NoiseRule()
 SETTINGS = Settings(confidence_threshold=0.05, nms_threshold=0.45, top_k=-1, keep_top_k=-1, loc_noise=1e-6,

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target, target_from_fixture
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
 from parity.cli import main
 from parity.compare import K, Tolerance
 from parity.convert import convert_net
 from parity.errors import ParityError
 from parity.gate import Baseline, resolve_policy
 from parity.report import render
+from parity.targets import target_from_fixture
 
 DEFAULTS = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
 

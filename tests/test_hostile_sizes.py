@@ -128,7 +128,8 @@ HUGE_IP = ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
 def test_the_shape_diagnosis_is_skipped_when_its_zero_weights_would_be_huge(tmp_path):
     """Weights that do not fit start the shape-only conversion; a 10M x 1M InnerProduct would make 36 TiB of
     zeros there. The original error stays, as one line."""
-    from parity.check import Target, prepare
+    from parity.check import prepare
+    from parity.targets import Target
 
     prototxt, caffemodel = _net_files(tmp_path, (1, 1, 1000, 1000), HUGE_IP,
                                       {"ip": [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]})
@@ -230,7 +231,7 @@ def test_a_fill_value_dataset_is_refused_before_keras_reads_it(tmp_path, capsys,
 def test_other_datasets_keras_could_read_are_checked_too(tmp_path, saliency, edit, expected):
     import h5py
 
-    from parity.tfgraph.target import check_weights_file
+    from parity.targets.tfgraph import check_weights_file
 
     _, model = saliency
     path = tmp_path / "w.weights.h5"

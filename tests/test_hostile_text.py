@@ -250,7 +250,7 @@ def test_two_baseline_updates_at_once_keep_both_models(tmp_path, monkeypatch):
         layer = SimpleNamespace(layer="conv1", top="conv1", max_abs=1e-6, rel_l2=1e-7, ratio=0.5)
         return [SimpleNamespace(status="pass", model=model, image="chelsea", first_divergence=None, layers=[layer])]
 
-    monkeypatch.setattr("parity.check.target_from_fixture", lambda model: model)
+    monkeypatch.setattr("parity.targets.target_from_fixture", lambda model: model)
     monkeypatch.setattr("parity.check.gate_settings", lambda *args: (None, None))
     monkeypatch.setattr("parity.check.check_target", check)
     codes = []
@@ -337,7 +337,7 @@ def test_nan_and_inf_in_a_reference_warn_nothing_and_say_so(bad):
 
 
 def test_a_bare_prototxt_name_still_names_the_model(monkeypatch, weights):
-    from parity.check import target_from_files
+    from parity.targets import target_from_files
 
     monkeypatch.chdir(TINY.prototxt.parent)
     assert target_from_files("deploy.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
@@ -348,7 +348,7 @@ def test_a_bare_prototxt_name_still_names_the_model(monkeypatch, weights):
 def test_a_model_is_named_by_its_prototxt_never_its_folder(tmp_path, weights):
     """One package's folder holds several nets ("models/age.prototxt", "models/gender.prototxt"): the
     folder's name would call both "models". The prototxt's `name:` names it, else the file's stem."""
-    from parity.check import target_from_files
+    from parity.targets import target_from_files
 
     folder = tmp_path / "models"
     folder.mkdir()

@@ -364,8 +364,9 @@ def fill_arrays(report: Report, target, converted) -> None:
 
 
 def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
-    from parity.check import run_target, target_from_fixture
+    from parity.check import run_target
     from parity.convert import convert_net
+    from parity.targets import target_from_fixture
 
     built = []
 
@@ -398,8 +399,9 @@ def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
 
 
 def test_a_planted_shape_bug_in_tiny_gets_a_note(tmp_path):
-    from parity.check import run_target, target_from_fixture
+    from parity.check import run_target
     from parity.convert import convert_net
+    from parity.targets import target_from_fixture
 
     built = []
     target = target_from_fixture("tiny")
@@ -437,9 +439,10 @@ def test_a_shrunk_heatmap_keeps_a_single_bad_elements_full_error_on_its_scale():
 
 def test_the_page_shows_each_layer_s_noise_and_its_error_in_units_of_it():
     """Under the noise rule (the default) the table carries noise and x noise, as the terminal does."""
-    from parity.check import run_target, target_from_fixture
+    from parity.check import run_target
     from parity.compare import NoiseRule
     from parity.report import times
+    from parity.targets import target_from_fixture
 
     (report,) = run_target(target_from_fixture("tiny"), NoiseRule())
     text = page.render_html([report])

@@ -15,10 +15,11 @@ import pytest
 from support import caffe_python_or_skip
 
 from parity.blas import KERNELS, cpu_flags
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import K, NoiseRule
 from parity.fixtures import REPO
 from parity.reference import find_references
+from parity.targets import target_from_fixture
 
 DEEP = ["mobilenet", "resnet50", "googlenet", "vgg19"]
 

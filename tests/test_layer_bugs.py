@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from support import plant
 
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import NoiseRule
 from parity.convert import Blob, registry
 from parity.convert.normalization import BatchNormHandler
 from parity.errors import ShapeDivergence
 from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Net
+from parity.targets import target_from_fixture
 
 TOL = NoiseRule()  # parity's default rule
 LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).kind == "caffe"]

@@ -10,12 +10,13 @@ import json
 import numpy as np
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare, target_from_fixture
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare
 from parity.cli import main
 from parity.compare import PASS, NoiseRule
 from parity.convert import convert_net
 from parity.local import plan_units
 from parity.report import render
+from parity.targets import target_from_fixture
 
 TOL = NoiseRule()  # parity's default rule
 

@@ -9,11 +9,12 @@ import pytest
 from keras import ops
 
 import parity.noise
-from parity.check import FALLBACK, check_reference, prepare, target_from_fixture
+from parity.check import FALLBACK, check_reference, prepare
 from parity.compare import EPS32, NoiseRule, effective_noise
 from parity.convert import convert_net
 from parity.noise import Twin, run_float64
 from parity.report import render
+from parity.targets import target_from_fixture
 
 
 def exact(model, x):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, check_reference, prepare, target_from_fixture
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, check_reference, prepare
 from parity.compare import FAIL, K, NoiseRule, Tolerance
+from parity.targets import target_from_fixture
 
 MOVE = 30.0  # the bug's size, in units of the output's noise
 PLANTS = {  # (early, middle, late), each a layer with a kernel

@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, run_target, target_from_fixture
+from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, run_target
 from parity.report import render
+from parity.targets import target_from_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 

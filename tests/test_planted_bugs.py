@@ -13,12 +13,13 @@ import keras
 import pytest
 from support import edited, plant, with_param
 
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import DOWNSTREAM, FAIL, PASS, NoiseRule
 from parity.convert import Blob, convert_net, inner_product
 from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
+from parity.targets import target_from_fixture
 
 TOL = NoiseRule()  # parity's default rule
 
@@ -136,10 +137,10 @@ def test_a_shape_bug_that_breaks_later_weights_is_traced_to_its_layer():
 
 
 def test_weights_that_really_do_not_fit_keep_their_own_error(tmp_path):
-    from parity.check import Target
     from parity.reading.caffemodel import read_caffemodel
     from parity.reading.caffemodel_writer import write_caffemodel
     from parity.reading.prototxt import read_prototxt
+    from parity.targets import Target
 
     fixture = load_fixture("tiny")
     blobs = {k: [a.copy() for a in v] for k, v in read_caffemodel(fixture.weights_path()).blobs.items()}

@@ -132,8 +132,8 @@ def test_xdist_runs_costliest_models_first_and_lets_each_go_when_done(tmp_path):
     """Longest-processing-time-first: one worker takes the groups in descending estimated cost (given
     here in ascending order, so collection order alone would fail), releasing each model after its
     last item instead of holding the whole zoo."""
-    from parity.check import target_from_fixture
     from parity.pytest_plugin.collection import estimated_cost
+    from parity.targets import target_from_fixture
 
     models = sorted(["tiny", "tiny_v1", "layers/conv_variants"], key=lambda m: estimated_cost(target_from_fixture(m)))
     trace = tmp_path / "trace.txt"

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from support import fails_with, plant
 
-from parity.check import target_from_fixture
 from parity.cli import main
 from parity.convert import Blob
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.prototxt import read_prototxt
 from parity.reference import load_npy
+from parity.targets import target_from_fixture
 
 FILES = ["net.prototxt", "weights.caffemodel", "top.npy", "test_repro.py", "README.txt", "manifest.json"]
 

@@ -673,8 +673,9 @@ def tempfile_in(folder: Path) -> None:
 
 
 def test_check_never_writes_to_reference_blobs(monkeypatch):
-    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, run_target, target_from_fixture
+    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, run_target
     from parity.compare import PASS, Tolerance
+    from parity.targets import target_from_fixture
 
     target = target_from_fixture("tiny")
     folder = load_fixture("tiny").references.resolve()

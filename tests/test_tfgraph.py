@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.check import run_target, target_from_fixture
+from parity.check import run_target
 from parity.cli import main
 from parity.compare import NoiseRule
 from parity.fixtures import load_fixture
 from parity.reference import find_references
+from parity.targets import target_from_fixture
 
 FIXTURE = load_fixture("tf_saliency")
 MODEL = FIXTURE.dir / "model.py"

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from support import plant, with_param
 
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import FAIL, NoiseRule
 from parity.convert import registry
 from parity.report import render
+from parity.targets import target_from_fixture
 
 
 def run(model: str):

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from support import edited, plant
 
-from parity.check import check_reference, prepare, target_from_fixture, up_to
+from parity.check import check_reference, prepare
 from parity.compare import NoiseRule
 from parity.convert import Blob, convert_net
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
+from parity.targets import target_from_fixture, up_to
 
 TOL = NoiseRule()  # parity's default rule
 ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",

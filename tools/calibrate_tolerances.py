@@ -17,10 +17,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from parity.check import check_reference, prepare, target_from_fixture
+from parity.check import check_reference, prepare
 from parity.compare import K, NoiseRule
 from parity.fixtures import list_fixtures, load_fixture
 from parity.reference import find_references
+from parity.targets import target_from_fixture
 
 
 def caffe_fixtures() -> list[str]:

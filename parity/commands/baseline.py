@@ -25,9 +25,10 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..check import check_target, gate_settings, target_from_fixture
+    from ..check import check_target, gate_settings
     from ..fixtures import list_fixtures
     from ..gate import Baseline, configured_baseline, record_baseline
+    from ..targets import target_from_fixture
 
     path = args.baseline or configured_baseline()
     if path is None:

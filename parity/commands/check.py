@@ -93,8 +93,9 @@ def _graph_references(args) -> list:
 
 
 def run(args) -> int:
-    from ..check import check_target, gate_settings, target_from_files, target_from_fixture, up_to
+    from ..check import check_target, gate_settings
     from ..report import render, write_json
+    from ..targets import target_from_files, target_from_fixture, up_to
 
     _check_options(args)
     graph_refs = _graph_references(args)
@@ -104,7 +105,7 @@ def run(args) -> int:
         target = target_from_fixture(args.model, args.image)
     elif graph_refs:
         from ..handwritten import read_mapping
-        from ..tfgraph.target import GraphTarget
+        from ..targets.tfgraph import GraphTarget
 
         graph = require_file(args.graph, "graph") if args.graph else None
         target = GraphTarget(args.blobs.name, graph, graph, graph_refs, keras_model=args.keras_model or "",

@@ -38,9 +38,9 @@ def add(sub) -> None:
 
 def _target(args):
     """The Caffe target and the layer, from MODEL LAYER or PROTOTXT CAFFEMODEL --blobs DIR LAYER."""
-    from ..check import target_from_files, target_from_fixture
     from ..fixtures import load_fixture
     from ..reference import find_references
+    from ..targets import target_from_files, target_from_fixture
 
     if args.blobs is not None:
         if len(args.names) != 3:

@@ -37,6 +37,7 @@ from . import (  # noqa: E402,F401  # noqa: E402,F401  (Embed/BatchReindex/Param
 )
 from .context import Blob, Context, keras_axis, keras_name_for, keras_shape
 from .registry import converter_for, override, register, supported_types
+from .sizing import check_activations
 
 __all__ = ["Blob", "ConvertedModel", "convert_net", "keras_axis", "keras_name_for", "keras_shape",
            "override", "register", "supported_types"]
@@ -115,6 +116,7 @@ def convert_net(net: Net, weights: CaffeWeights | None) -> ConvertedModel:
     import keras
 
     check_supported(net)
+    check_activations(net)
     ctx = Context(net, weights)
     blobs: dict[str, Blob] = {}
     tensors, shapes, inputs, input_blobs, consumed = {}, {}, [], [], set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -58,11 +58,6 @@ class Context:
     input_tensors: list = field(default_factory=list)  # the Keras Inputs made so far, in the net's order
     _used_names: set[str] = field(default_factory=set)
     _zero_bytes: int = 0  # zero weights handed out so far (shape-only conversion)
-
-    def __post_init__(self):
-        """A conversion starts here: refuse a net whose activations no machine would hold, by its Input,
-        before Keras builds a layer (symbolic tensors cost nothing; the capture run would)."""
-        check_activations(self.net)
 
     # -- naming ---------------------------------------------------------------------------
     def name(self, layer: Layer, suffix: str = "") -> str:
@@ -139,53 +134,6 @@ class Context:
             raise self.error(layer, f"a shape-only conversion would allocate {self._zero_bytes / GIB:.1f} GiB of "
                                     f"zero weights by this layer, more than {ZERO_WEIGHTS_LIMIT // GIB} GiB")
         return [np.zeros(shape, np.float32) for shape in expected]
-
-
-def pure_shapes(net: Net) -> Iterator[tuple[Layer, object]]:
-    """(layer, its Shapes) for every layer the registered converters size in pure Python, in order.
-
-    A layer without such shapes, or whose shapes fail in any way, is left out with whatever reads its
-    tops: this is an estimate ahead of the conversion, which reports such a layer properly, in order."""
-    from .handler import checked_shapes
-    from .registry import shapes_for
-
-    known: dict[str, tuple[int, ...]] = {}
-    for layer in net.layers:
-        handler = shapes_for(layer.type)
-        if handler is None or any(b not in known for b in layer.bottoms):
-            continue
-        try:
-            shapes = checked_shapes(handler, layer, [known[b] for b in layer.bottoms])
-        except Exception:  # the conversion raises it again, after its parameter checks
-            continue
-        known.update((top, tuple(int(d) for d in shape)) for top, shape in zip(layer.tops, shapes.tops))
-        yield layer, shapes
-
-
-def check_activations(net: Net, limit: int = ACTIVATION_LIMIT) -> None:
-    """Refuse, naming the Input layer and its shape, a net whose float32 tops sum past `limit`."""
-    total, inputs = 0, []
-    for layer, shapes in pure_shapes(net):
-        total += sum(math.prod(shape) for shape in shapes.tops) * 4
-        if layer.type == "Input":
-            inputs += [(math.prod(shape), layer, tuple(shape)) for shape in shapes.tops]
-        if total > limit:
-            raise _too_large(net, inputs, total, limit)
-
-
-def zero_weights_bytes(net: Net) -> int:
-    """The float32 bytes of the learned blobs a shape-only conversion of `net` makes (those it can size)."""
-    return sum(math.prod(param.shape) for _, shapes in pure_shapes(net) for param in shapes.params) * 4
-
-
-def _too_large(net: Net, inputs: list, total: int, limit: int) -> ParityError:
-    """The error for check_activations, at the largest Input's prototxt line."""
-    message = (f"makes activations of {total / GIB:.1f} GiB or more (float32), past parity's limit of "
-               f"{limit // GIB} GiB for one forward pass")
-    if not inputs:
-        return ParityError(f"the net {message}", net.path)
-    _, layer, shape = max(inputs, key=lambda item: item[0])
-    return net.error(layer.name, f"input shape {shape} {message}: give the Input a smaller shape")
 
 
 def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:

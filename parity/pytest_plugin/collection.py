@@ -28,8 +28,8 @@ def parametrize(metafunc) -> None:
 
 def layer_checks(config) -> Iterator[LayerCheck]:
     """Every layer of every model (--model, else all fixtures) on every sample, in Caffe's order."""
-    from ..check import target_from_fixture, up_to
     from ..fixtures import list_fixtures
+    from ..targets import target_from_fixture, up_to
 
     for model in config.getoption("--model") or list_fixtures():
         target = up_to(target_from_fixture(model), config.getoption("--until"))

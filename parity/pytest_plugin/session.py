@@ -112,7 +112,8 @@ class Session:
         _send(item, failed.to_dict(), None)
 
     def _compute(self, model: str, image: str) -> Report:
-        from ..check import check_reference, prepare, target_from_fixture, up_to
+        from ..check import check_reference, prepare
+        from ..targets import target_from_fixture, up_to
 
         if model not in self.prepared:
             _trace("prepare", model)

@@ -55,7 +55,7 @@ def check_options(config) -> None:
 
 
 def _check_until(models: list[str], until: str) -> None:
-    from ..check import target_from_fixture, up_to
+    from ..targets import target_from_fixture, up_to
 
     for model in models:
         up_to(target_from_fixture(model), until)

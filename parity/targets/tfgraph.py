@@ -9,18 +9,18 @@ scope named like it (Keras `conv1_conv1_1` against `conv1/conv1_1/Relu`), or wha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..check import Target
 from ..errors import ParityError
 from ..graph import Layer, Net
 from ..layout import caffe_shape
 from ..reference import Reference
-from .weights import normalized
+from ..tfgraph.weights import normalized
+from .base import Target
 
 
 @dataclass
@@ -43,7 +43,7 @@ class GraphTarget(Target):
         """The graph's Consts (None: the weights come from `weights`, a tf-import output)."""
         if self.weights is not None or self.prototxt is None:
             return None
-        from .graph import constants, read_graph_def
+        from ..tfgraph.graph import constants, read_graph_def
 
         return constants(read_graph_def(self.prototxt), self.prototxt)
 
@@ -100,7 +100,7 @@ def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str,
         if weights is not None:
             _load_weights_file(model, weights)
         else:
-            from .weights import load_graph_weights
+            from ..tfgraph.weights import load_graph_weights
 
             load_graph_weights(model, consts, mapping, graph)
         pairs = pair_layers(model, net, mapping)
@@ -235,12 +235,6 @@ def _described(value) -> tuple[tuple[int, ...], str]:
         return tuple(value.shape), keras.backend.standardize_dtype(value.dtype)
     array = np.asarray(value)
     return array.shape, keras.backend.standardize_dtype(array.dtype)
-
-
-def restricted(target: Target, tensors: dict) -> Target:
-    """`target` with each reference's entries cut to the ops a Keras layer was paired with."""
-    refs = [replace(r, entries=[e for e in r.entries if (e.layer, e.top) in tensors]) for r in target.references]
-    return replace(target, references=refs)
 
 
 def graph_target_from_fixture(fixture, images: list[str] | None = None) -> GraphTarget:
