@@ -271,6 +271,16 @@ def ssd_head() -> None:
                  "reshape_param { shape { dim: 0 dim: -1 dim: 21 } }")
     conf = n.add("mbox_conf_softmax", "Softmax", [conf], ["mbox_conf_softmax"], "softmax_param { axis: 2 }")
     n.add("mbox_conf_flatten", "Flatten", [conf], ["mbox_conf_flatten"], "flatten_param { axis: 1 }")
+    heads = [  # two DetectionOutput heads: CENTER_SIZE with top_k and keep_top_k; CORNER_SIZE, background 3, eta
+        ("detection_out", "num_classes: 21 share_location: true background_label_id: 0 nms_param { "
+                          "nms_threshold: 0.45 top_k: 100 } code_type: CENTER_SIZE keep_top_k: 60 "
+                          "confidence_threshold: 0.05"),
+        ("detection_eta", "num_classes: 21 background_label_id: 3 nms_param { nms_threshold: 0.7 top_k: 30 "
+                          "eta: 0.9 } code_type: CORNER_SIZE confidence_threshold: 0.052"),
+    ]
+    for name, params in heads:
+        n.add(name, "DetectionOutput", ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"], [name],
+              f"detection_output_param {{ {params} }}")
     n.write("ssd")
 
 
