@@ -67,9 +67,9 @@ def forward(repeat: int, every: int) -> dict:
     from parity.capture import Capture
     from parity.convert import convert_net
     from parity.reading.caffemodel import read_caffemodel
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
-    target = target_from_fixture("vgg19")
+    target = from_fixture("vgg19")
     ref = target.references[0]
     t0 = time.perf_counter()
     weights = read_caffemodel(target.caffemodel)
@@ -112,12 +112,12 @@ def check(model: str, rule: str = "noise") -> dict:
     from parity._tf import import_keras_quietly
     from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
     from parity.report import render
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
     import_keras_quietly()  # `import parity` no longer imports TensorFlow; its import is no part of the check
     marks = {}
     t0 = time.perf_counter()
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     fixed = (DEFAULT_ATOL, DEFAULT_RTOL) if rule == "fixed" else (None, None)
     policy, baseline = gate_settings(target, *fixed, None, None)
     marks["setup"] = time.perf_counter()

@@ -14,7 +14,7 @@ import numpy as np
 from .atomic import sha256_file
 from .compare import FAIL, PASS, LayerResult, NoiseRule, Tolerance, measure
 from .decisions import DETECTIONS, PROPOSALS, decision_bottom, decision_bottoms, is_decision, settle
-from .divergence import explain_shape_conflict, locate_first_divergence
+from .divergence import locate_first_divergence
 from .errors import ParityError, ShapeDivergence
 from .graph import Net
 from .layout import to_caffe_layout, to_keras_layout
@@ -56,32 +56,18 @@ class Prepared:
     notes: dict[Path, list[str]]
     environment: dict
     weights: object = None  # the read caffemodel, for --local's second conversion
-    build: Callable | None = None  # the converter used (parity's, a planted bug's, or a hand-written model's)
+    build: Callable | None = None  # the converter used (the target's, or a planted bug's)
     twin: object = None  # parity.noise.Twin: what runs in float64 to measure each output's noise
     parents: dict = field(default_factory=dict)  # key -> the captured keys it reads (for inherited noise)
     left_out: dict = field(default_factory=dict)  # reference dir -> notes on entries a hand-written model lacks
     _local: dict = field(default_factory=dict, repr=False)  # entry layout -> LocalRunner
 
     def local_runner(self, ref: Reference):
-        """The layer-local model for `ref`'s entry layout, converted once and shared by its samples."""
-        from .local import LocalRunner, require_local_support
-
-        require_local_support(self.build)
+        """The layer-local runner for `ref`'s entry layout, built once (by the target) and shared by its samples."""
         layout = tuple((e.layer, e.top, e.shape) for e in ref.entries)
         if layout not in self._local:
-            if getattr(self.build, "cut_local", False):  # a hand-written model: cut its layers out of it
-                from .local import CutRunner
-
-                self._local[layout] = CutRunner(self.net, ref, self.converted)
-            else:
-                self._local[layout] = LocalRunner(self.net, ref, self.weights, self.build or _default_build())
+            self._local[layout] = self.target.local_runner(self.net, ref, self.weights, self.build, self.converted)
         return self._local[layout]
-
-
-def _default_build() -> Callable:
-    from .convert import convert_net
-
-    return convert_net
 
 
 def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | None = None,
@@ -96,7 +82,7 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
     configure(**(numerics or {}))
     say = progress or (lambda _msg: None)
     net = target.net()
-    build = convert or target.default_converter()
+    build = convert or target.converter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parity-sha256") as pool:
         # The sha256 of a 575 MB caffemodel takes 0.4 s; hashlib lets go of the GIL, so it runs beside
         # the conversion. Its verdict still comes first: wrong files explain a failed conversion.
@@ -111,9 +97,10 @@ def prepare(target: Target, allow_mismatch: bool = False, convert: Callable | No
             converted = build(net, weights)
         except ParityError as exc:
             provenance.result()
-            if isinstance(exc, ShapeDivergence) or target.partial_match:
+            failure = target.conversion_failure(exc, net, build)
+            if failure is exc:
                 raise
-            raise explain_shape_conflict(exc, net, target.references, build) from None
+            raise failure from None
         notes = provenance.result()
     left_out = left_out_notes(target, converted) if converted.left_out else {}  # reference dir -> notes
     target = target.after_conversion(converted)
@@ -151,18 +138,17 @@ def decision_inputs(net: Net, target: Target, tensors: dict) -> list[Key]:
 
 
 def twin_for(capture, target: Target, net: Net, weights, build: Callable, keys: list[Key]):
-    """The float64 twin: the checked model, with parity's own conversion as the fallback where the checked
-    model is another (a hand-written one) and a Caffe net exists to convert."""
+    """The float64 twin: the checked model, with the target's fallback (parity's own conversion, where the
+    checked model is another converter's and a Caffe net exists to convert) where its own twin cannot run."""
     from .capture import Capture
     from .noise import Twin
 
-    if build is _default_build() or weights is None or target.partial_match:
+    convert = target.twin_fallback(net, weights, build) if weights is not None else None
+    if convert is None:
         return Twin(capture)
 
     def fallback():
-        from .convert import convert_net
-
-        own = convert_net(net, weights)
+        own = convert()
         return Capture(own, [k for k in keys if k in own.tensors])
 
     return Twin(capture, fallback)

@@ -17,7 +17,6 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ParityError
 from .graph import Net
 from .reference import Entry, Reference
 
@@ -140,13 +139,6 @@ class LocalRun:
     outputs: dict
     noise: dict
     skipped: dict
-
-
-def require_local_support(build: Callable | None) -> None:
-    """A model that can be neither reconverted nor cut (a TensorFlow graph's): say so instead of guessing."""
-    if build is not None and not getattr(build, "supports_local", True) and not getattr(build, "cut_local", False):
-        raise ParityError("--local is not available for a TensorFlow-graph reference (always checked against a "
-                          "hand-written model whose ops it cannot pair one by one)")
 
 
 # -- --local for a model parity did not build: cut out of it ------------------------------------------

@@ -33,7 +33,7 @@ def environment() -> dict:
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend(),
             "numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "devices": _devices(tf), "onednn": _onednn(),
+            "devices": _devices(tf), "onednn": onednn(),
             "tf32_allowed": tf.config.experimental.tensor_float_32_execution_enabled(),
             "deterministic_ops": _STATE["deterministic"] or os.environ.get("TF_DETERMINISTIC_OPS", "") in ("1", "true"),
             "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)",
@@ -54,17 +54,17 @@ def _devices(tf) -> list[str]:
     return names
 
 
-def _onednn() -> dict:
-    """Whether TF was built with oneDNN and whether its optimisations are on (TF_ENABLE_ONEDNN_OPTS)."""
+def onednn() -> dict:
+    """Whether TensorFlow runs its oneDNN kernels. TF answers only that (IsMklEnabled: the build,
+    TF_ENABLE_ONEDNN_OPTS and the CPU together; left unset, TF turns oneDNN on only for CPUs with
+    AVX512-VNNI/BF16 or AMX, so an AVX2-only machine runs without it), so `built` is True where it runs
+    and None (unknown) where it does not."""
     try:
         from tensorflow.python.util import _pywrap_util_port as port
 
-        built = bool(port.IsMklEnabled())
+        enabled = bool(port.IsMklEnabled())
     except (ImportError, AttributeError):
-        built = None
+        enabled = False
+    built = True if enabled else None
     setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if setting is None:  # TF's default since 2.9: on for x86 Linux builds with oneDNN
-        enabled = bool(built) and platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
-    else:
-        enabled = setting.strip().lower() in ("1", "true")
     return {"built": built, "enabled": enabled, "TF_ENABLE_ONEDNN_OPTS": setting or "unset"}

@@ -15,7 +15,7 @@ from parity.fixtures import load_fixture
 from parity.graph import Net
 from parity.reference import load_npy, write_npy_gz
 from parity.report import render
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 NET = """name: "d"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 1 dim: 3 } } }
@@ -89,7 +89,7 @@ def edited_argmax(tmp_path):
 def test_a_flip_at_a_clear_margin_fails_and_inside_the_noise_is_counted(tmp_path, monkeypatch):
     refs, margin = edited_argmax(tmp_path)
     monkeypatch.setenv("PARITY_REFERENCES", str(refs))
-    target = target_from_fixture("layers/ssd_argmax")
+    target = from_fixture("layers/ssd_argmax")
     prepared = prepare(target)
     report = check_reference(prepared, target.references[0], NoiseRule())
     row = next(r for r in report.layers if r.layer == "argmax_c")

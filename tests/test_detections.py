@@ -13,7 +13,7 @@ import pytest
 from parity.check import check_reference, prepare
 from parity.compare import NoiseRule
 from parity.detections import Settings, compare_detections
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 TOL = NoiseRule()
 SETTINGS = Settings(confidence_threshold=0.05, nms_threshold=0.45, top_k=-1, keep_top_k=-1, loc_noise=1e-6,
@@ -68,7 +68,7 @@ def test_no_detections_on_both_sides_agree_and_any_detection_against_none_does_n
 
 
 def first_report(model: str):
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     return check_reference(prepare(target), target.references[0], TOL)
 
 
@@ -136,7 +136,7 @@ def test_the_exported_model_holds_the_head_without_lambda_or_custom_objects(tmp_
 
     from parity.convert import convert_net
 
-    target = target_from_fixture("ssd")
+    target = from_fixture("ssd")
     converted = convert_net(target.net(), target.read_weights())
     path = tmp_path / "ssd.keras"
     converted.model.save(path)

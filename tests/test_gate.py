@@ -13,7 +13,7 @@ from parity.convert import convert_net
 from parity.errors import ParityError
 from parity.gate import Baseline, resolve_policy
 from parity.report import render
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 DEFAULTS = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
 
@@ -50,7 +50,7 @@ def test_bad_tolerance_settings_are_clear_errors(bad):
 
 
 def test_a_layer_pattern_tolerance_decides_that_layers_verdict():
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     convert = nudged("conv1", 0.05)
     (strict,) = run_target(target, resolve_policy("tiny", None, DEFAULTS), convert=convert)
     assert strict.first_divergence == "conv1"
@@ -64,7 +64,7 @@ def test_a_layer_pattern_tolerance_decides_that_layers_verdict():
 
 def test_the_gate_fails_an_error_that_grew_past_its_baseline_inside_the_tolerance(tmp_path):
     """The fixed rule, asked for: its gate compares max_abs."""
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     policy = resolve_policy("tiny", None, DEFAULTS, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL)
     baseline = Baseline(tmp_path / "b.json")
     (clean,) = run_target(target, policy)
@@ -85,7 +85,7 @@ def test_the_gate_fails_an_error_that_grew_past_its_baseline_inside_the_toleranc
 def test_under_the_noise_rule_the_gate_compares_the_error_noise_ratio(tmp_path):
     """The default rule: a ratio that grew past growth x its accepted one (and past the noise band, k/3)
     fails even below k."""
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     policy = resolve_policy("tiny", None, DEFAULTS)
     (clean,) = run_target(target, policy)
     conv1 = next(r for r in clean.layers if r.layer == "conv1")
@@ -108,7 +108,7 @@ def test_under_the_noise_rule_the_gate_compares_the_error_noise_ratio(tmp_path):
 
 
 def test_a_failing_check_is_never_recorded_as_a_baseline(tmp_path):
-    (bad,) = run_target(target_from_fixture("tiny"), DEFAULTS, convert=nudged("conv1", 1.0))
+    (bad,) = run_target(from_fixture("tiny"), DEFAULTS, convert=nudged("conv1", 1.0))
     with pytest.raises(ParityError, match="fix it before accepting"):
         Baseline(tmp_path / "b.json").record(bad)
 
@@ -152,7 +152,7 @@ def test_the_committed_baseline_covers_every_fixture():
     tops = [top for samples in baseline.models.values() for layers in samples.values() for tops in layers.values()
             for top in tops.values()]
     assert all("ratio" in top for top in tops)  # the noise rule's measure is gated, not only max_abs
-    policy, gate = gate_settings(target_from_fixture("tiny"), None, None, path, None)
+    policy, gate = gate_settings(from_fixture("tiny"), None, None, path, None)
     assert gate.growth == 4.0 and policy.atol is None and policy.describe()["rule"] == "noise"
 
 

@@ -129,12 +129,12 @@ def test_the_shape_diagnosis_is_skipped_when_its_zero_weights_would_be_huge(tmp_
     """Weights that do not fit start the shape-only conversion; a 10M x 1M InnerProduct would make 36 TiB of
     zeros there. The original error stays, as one line."""
     from parity.check import prepare
-    from parity.targets import Target
+    from parity.targets import CaffeTarget
 
     prototxt, caffemodel = _net_files(tmp_path, (1, 1, 1000, 1000), HUGE_IP,
                                       {"ip": [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]})
     with pytest.raises(ParityError) as caught:
-        prepare(Target("hostile", prototxt, caffemodel, []))
+        prepare(CaffeTarget("hostile", [], prototxt=prototxt, caffemodel=caffemodel))
     one_line(caught.value, caffemodel, "weight blob 0 has shape (2, 2)", "(10000000, 1000000)")
 
 

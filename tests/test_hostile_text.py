@@ -250,7 +250,7 @@ def test_two_baseline_updates_at_once_keep_both_models(tmp_path, monkeypatch):
         layer = SimpleNamespace(layer="conv1", top="conv1", max_abs=1e-6, rel_l2=1e-7, ratio=0.5)
         return [SimpleNamespace(status="pass", model=model, image="chelsea", first_divergence=None, layers=[layer])]
 
-    monkeypatch.setattr("parity.targets.target_from_fixture", lambda model: model)
+    monkeypatch.setattr("parity.targets.from_fixture", lambda model: model)
     monkeypatch.setattr("parity.check.gate_settings", lambda *args: (None, None))
     monkeypatch.setattr("parity.check.check_target", check)
     codes = []
@@ -337,23 +337,23 @@ def test_nan_and_inf_in_a_reference_warn_nothing_and_say_so(bad):
 
 
 def test_a_bare_prototxt_name_still_names_the_model(monkeypatch, weights):
-    from parity.targets import target_from_files
+    from parity.targets import from_files
 
     monkeypatch.chdir(TINY.prototxt.parent)
-    assert target_from_files("deploy.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
-    assert target_from_files(Path("deploy.prototxt"), weights, TINY.references / "chelsea",
+    assert from_files("deploy.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
+    assert from_files(Path("deploy.prototxt"), weights, TINY.references / "chelsea",
                              name="given").name == "given"
 
 
 def test_a_model_is_named_by_its_prototxt_never_its_folder(tmp_path, weights):
     """One package's folder holds several nets ("models/age.prototxt", "models/gender.prototxt"): the
     folder's name would call both "models". The prototxt's `name:` names it, else the file's stem."""
-    from parity.targets import target_from_files
+    from parity.targets import from_files
 
     folder = tmp_path / "models"
     folder.mkdir()
     text = TINY.prototxt.read_text()
     (folder / "age.prototxt").write_text(text)
     (folder / "gender.prototxt").write_text(text.replace('name: "parity_tiny"', ""))
-    assert target_from_files(folder / "age.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
-    assert target_from_files(folder / "gender.prototxt", weights, TINY.references / "chelsea").name == "gender"
+    assert from_files(folder / "age.prototxt", weights, TINY.references / "chelsea").name == "parity_tiny"
+    assert from_files(folder / "gender.prototxt", weights, TINY.references / "chelsea").name == "gender"

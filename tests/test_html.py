@@ -366,7 +366,7 @@ def fill_arrays(report: Report, target, converted) -> None:
 def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
     from parity.check import run_target
     from parity.convert import convert_net
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
     built = []
 
@@ -379,7 +379,7 @@ def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
             built.append(converted)
         return converted
 
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     (report,) = run_target(target, TOL, convert=perturbed)
     assert report.first_divergence == "conv2"
     fill_arrays(report, target, built[-1])
@@ -401,10 +401,10 @@ def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
 def test_a_planted_shape_bug_in_tiny_gets_a_note(tmp_path):
     from parity.check import run_target
     from parity.convert import convert_net
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
     built = []
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     with plant("Pooling", with_param(lambda p: setattr(p.pooling_param, "ceil_mode", False))):
         (report,) = run_target(target, TOL, convert=lambda net, w: built.append(convert_net(net, w)) or built[-1])
         assert report.first_divergence == "pool1"
@@ -442,9 +442,9 @@ def test_the_page_shows_each_layer_s_noise_and_its_error_in_units_of_it():
     from parity.check import run_target
     from parity.compare import NoiseRule
     from parity.report import times
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
-    (report,) = run_target(target_from_fixture("tiny"), NoiseRule())
+    (report,) = run_target(from_fixture("tiny"), NoiseRule())
     text = page.render_html([report])
     assert "<th>noise</th><th>x noise</th>" in text and "12 x float32 noise" in text
     for r in report.layers:

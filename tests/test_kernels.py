@@ -19,7 +19,7 @@ from parity.check import check_reference, prepare
 from parity.compare import K, NoiseRule
 from parity.fixtures import REPO
 from parity.reference import find_references
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 DEEP = ["mobilenet", "resnet50", "googlenet", "vgg19"]
 
@@ -54,7 +54,7 @@ def kernel_dumps(tmp_path_factory):
 @pytest.mark.caffe
 @pytest.mark.parametrize("model", DEEP)
 def test_every_correct_conversion_passes_against_references_from_other_kernels(kernel_dumps, model):
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     prepared = None
     for core, root in kernel_dumps.items():
         (ref,) = find_references(root / model)

@@ -18,7 +18,7 @@ from parity.convert.normalization import BatchNormHandler
 from parity.errors import ShapeDivergence
 from parity.fixtures import list_fixtures, load_fixture
 from parity.graph import Net
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 TOL = NoiseRule()  # parity's default rule
 LAYERWISE = [f for f in list_fixtures() if load_fixture(f).granularity == "layer" and load_fixture(f).kind == "caffe"]
@@ -27,7 +27,7 @@ CASES = [(f, layer.name) for f in LAYERWISE for layer in Net.from_prototxt(load_
 
 
 def first_divergence(model: str) -> str | None:
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     return check_reference(prepare(target), target.references[0], TOL).first_divergence
 
 
@@ -117,7 +117,7 @@ def test_flatten_applied_to_channels_last_data_is_caught(monkeypatch):
 
 
 def first_report(model: str):
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     return check_reference(prepare(target), target.references[0], TOL)
 
 

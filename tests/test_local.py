@@ -16,7 +16,7 @@ from parity.compare import PASS, NoiseRule
 from parity.convert import convert_net
 from parity.local import plan_units
 from parity.report import render
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 TOL = NoiseRule()  # parity's default rule
 
@@ -43,7 +43,7 @@ def shifted(offset):
 
 
 def local_report(model: str, convert=None, tol=TOL):
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     return check_reference(prepare(target, convert=convert), target.references[0], tol, local=True)
 
 
@@ -80,7 +80,7 @@ def test_error_under_tolerance_that_grows_downstream_is_drift_not_a_bug():
 
 
 def test_blob_granularity_checks_each_in_place_chain_as_one_unit():
-    target = target_from_fixture("ssd")
+    target = from_fixture("ssd")
     ref = target.references[0]
     units, skipped = plan_units(target.net(), ref)
     chains = {u.layers for u in units}

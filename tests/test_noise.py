@@ -14,7 +14,7 @@ from parity.compare import EPS32, NoiseRule, effective_noise
 from parity.convert import convert_net
 from parity.noise import Twin, run_float64
 from parity.report import render
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 
 def exact(model, x):
@@ -75,7 +75,7 @@ def test_effective_noise_adds_what_is_inherited_and_one_float32_step():
 
 def test_noise_is_cached_by_the_float32_outputs_it_explains(monkeypatch, tmp_path):
     monkeypatch.setenv("PARITY_CACHE", str(tmp_path))
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     prepared = prepare(target)
     ref = target.references[0]
     first = check_reference(prepared, ref, NoiseRule())
@@ -105,7 +105,7 @@ def casting(layer_name: str):
 
 def test_a_model_that_cannot_run_in_float64_borrows_parity_s_own_conversion(monkeypatch, tmp_path):
     monkeypatch.setenv("PARITY_CACHE", str(tmp_path))
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     prepared = prepare(target, convert=casting("relu1"))
     report = check_reference(prepared, target.references[0], NoiseRule())
     assert report.status == "pass" and all(r.noise is not None for r in report.layers)
@@ -115,7 +115,7 @@ def test_a_model_that_cannot_run_in_float64_borrows_parity_s_own_conversion(monk
 
 def test_without_any_float64_twin_the_fixed_rule_decides_and_the_report_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("PARITY_CACHE", str(tmp_path))
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     prepared = prepare(target, convert=casting("relu1"))
     prepared.twin = Twin(prepared.capture)  # no fallback, as for a TensorFlow graph
     report = check_reference(prepared, target.references[0], NoiseRule())

@@ -14,7 +14,7 @@ import pytest
 
 from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, check_reference, prepare
 from parity.compare import FAIL, K, NoiseRule, Tolerance
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 MOVE = 30.0  # the bug's size, in units of the output's noise
 PLANTS = {  # (early, middle, late), each a layer with a kernel
@@ -33,7 +33,7 @@ def prepared_models():
 
     def get(model):
         if model not in cache:
-            target = target_from_fixture(model)
+            target = from_fixture(model)
             cache[model] = (target, prepare(target))
         return cache[model]
 

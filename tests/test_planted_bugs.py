@@ -19,14 +19,14 @@ from parity.convert import Blob, convert_net, inner_product
 from parity.errors import ParityError, ShapeDivergence
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 TOL = NoiseRule()  # parity's default rule
 
 
 def run(model: str, convert=None, channel_order: str | None = None):
     """Check `model`'s first reference sample, optionally with a planted converter or input bug."""
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     ref = target.references[0]
     prepared = prepare(target, convert=convert)
     inputs = None
@@ -140,15 +140,15 @@ def test_weights_that_really_do_not_fit_keep_their_own_error(tmp_path):
     from parity.reading.caffemodel import read_caffemodel
     from parity.reading.caffemodel_writer import write_caffemodel
     from parity.reading.prototxt import read_prototxt
-    from parity.targets import Target
+    from parity.targets import CaffeTarget
 
     fixture = load_fixture("tiny")
     blobs = {k: [a.copy() for a in v] for k, v in read_caffemodel(fixture.weights_path()).blobs.items()}
     blobs["fc1"][0] = blobs["fc1"][0][:, :50]
     bad = write_caffemodel(tmp_path / "bad.caffemodel", read_prototxt(fixture.prototxt), blobs)
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     with pytest.raises(ParityError) as info:
-        prepare(Target("tiny", target.prototxt, bad, target.references), allow_mismatch=True)
+        prepare(CaffeTarget("tiny", target.references, prototxt=target.prototxt, caffemodel=bad), allow_mismatch=True)
     assert not isinstance(info.value, ShapeDivergence) and "fc1" in str(info.value)
 
 

@@ -133,9 +133,9 @@ def test_xdist_runs_costliest_models_first_and_lets_each_go_when_done(tmp_path):
     here in ascending order, so collection order alone would fail), releasing each model after its
     last item instead of holding the whole zoo."""
     from parity.pytest_plugin.collection import estimated_cost
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
-    models = sorted(["tiny", "tiny_v1", "layers/conv_variants"], key=lambda m: estimated_cost(target_from_fixture(m)))
+    models = sorted(["tiny", "tiny_v1", "layers/conv_variants"], key=lambda m: estimated_cost(from_fixture(m)))
     trace = tmp_path / "trace.txt"
     proc = run_suite("-n", "1", *(f"--model={m}" for m in models), env_extra={"PARITY_TRACE": str(trace)})
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -25,7 +25,7 @@ from parity.convert import Blob
 from parity.reading.caffemodel import read_caffemodel
 from parity.reading.prototxt import read_prototxt
 from parity.reference import load_npy
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 FILES = ["net.prototxt", "weights.caffemodel", "top.npy", "test_repro.py", "README.txt", "manifest.json"]
 
@@ -127,7 +127,7 @@ def test_the_verdict_when_written_is_the_conversions_at_that_time(capsys, tmp_pa
 def test_bundle_holds_the_layer_its_weights_and_caffes_arrays_only(capsys, tmp_path):
     bundle = tmp_path / "b"
     write_bundle(capsys, bundle, "tiny", "conv1")
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     ref = target.references[0]
     manifest = json.loads((bundle / "manifest.json").read_text())
 
@@ -202,7 +202,7 @@ def test_a_layer_without_a_reference_entry_names_the_entry_that_covers_it(capsys
 def test_a_bottom_without_a_reference_entry(capsys, tmp_path):
     """A blob-granularity dump keeps a blob's value only after the last layer writing it in place: a layer
     reading the value before that has no Caffe bottom to hand over (simulated by dropping relu1's entry)."""
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     refs = tmp_path / "refs"
     shutil.copytree(target.references[0].dir, refs)
     manifest = json.loads((refs / "manifest.json").read_text())
@@ -221,7 +221,7 @@ def test_an_output_folder_parity_did_not_write_is_left_alone(capsys, tmp_path):
     (mine / "notes.txt").write_text("keep me")
     fails_with(capsys, ["repro", "tiny", "conv1", "-o", mine], "not a repro bundle parity wrote", str(mine))
     assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
-    ref_dir = target_from_fixture("tiny").references[0].dir
+    ref_dir = from_fixture("tiny").references[0].dir
     fails_with(capsys, ["repro", "tiny", "conv1", "-o", ref_dir / "bundle"], "reference folder")
     assert not (ref_dir / "bundle").exists()
 

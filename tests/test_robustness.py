@@ -675,9 +675,9 @@ def tempfile_in(folder: Path) -> None:
 def test_check_never_writes_to_reference_blobs(monkeypatch):
     from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, run_target
     from parity.compare import PASS, Tolerance
-    from parity.targets import target_from_fixture
+    from parity.targets import from_fixture
 
-    target = target_from_fixture("tiny")
+    target = from_fixture("tiny")
     folder = load_fixture("tiny").references.resolve()
     before = snapshot(folder)
     writes: list[str] = []

@@ -16,11 +16,11 @@ from parity.check import check_reference, prepare
 from parity.compare import FAIL, NoiseRule
 from parity.convert import registry
 from parity.report import render
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 
 def run(model: str):
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     prepared = prepare(target)
     return check_reference(prepared, target.references[0], NoiseRule())
 

@@ -19,7 +19,7 @@ from parity.compare import NoiseRule
 from parity.convert import Blob, convert_net
 from parity.fixtures import load_fixture
 from parity.preprocess import preprocess_image
-from parity.targets import target_from_fixture, up_to
+from parity.targets import from_fixture, up_to
 
 TOL = NoiseRule()  # parity's default rule
 ZOO = ["vgg19", "caffenet", "squeezenet", "mobilenet", "resnet50", "googlenet", "fcn8s", "dilation8", "ssd",
@@ -63,7 +63,7 @@ def nan_at_origin(x):
 def plant_kind(model: str, kind: str):
     """Plant `kind` in `model`: returns (the planted layer, until, converter or None, inputs or None, and
     the `with` block during which a planted converter is in place)."""
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     net = target.net()
     conv = first(net, "Convolution")
     if kind == "padding":
@@ -122,7 +122,7 @@ def plant_kind(model: str, kind: str):
 @pytest.mark.parametrize("model", ZOO)
 def test_planted_bug_is_named_with_its_cause(model, kind):
     layer, until, convert, inputs, planted = plant_kind(model, kind)
-    target = up_to(target_from_fixture(model), until)
+    target = up_to(from_fixture(model), until)
     with planted:
         report = check_reference(prepare(target, convert=convert), target.references[0], TOL, inputs)
         assert report.status == "fail", "the planted bug went unnoticed"

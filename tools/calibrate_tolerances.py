@@ -21,7 +21,7 @@ from parity.check import check_reference, prepare
 from parity.compare import K, NoiseRule
 from parity.fixtures import list_fixtures, load_fixture
 from parity.reference import find_references
-from parity.targets import target_from_fixture
+from parity.targets import from_fixture
 
 
 def caffe_fixtures() -> list[str]:
@@ -30,7 +30,7 @@ def caffe_fixtures() -> list[str]:
 
 def rows_for(model: str, roots: list[Path]) -> list[dict]:
     """One row per (reference root, sample, entry) of `model`: its noise, error and ratio."""
-    target = target_from_fixture(model)
+    target = from_fixture(model)
     sets = [("committed", target.references)]
     sets += [(str(root), find_references(root / model)) for root in roots if (root / model).is_dir()]
     prepared = prepare(replace(target, references=[r for _, refs in sets for r in refs]), allow_mismatch=True)

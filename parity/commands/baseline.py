@@ -28,7 +28,7 @@ def run(args) -> int:
     from ..check import check_target, gate_settings
     from ..fixtures import list_fixtures
     from ..gate import Baseline, configured_baseline, record_baseline
-    from ..targets import target_from_fixture
+    from ..targets import from_fixture
 
     path = args.baseline or configured_baseline()
     if path is None:
@@ -37,7 +37,7 @@ def run(args) -> int:
     if path.exists():
         Baseline.load(path)  # a broken file is said now, not after every model has run
     models = args.model or list_fixtures()
-    targets = {model: target_from_fixture(model) for model in models}  # every name checked before any model runs
+    targets = {model: from_fixture(model) for model in models}  # every name checked before any model runs
     failing, passing = [], []
     for i, model in enumerate(models, 1):
         print(f"parity: [{i}/{len(models)}] checking {model} ...", file=sys.stderr, flush=True)

@@ -95,38 +95,32 @@ def _graph_references(args) -> list:
 def run(args) -> int:
     from ..check import check_target, gate_settings
     from ..report import render, write_json
-    from ..targets import target_from_files, target_from_fixture, up_to
+    from ..targets import from_files, from_fixture, up_to
 
     _check_options(args)
     graph_refs = _graph_references(args)
     if args.model:
         if args.prototxt or args.caffemodel or args.blobs:
             raise ParityError("give either --model NAME or PROTOTXT CAFFEMODEL --blobs DIR, not both")
-        target = target_from_fixture(args.model, args.image)
+        target = from_fixture(args.model, args.image)
     elif graph_refs:
-        from ..handwritten import read_mapping
         from ..targets.tfgraph import GraphTarget
 
         graph = require_file(args.graph, "graph") if args.graph else None
-        target = GraphTarget(args.blobs.name, graph, graph, graph_refs, keras_model=args.keras_model or "",
-                             weights=args.weights, mapping=read_mapping(args.mapping, names_only=True))
+        target = GraphTarget(args.blobs.name, graph_refs, graph=graph, weights=args.weights)  # + --keras-model
     else:
         if not (args.prototxt and args.caffemodel and args.blobs):
             raise ParityError("give PROTOTXT CAFFEMODEL --blobs DIR, or --model NAME")
 
-        target = target_from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
+        target = from_files(require_file(args.prototxt, "prototxt"), require_file(args.caffemodel, "caffemodel"),
                                    args.blobs)
     target = up_to(target, args.until)
     _check_reports_apart(args, target)
     policy, baseline = gate_settings(target, args.atol, args.rtol, args.baseline, args.growth)
     progress = None if args.quiet else (lambda m: print(f"parity: {m}", file=sys.stderr, flush=True))
-    convert = None
-    if args.keras_model and not target.partial_match:
-        from ..handwritten import handwritten_converter, load_builder, read_mapping
-
-        convert = handwritten_converter(load_builder(args.keras_model), read_mapping(args.mapping), args.keras_model,
-                                        args.mapping, args.save_mapping)
-    reports = check_target(target, policy, allow_mismatch=args.allow_mismatch, convert=convert, progress=progress,
+    if args.keras_model:
+        target = target.with_keras_model(args.keras_model, args.mapping, args.save_mapping)
+    reports = check_target(target, policy, allow_mismatch=args.allow_mismatch, progress=progress,
                            local=args.local,
                            numerics={"deterministic": args.deterministic, "allow_tf32": args.allow_tf32},
                            baseline=baseline)

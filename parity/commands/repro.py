@@ -40,7 +40,7 @@ def _target(args):
     """The Caffe target and the layer, from MODEL LAYER or PROTOTXT CAFFEMODEL --blobs DIR LAYER."""
     from ..fixtures import load_fixture
     from ..reference import find_references
-    from ..targets import target_from_files, target_from_fixture
+    from ..targets import from_files, from_fixture
 
     if args.blobs is not None:
         if len(args.names) != 3:
@@ -49,14 +49,14 @@ def _target(args):
         if find_references(args.blobs)[0].source != "caffe":
             raise ParityError("is a TensorFlow-graph reference (`parity dump-tf`); repro cuts layers out of Caffe nets "
                               "only", args.blobs)
-        return target_from_files(require_file(prototxt, "prototxt"), require_file(caffemodel, "caffemodel"),
+        return from_files(require_file(prototxt, "prototxt"), require_file(caffemodel, "caffemodel"),
                                  args.blobs), layer
     if len(args.names) != 2:
         raise ParityError("give MODEL LAYER (a fixture by name), or PROTOTXT CAFFEMODEL --blobs DIR LAYER")
     model, layer = args.names
     if load_fixture(model).kind == "tensorflow-graph":
         raise ParityError(f"fixture {model!r} is a TensorFlow graph; repro cuts layers out of Caffe nets only")
-    return target_from_fixture(model), layer
+    return from_fixture(model), layer
 
 
 def _sample(target, image: str | None):

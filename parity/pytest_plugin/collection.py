@@ -29,10 +29,10 @@ def parametrize(metafunc) -> None:
 def layer_checks(config) -> Iterator[LayerCheck]:
     """Every layer of every model (--model, else all fixtures) on every sample, in Caffe's order."""
     from ..fixtures import list_fixtures
-    from ..targets import target_from_fixture, up_to
+    from ..targets import from_fixture, up_to
 
     for model in config.getoption("--model") or list_fixtures():
-        target = up_to(target_from_fixture(model), config.getoption("--until"))
+        target = up_to(from_fixture(model), config.getoption("--until"))
         net_layers = [(layer.name, layer.tops) for layer in target.net().layers]
         cost = estimated_cost(target) if grouped(config) else 0.0
         for ref in target.references:

@@ -64,14 +64,13 @@ class Session:
                              baseline_path(self.config), self.config.getoption("--parity-growth"),
                              project_file(self.config))
 
-    def converter(self):
-        """None (parity's converter), or the user's hand-written model with Caffe's weights loaded by name."""
-        spec = self.config.getoption("--keras-model")
-        if not spec:
-            return None
-        from ..handwritten import handwritten_converter, load_builder, read_mapping
+    def target(self, model: str):
+        """The fixture's target up to --until; with --keras-model, checked against the user's model."""
+        from ..targets import from_fixture, up_to
 
-        return handwritten_converter(load_builder(spec), read_mapping(self.config.getoption("--mapping")))
+        target = up_to(from_fixture(model), self.config.getoption("--until"))
+        spec = self.config.getoption("--keras-model")
+        return target.with_keras_model(spec, self.config.getoption("--mapping")) if spec else target
 
     def send(self, item, report: Report, layer: str) -> None:
         """This item's part of the report, for the controller's summary, JSON and HTML."""
@@ -113,14 +112,12 @@ class Session:
 
     def _compute(self, model: str, image: str) -> Report:
         from ..check import check_reference, prepare
-        from ..targets import target_from_fixture, up_to
 
         if model not in self.prepared:
             _trace("prepare", model)
-            target = up_to(target_from_fixture(model), self.config.getoption("--until"))
             numerics = {"deterministic": self.config.getoption("--deterministic"),
                         "allow_tf32": self.config.getoption("--allow-tf32")}
-            self.prepared[model] = prepare(target, convert=self.converter(), numerics=numerics)
+            self.prepared[model] = prepare(self.target(model), numerics=numerics)
         _trace("capture", model, image)
         prepared = self.prepared[model]
         ref = next(r for r in prepared.target.references if r.name == image)

@@ -55,10 +55,10 @@ def check_options(config) -> None:
 
 
 def _check_until(models: list[str], until: str) -> None:
-    from ..targets import target_from_fixture, up_to
+    from ..targets import from_fixture, up_to
 
     for model in models:
-        up_to(target_from_fixture(model), until)
+        up_to(from_fixture(model), until)
 
 
 def _check_project(config) -> None:

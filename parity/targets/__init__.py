@@ -1,6 +1,8 @@
-"""What a check runs on. `Target` is the base (and the Caffe case); `target_from_fixture` chooses the kind
-from the fixture (Caffe, or a TensorFlow graph: targets.tfgraph)."""
+"""What a check runs on. `Target` is the base the pipeline knows; each source is a subclass: `CaffeTarget`
+(converted by parity), `HandwrittenTarget` (Caffe's weights in the user's Keras model), `GraphTarget`
+(a frozen TensorFlow graph's dump, targets.tfgraph). `from_fixture` chooses the kind from the fixture."""
 from .base import Target, restricted
-from .caffe import model_name, target_from_files, target_from_fixture, up_to
+from .caffe import CaffeTarget, HandwrittenTarget, from_files, from_fixture, model_name, up_to
 
-__all__ = ["Target", "model_name", "restricted", "target_from_files", "target_from_fixture", "up_to"]
+__all__ = ["CaffeTarget", "HandwrittenTarget", "Target", "from_files", "from_fixture", "model_name", "restricted",
+           "up_to"]

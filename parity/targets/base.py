@@ -1,57 +1,70 @@
 """What a check runs on: a Target (a net, its weights, the reference samples made for it).
 
-The base is the Caffe case: a prototxt and a caffemodel, converted by parity. Other sources subclass it
-(targets.tfgraph: a frozen TensorFlow graph and a hand-written Keras model) and say how they differ
-through its methods, so the check pipeline (parity.check.prepare) knows only this class.
+Each source of references is a subclass (targets.caffe: a prototxt and caffemodel, converted by parity
+or paired with a hand-written Keras model; targets.tfgraph: a frozen TensorFlow graph's dump) that says
+how it differs through these methods, so the check pipeline (parity.check.prepare) knows only this class.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
+from ..errors import ParityError
 from ..graph import Net
 from ..reference import Reference
 
 
 @dataclass
 class Target:
-    """What to check: a net, its weights, and the reference samples Caffe produced for it."""
+    """What to check: a net, its weights, and the reference samples made for it."""
 
     name: str
-    prototxt: Path
-    caffemodel: Path
     references: list[Reference]
-    until: str | None = None  # check only up to this layer
-    tolerances: dict | None = None  # the fixture's own tolerance settings (parity.gate)
+    until: str | None = field(default=None, kw_only=True)  # check only up to this layer
+    tolerances: dict | None = field(default=None, kw_only=True)  # the fixture's own tolerance settings (parity.gate)
 
-    partial_match = False  # True where only some reference entries have a counterpart (parity.tfgraph)
+    supports_local: ClassVar[bool] = True  # --local: can each layer be run on the reference's own bottoms?
+    no_local: ClassVar[str] = ""  # why not, where it cannot
 
     def net(self) -> Net:
-        net = Net.from_prototxt(self.prototxt)
-        return net.until(self.until) if self.until else net
+        """The net as the references describe it, cut at `until`."""
+        raise NotImplementedError
 
     def sources(self) -> dict[str, Path]:
         """The files whose sha256 each reference manifest records, by manifest key."""
-        return {"prototxt": self.prototxt, "caffemodel": self.caffemodel}
+        raise NotImplementedError
 
     def read_weights(self):
-        from ..reading.caffemodel import read_caffemodel
+        """The weights the converter reads (None where the converter finds its own)."""
+        raise NotImplementedError
 
-        return read_caffemodel(self.caffemodel)
+    def converter(self) -> Callable:
+        """The `convert(net, weights) -> ConvertedModel` this target is checked with."""
+        raise NotImplementedError
 
-    def default_converter(self) -> Callable:
-        from ..convert import convert_net
+    def with_keras_model(self, spec: str, mapping: str | Path | None = None,
+                         save_mapping: str | Path | None = None) -> "Target":
+        """This target checked against the user's hand-written Keras model ('module:function')."""
+        raise ParityError(f"{self.name!r} cannot be checked against a hand-written Keras model")
 
-        return convert_net
+    def conversion_failure(self, exc: ParityError, net: Net, build: Callable) -> ParityError:
+        """The error to report when `build` fails on this target (the Caffe side explains shape conflicts)."""
+        return exc
 
     def after_conversion(self, converted) -> "Target":
         """The target as the check compares it, once converted: where the checked model has no tensor for
-        some entries (a source only partly paired, a hand-written model's left-out values), those entries
-        are dropped here and said in notes by the caller."""
-        if self.partial_match or converted.left_out is not None:
-            return restricted(self, converted.tensors)
+        some entries (a hand-written model's left-out values, a graph's unpaired ops), a subclass drops
+        them (`restricted`) and the caller says so in notes."""
         return self
+
+    def twin_fallback(self, net: Net, weights, build: Callable) -> Callable | None:
+        """What converts a float64 twin where the checked model's own twin cannot be built (None: nothing)."""
+        return None
+
+    def local_runner(self, net: Net, ref: Reference, weights, build: Callable, converted):
+        """What runs each layer of the checked model on `ref`'s own bottoms (--local)."""
+        raise ParityError(f"--local is not available for {self.no_local or self.name}")
 
 
 def restricted(target: Target, tensors: dict) -> Target:

@@ -9,9 +9,9 @@ scope named like it (Keras `conv1_conv1_1` against `conv1/conv1_1/Relu`), or wha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -20,42 +20,62 @@ from ..graph import Layer, Net
 from ..layout import caffe_shape
 from ..reference import Reference
 from ..tfgraph.weights import normalized
-from .base import Target
+from .base import Target, restricted
 
 
 @dataclass
 class GraphTarget(Target):
-    """`prototxt` and `caffemodel` hold the graph (.pb) when there is one; `weights` a file made by tf-import."""
+    """A frozen graph's dump checked against a hand-written Keras model: `graph` is the .pb where it is at
+    hand (its sha256 verified, its Consts the weights unless `weights`, a file made by tf-import, is given)."""
 
-    keras_model: str = ""
-    weights: Path | None = None
-    mapping: dict | None = None
-    partial_match = True  # only the ops a Keras layer pairs with are compared
+    graph: Path | None = field(default=None, kw_only=True)
+    keras_model: str = field(default="", kw_only=True)
+    weights: Path | None = field(default=None, kw_only=True)
+    mapping: dict | None = field(default=None, kw_only=True)
+
+    supports_local: ClassVar[bool] = False
+    no_local: ClassVar[str] = ("a TensorFlow-graph reference (always checked against a hand-written model whose "
+                               "ops it cannot pair one by one)")
 
     def net(self) -> Net:
         net = manifest_net(self.references[0], self.name)
         return net.until(self.until) if self.until else net
 
     def sources(self) -> dict[str, Path]:
-        return {"graph": self.prototxt} if self.prototxt else {}
+        return {"graph": self.graph} if self.graph else {}
 
     def read_weights(self):
         """The graph's Consts (None: the weights come from `weights`, a tf-import output)."""
-        if self.weights is not None or self.prototxt is None:
+        if self.weights is not None or self.graph is None:
             return None
         from ..tfgraph.graph import constants, read_graph_def
 
-        return constants(read_graph_def(self.prototxt), self.prototxt)
+        return constants(read_graph_def(self.graph), self.graph)
 
-    def default_converter(self) -> Callable:
+    def converter(self) -> Callable:
         from ..handwritten import load_builder
 
         if not self.keras_model:
             raise ParityError("a TensorFlow-graph reference is checked against a hand-written Keras model: "
                               "give --keras-model MODULE:FN")
-        if self.weights is None and self.prototxt is None:
+        if self.weights is None and self.graph is None:
             raise ParityError("give the Keras weights (--weights, a tf-import output) or the graph (--graph)")
-        return graph_converter(load_builder(self.keras_model), self.weights, self.mapping or {}, self.prototxt)
+        return graph_converter(load_builder(self.keras_model), self.weights, self.mapping or {}, self.graph)
+
+    def with_keras_model(self, spec: str, mapping: str | Path | None = None,
+                         save_mapping: str | Path | None = None) -> Target:
+        """The graph checked against another Keras model (and mapping: op and scope names only)."""
+        from ..handwritten import read_mapping
+
+        if save_mapping is not None:
+            raise ParityError("--save-mapping writes a pairing with Caffe layers; a TensorFlow graph's is made "
+                              "by name, or given with --mapping")
+        return replace(self, keras_model=spec, mapping=read_mapping(mapping, names_only=True) if mapping
+                       else self.mapping)
+
+    def after_conversion(self, converted) -> Target:
+        """Only the ops a Keras layer pairs with are compared."""
+        return restricted(self, converted.tensors)
 
 
 def manifest_net(ref: Reference, name: str) -> Net:
@@ -120,7 +140,6 @@ def graph_converter(build_fn: Callable, weights: Path | None, mapping: dict[str,
                               f"({', '.join(lay.name for lay in net.layers if lay.type == 'Placeholder')})")
         return ConvertedModel(model, net, tensors, shapes, {}, inputs)
 
-    convert.supports_local = False
     return convert
 
 
@@ -237,18 +256,7 @@ def _described(value) -> tuple[tuple[int, ...], str]:
     return array.shape, keras.backend.standardize_dtype(array.dtype)
 
 
-def graph_target_from_fixture(fixture, images: list[str] | None = None) -> GraphTarget:
+def graph_target_from_fixture(fixture, refs: list[Reference]) -> GraphTarget:
     """A tensorflow-graph fixture: its graph (built into the cache), references, hand-written Keras model."""
-    from ..reference import find_references
-
-    if not fixture.references.is_dir():
-        raise ParityError(f"fixture {fixture.name!r} has no references yet (make them with "
-                          f"`parity dump-tf --fixture {fixture.name}`)", fixture.references)
-    refs = find_references(fixture.references)
-    if images:
-        refs = [r for r in refs if r.name in images]
-        if not refs:
-            raise ParityError(f"no reference for image(s) {', '.join(images)}", fixture.references)
-    graph = fixture.graph_path()
-    return GraphTarget(fixture.name, graph, graph, refs, tolerances=fixture.description.get("tolerances"),
+    return GraphTarget(fixture.name, refs, graph=fixture.graph_path(), tolerances=fixture.description.get("tolerances"),
                        keras_model=fixture.keras_model, mapping=fixture.description.get("mapping"))

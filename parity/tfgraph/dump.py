@@ -102,8 +102,18 @@ def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], where
         with quiet_native_stderr(), tf.compat.v1.Session(graph=graph, config=config) as session:
             values = session.run(fetched, fed)
     except tf.errors.OpError as exc:
-        raise ParityError(f"TensorFlow could not run the graph: {_reason(exc)}", where) from None
+        raise ParityError(f"TensorFlow could not run the graph{_nchw_hint(exc)}: {_reason(exc)}", where) from None
     return dict(zip(fetches, values))
+
+
+def _nchw_hint(exc) -> str:
+    """TensorFlow's own CPU kernels refuse NCHW pooling and convolution; its oneDNN kernels run them, but TF
+    turns oneDNN on by itself only on CPUs with AVX512-VNNI/BF16 or AMX: say how to turn it on."""
+    from ..numerics import onednn
+
+    if "only supports NHWC" not in str(exc) or onednn()["enabled"]:
+        return ""
+    return " (its CPU kernels run NCHW ops only with oneDNN, which is off here: set TF_ENABLE_ONEDNN_OPTS=1)"
 
 
 def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layout: str,
