@@ -64,6 +64,7 @@ class Prepared:
 
     def local_runner(self, ref: Reference):
         """The layer-local runner for `ref`'s entry layout, built once (by the target) and shared by its samples."""
+        self.target.require_local()
         layout = tuple((e.layer, e.top, e.shape) for e in ref.entries)
         if layout not in self._local:
             self._local[layout] = self.target.local_runner(self.net, ref, self.weights, self.build, self.converted)
@@ -443,6 +444,8 @@ def run_target(target: Target, tol: Tolerance, allow_mismatch: bool = False,
                convert: Callable | None = None, progress: Callable[[str], None] | None = None,
                local: bool = False, numerics: dict | None = None, baseline=None) -> list[Report]:
     """Check every reference sample of `target` (with `local`, each layer on Caffe's own inputs too)."""
+    if local:
+        target.require_local()
     prepared = prepare(target, allow_mismatch, convert, progress, numerics)
     reports = []
     for ref in prepared.target.references:

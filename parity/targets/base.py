@@ -62,9 +62,14 @@ class Target:
         """What converts a float64 twin where the checked model's own twin cannot be built (None: nothing)."""
         return None
 
+    def require_local(self) -> None:
+        """--local on a target that cannot run it is refused, naming why, before anything is converted."""
+        if not self.supports_local:
+            raise ParityError(f"--local is not available for {self.no_local or self.name}")
+
     def local_runner(self, net: Net, ref: Reference, weights, build: Callable, converted):
         """What runs each layer of the checked model on `ref`'s own bottoms (--local)."""
-        raise ParityError(f"--local is not available for {self.no_local or self.name}")
+        raise NotImplementedError
 
 
 def restricted(target: Target, tensors: dict) -> Target:
