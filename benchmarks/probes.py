@@ -32,12 +32,13 @@ def warm() -> dict:
     caffemodels and reference blobs here puts them in the page cache: every later measurement
     starts warm, whatever ran before it.
     """
-    from parity.fixtures import list_fixtures, load_fixture
+    from parity.caffe.fixtures import list_fixtures, load_fixture
+    from parity.tfgraph.fixture import fixture_graph
 
     names, total = list_fixtures(), 0
     for name in names:
         fixture = load_fixture(name)
-        files = ([fixture.graph_path()] if fixture.kind == "tensorflow-graph"
+        files = ([fixture_graph(fixture)] if fixture.kind == "tensorflow-graph"
                  else [fixture.prototxt, fixture.weights_path()])
         if fixture.references.is_dir():
             files += sorted(p for p in fixture.references.rglob("*") if p.is_file())
@@ -64,9 +65,9 @@ def forward(repeat: int, every: int) -> dict:
     import keras
 
     from parity._tf import quiet_native_stderr
-    from parity.capture import Capture
+    from parity.caffe.reading.caffemodel import read_caffemodel
+    from parity.check.capture import Capture
     from parity.convert import convert_net
-    from parity.reading.caffemodel import read_caffemodel
     from parity.targets import from_fixture
 
     target = from_fixture("vgg19")
@@ -110,8 +111,8 @@ def check(model: str, rule: str = "noise") -> dict:
     sample the capture forward and the comparison of every entry.
     """
     from parity._tf import import_keras_quietly
-    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
-    from parity.report import render
+    from parity.check.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
+    from parity.diagnose.report import render
     from parity.targets import from_fixture
 
     import_keras_quietly()  # `import parity` no longer imports TensorFlow; its import is no part of the check
@@ -231,9 +232,9 @@ def scale_make(folder: str, kind: str, n: int) -> dict:
     if kind == "caffe":
         from google.protobuf import text_format
 
-        from parity.reading.caffemodel_writer import write_caffemodel
-        from parity.recipes import BIAS_BOUND, uniform
-        from parity.schema import caffe_pb2
+        from parity.caffe.reading.caffemodel_writer import write_caffemodel
+        from parity.caffe.recipes import BIAS_BOUND, uniform
+        from parity.caffe.schema import caffe_pb2
 
         proto = text_format.Parse(text, caffe_pb2.NetParameter())
         w, bound = SCALE_WIDTH, (6.0 / SCALE_WIDTH) ** 0.5
@@ -248,9 +249,9 @@ def _check_work(net, tick) -> dict:
     entry (blob granularity), the in-place chain of each (parents_of, check_reference's `covers`), and
     locate_first_divergence() on results failing from the third entry on (every later one downstream: the
     worst case)."""
-    from parity.check import parents_of
-    from parity.compare import FAIL, LayerResult
-    from parity.divergence import locate_first_divergence
+    from parity.check.compare import FAIL, LayerResult
+    from parity.check.divergence import locate_first_divergence
+    from parity.check.pipeline import parents_of
 
     last: dict[str, str] = {}
     by_name = {layer.name: layer for layer in net.layers}
@@ -307,8 +308,8 @@ def scale(kind: str, folder: str) -> dict:
     import gc
     from pathlib import Path
 
-    from parity.graph import Net
-    from parity.reading.prototxt import read_prototxt
+    from parity.caffe.graph import Net
+    from parity.caffe.reading.prototxt import read_prototxt
 
     out = Path(folder)
     # The imports' heap (TensorFlow, Keras: about a million objects) leaves the collector's view: a full
@@ -343,8 +344,8 @@ def scale(kind: str, folder: str) -> dict:
         tick("net")
         extra = {"layers": len(net.layers)}
         if kind == "caffe":
+            from parity.caffe.reading.caffemodel import read_caffemodel
             from parity.convert import convert_net
-            from parity.reading.caffemodel import read_caffemodel
 
             weights = read_caffemodel(out / "chain.caffemodel")
             tick("read_caffemodel")

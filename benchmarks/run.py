@@ -219,16 +219,16 @@ print(json.dumps({{"seconds": seconds, "rss_growth_kib": after - before}}))
 """
 LOADERS = {
     VIEWS: (
-        "from parity.reading.caffemodel import read_caffemodel",
+        "from parity.caffe.reading.caffemodel import read_caffemodel",
         "w = read_caffemodel(path)"),
     READ_ALL: (
-        "from parity.reading.caffemodel import read_caffemodel",
+        "from parity.caffe.reading.caffemodel import read_caffemodel",
         "w = read_caffemodel(path); total = sum(float(a.sum()) for bs in w.blobs.values() for a in bs)"),
     PYCAFFE: (
         "import caffe",
         "net = caffe.Net(prototxt, path, caffe.TEST)"),
     PROTOBUF: (
-        "import numpy as np; from parity.schema import caffe_pb2",
+        "import numpy as np; from parity.caffe.schema import caffe_pb2",
         "net = caffe_pb2.NetParameter(); net.ParseFromString(open(path, 'rb').read())\n"
         "arrays = [np.array(b.data, np.float32) for l in net.layer for b in l.blobs]"),
 }

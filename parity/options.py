@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .check.gate import GROWTH, finite_number
 from .errors import ParityError, require_writable
-from .gate import GROWTH, finite_number
 
 Check = Callable[[Any, str], None]  # (the value given, the flag as the user typed it): raises ParityError
 

@@ -102,3 +102,22 @@ def _module_from_file(path: str) -> ModuleType:
         spec.loader.exec_module(module)
         sys.modules[name] = module
     return sys.modules[name]
+
+
+def load_builder(spec: str, model: bool = True) -> Callable:
+    """'package.module:function' or 'path/to/file.py:function' -> that function, wrapped so that its
+    failure, or (with `model`) a result that is not a keras.Model, is one clear error in the user's file."""
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise ParityError(f"--keras-model wants 'package.module:build_fn' or 'file.py:build_fn', got {spec!r}")
+    module = import_user_module(module_name)
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ParityError(f"{module_name!r} has no function {attr!r}")
+
+    def build(*args):
+        import keras
+
+        return call_user_code(f"{spec}()", fn, *args, returns=keras.Model if model else None)
+
+    return build

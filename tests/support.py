@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from parity.caffe.fixtures import REPO
+from parity.caffe.schema import caffe_pb2
 from parity.cli import main
-from parity.fixtures import REPO
-from parity.schema import caffe_pb2
 
 
 def fails_with(capsys, argv, *expected) -> str:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from support import fails_with
 
+from parity.caffe.fixtures import load_fixture
+from parity.caffe.reading.caffemodel import read_caffemodel
+from parity.caffe.reading.caffemodel_writer import write_caffemodel
+from parity.caffe.reading.prototxt import read_prototxt
 from parity.cli import main
-from parity.fixtures import load_fixture
-from parity.reading.caffemodel import read_caffemodel
-from parity.reading.caffemodel_writer import write_caffemodel
-from parity.reading.prototxt import read_prototxt
 
 TINY = load_fixture("tiny")
 

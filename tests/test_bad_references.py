@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from support import fails_with
 
-import parity.check
-from parity.compare import LayerResult, Tolerance, measure
-from parity.fixtures import REPO, load_fixture
+import parity.check.pipeline
+from parity.caffe.fixtures import REPO, load_fixture
+from parity.check.compare import LayerResult, Tolerance, measure
 
 TINY = load_fixture("tiny")
 COMMITTED_BASELINE = REPO / "parity-baseline.json"
@@ -42,7 +42,7 @@ def no_model_runs(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a model ran before the bad input was refused")
 
-    monkeypatch.setattr(parity.check, "run_target", refuse)
+    monkeypatch.setattr(parity.check.pipeline, "run_target", refuse)
 
 
 def damaged_manifest(tmp_path: Path, edit: Callable[[dict], None]) -> tuple[Path, Path]:
@@ -253,7 +253,7 @@ def gzipped_npy(path: Path, header_shape: tuple[int, ...], data: bytes) -> None:
 
 
 def test_a_compressed_array_round_trips_bit_for_bit(tmp_path):
-    from parity.reference import load_npy, write_npy_gz
+    from parity.data.reference import load_npy, write_npy_gz
 
     array = np.random.default_rng(1).standard_normal((2, 3, 5, 7)).astype(np.float32)
     array[0, 1] = np.nan
@@ -265,8 +265,8 @@ def test_a_compressed_array_round_trips_bit_for_bit(tmp_path):
 
 def test_a_compressed_array_claiming_more_than_deflate_can_hold_is_refused_unread(tmp_path, monkeypatch):
     """A 100-byte .npy.gz claiming 4 TB: refused from its header, nothing allocated (a zip-bomb's shape)."""
+    from parity.data.reference import load_npy
     from parity.errors import ParityError
-    from parity.reference import load_npy
 
     path = tmp_path / "bomb.npy.gz"
     gzipped_npy(path, (1 << 20, 1 << 20), b"")
@@ -277,8 +277,8 @@ def test_a_compressed_array_claiming_more_than_deflate_can_hold_is_refused_unrea
 
 @pytest.mark.parametrize("data, says", [(bytes(4 * 5), "fewer"), (bytes(4 * 7), "more")])
 def test_a_compressed_array_whose_data_disagrees_with_its_header_is_refused(tmp_path, data, says):
+    from parity.data.reference import load_npy
     from parity.errors import ParityError
-    from parity.reference import load_npy
 
     path = tmp_path / "short.npy.gz"
     gzipped_npy(path, (6,), data)

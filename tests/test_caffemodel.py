@@ -1,7 +1,7 @@
 """The caffemodel reader, the writer and the wire-format helpers under them.
 
 Expected values come from arrays made here, from the protobuf library's own parse and
-serialization of the same bytes (parity.schema.caffe_pb2), and from the encoding facts in
+serialization of the same bytes (parity.caffe.schema.caffe_pb2), and from the encoding facts in
 https://protobuf.dev/programming-guides/encoding/ -- never from parity's own output.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
 
+from parity.caffe.reading import wire
+from parity.caffe.reading.caffemodel import CaffeWeights, read_caffemodel
+from parity.caffe.reading.caffemodel_writer import write_caffemodel
+from parity.caffe.schema import caffe_pb2 as pb
 from parity.errors import ParityError
-from parity.reading import wire
-from parity.reading.caffemodel import CaffeWeights, read_caffemodel
-from parity.reading.caffemodel_writer import write_caffemodel
-from parity.schema import caffe_pb2 as pb
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult, Tolerance, measure
-from parity.divergence import locate_first_divergence
-from parity.graph import Net
-from parity.layout import to_keras_layout
-from parity.reading.prototxt import parse_prototxt
+from parity.caffe.graph import Net
+from parity.caffe.reading.prototxt import parse_prototxt
+from parity.check.compare import DOWNSTREAM, FAIL, PASS, LayerResult, Tolerance, measure
+from parity.check.divergence import locate_first_divergence
+from parity.data.layout import to_keras_layout
 
 TOL = Tolerance(atol=1e-3, rtol=1e-4)
 
@@ -94,7 +94,7 @@ def test_a_failing_input_makes_everything_downstream():
 def test_metrics_do_not_depend_on_the_block_size(monkeypatch):
     """measure() walks large outputs in cache-sized blocks; block boundaries must not change any metric,
     the worst element (the first NaN wins, as np.argmax picks it) or the verdict."""
-    import parity.compare as compare
+    import parity.check.compare as compare
 
     rng = np.random.default_rng(3)
     ref = rng.normal(size=(1, 5, 7, 9)).astype(np.float32)

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
+from parity.caffe.fixtures import load_fixture
+from parity.caffe.graph import Net
+from parity.caffe.reading.caffemodel import read_caffemodel
 from parity.cli import main
 from parity.convert import convert_net
-from parity.fixtures import load_fixture
-from parity.graph import Net
-from parity.layout import to_keras_layout
-from parity.reading.caffemodel import read_caffemodel
+from parity.data.layout import to_keras_layout
 
 TINY = load_fixture("tiny")
 
@@ -25,7 +25,7 @@ def converted():
 
 @pytest.fixture(scope="module")
 def sample():
-    from parity.reference import find_references
+    from parity.data.reference import find_references
 
     return to_keras_layout(find_references(TINY.references)[0].inputs()["data"])
 
@@ -122,8 +122,8 @@ def test_batchnorm_with_a_zero_scale_factor_matches_real_caffe(tmp_path):
 
     from support import caffe_python_or_skip
 
-    from parity.reading.caffemodel_writer import write_caffemodel
-    from parity.reading.prototxt import read_prototxt
+    from parity.caffe.reading.caffemodel_writer import write_caffemodel
+    from parity.caffe.reading.prototxt import read_prototxt
 
     python = caffe_python_or_skip()
     prototxt = tmp_path / "bn.prototxt"

@@ -7,14 +7,14 @@ import shutil
 import numpy as np
 import pytest
 
-import parity.noise
-from parity.check import check_reference, prepare
-from parity.compare import K, NoiseRule
-from parity.decisions import argmax_margins, settle, threshold_margins
-from parity.fixtures import load_fixture
-from parity.graph import Net
-from parity.reference import load_npy, write_npy_gz
-from parity.report import render
+import parity.check.noise
+from parity.caffe.fixtures import load_fixture
+from parity.caffe.graph import Net
+from parity.check.compare import K, NoiseRule
+from parity.check.decisions import argmax_margins, settle, threshold_margins
+from parity.check.pipeline import check_reference, prepare
+from parity.data.reference import load_npy, write_npy_gz
+from parity.diagnose.report import render
 from parity.targets import from_fixture
 
 NET = """name: "d"
@@ -96,14 +96,14 @@ def test_a_flip_at_a_clear_margin_fails_and_inside_the_noise_is_counted(tmp_path
     assert margin > K * max(r.noise for r in report.layers if r.layer == "conv")  # a clear decision ...
     assert report.first_divergence == "argmax_c" and not row.flips  # ... so the flip is a divergence
 
-    real = parity.noise.output_noise
+    real = parity.check.noise.output_noise
 
     def noisy_conv(table, keys, peaks, parents):  # conv's noise as large as the margin: the flip is explained
         out = real(table, keys, peaks, parents)
         out[("conv", "conv")] = margin
         return out
 
-    monkeypatch.setattr(parity.noise, "output_noise", noisy_conv)
+    monkeypatch.setattr(parity.check.noise, "output_noise", noisy_conv)
     report = check_reference(prepared, target.references[0], NoiseRule())
     row = next(r for r in report.layers if r.layer == "argmax_c")
     assert row.status == "pass" and row.flips == 1

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.check import check_reference, prepare
-from parity.compare import NoiseRule
-from parity.detections import Settings, compare_detections
+from parity.check.compare import NoiseRule
+from parity.check.detections import Settings, compare_detections
+from parity.check.pipeline import check_reference, prepare
 from parity.targets import from_fixture
 
 TOL = NoiseRule()
@@ -151,9 +151,9 @@ def test_the_exported_model_holds_the_head_without_lambda_or_custom_objects(tmp_
 def test_reports_show_the_comparison_and_the_page_draws_the_boxes(monkeypatch):
     """A planted bug (variance ignored): the terminal names the boxes one side lacks, JSON carries both sets,
     the HTML page draws Caffe's and Keras' boxes over the input image."""
-    from parity.html import render_html
+    from parity.diagnose.html import render_html
+    from parity.diagnose.report import render
     from parity.keras_layers import detection
-    from parity.report import render
 
     original = detection.decode
     monkeypatch.setattr(detection, "decode", lambda corners, variances, loc, code, in_target: original(

@@ -10,10 +10,10 @@ import pytest
 from support import caffe_python_or_skip
 from test_dump_input import IMAGE, dump_fails_with, run_parity
 
+from parity.caffe.fixtures import load_fixture
+from parity.caffe.reading.caffemodel_writer import write_caffemodel
+from parity.caffe.reading.prototxt import read_prototxt
 from parity.cli import main
-from parity.fixtures import load_fixture
-from parity.reading.caffemodel_writer import write_caffemodel
-from parity.reading.prototxt import read_prototxt
 
 SSD = load_fixture("ssd")
 FILTER = """name: "filtered"
@@ -77,9 +77,9 @@ def test_dump_until_runs_the_net_up_to_that_layer(tmp_path):
 def test_learned_blobs_the_caffemodel_lacks_are_refused_from_the_net_caffe_built(tmp_path):
     """The backstop for types parity's preflight cannot size: the learned blobs of the net Caffe built
     (`params`), looked up in the caffemodel. A layer missing there ran on Caffe's random fillers."""
-    from parity.dump import _check_filled
+    from parity.caffe.dump import _check_filled
+    from parity.caffe.graph import Net
     from parity.errors import ParityError
-    from parity.graph import Net
 
     prototxt = tmp_path / "embed.prototxt"
     prototxt.write_text(EMBED)

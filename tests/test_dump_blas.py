@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from support import caffe_python_or_skip, fails_with
 
-from parity import blas
-from parity.blas import AUTO, KERNELS, Pin, choose_core, cpu_flags, describe, pin, verify
+from parity.caffe import blas
+from parity.caffe.blas import AUTO, KERNELS, Pin, choose_core, cpu_flags, describe, pin, verify
+from parity.caffe.fixtures import REPO, load_fixture
 from parity.errors import ParityError
-from parity.fixtures import REPO, load_fixture
 
 HASWELL_CPU = "processor\t: 0\nflags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx avx2 fma\n"
 
@@ -178,8 +178,8 @@ def test_dump_runs_and_records_the_kernel_asked_for(tmp_path, options, coretype)
 
 
 CHANGE_KERNEL_AFTER_LOAD = """
-from parity.blas import choose_core
-from parity.dump import import_caffe
+from parity.caffe.blas import choose_core
+from parity.caffe.dump import import_caffe
 from parity.errors import ParityError
 import_caffe(choose_core("Sandybridge"))
 try:

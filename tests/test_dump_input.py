@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from support import caffe_python_or_skip
 
+from parity.caffe.fixtures import REPO, load_fixture
+from parity.caffe.reading.caffemodel import read_caffemodel
+from parity.caffe.reading.caffemodel_writer import write_caffemodel
+from parity.caffe.reading.prototxt import read_prototxt
 from parity.cli import main
-from parity.fixtures import REPO, load_fixture
-from parity.reading.caffemodel import read_caffemodel
-from parity.reading.caffemodel_writer import write_caffemodel
-from parity.reading.prototxt import read_prototxt
 
 TINY = load_fixture("tiny")
 IMAGE = TINY.image_path("chelsea")
@@ -101,7 +101,7 @@ def weights() -> Path:
     ("pool: AVE", "pool: STOCHASTIC", "pool2", ("STOCHASTIC is not supported",)),
 ], ids=["unknown type", "kernel larger than input", "stochastic pooling"])
 def test_a_net_caffe_aborts_on_is_refused_at_its_line(tmp_path, weights, old, new, layer, expected):
-    """Caffe CHECK-fails (SIGABRT) on these. It runs in a child process (parity.caffe_child): its own
+    """Caffe CHECK-fails (SIGABRT) on these. It runs in a child process (parity.caffe.child): its own
     message, what parity's rules say of the layer, and the layer's line make one error line."""
     bad = edited_prototxt(tmp_path, old, new)
     dump_fails_with(tmp_path, with_image(bad, weights), f"{bad}:{layer_line(bad, layer)}", *expected)
@@ -309,7 +309,7 @@ def test_preprocessing_scales_raw_then_subtracts_the_mean_then_scales_as_caffe_i
     0..255 pixels before scaling would give a very different blob."""
     from PIL import Image
 
-    from parity.preprocess import Preprocessing, preprocess_image
+    from parity.data.preprocess import Preprocessing, preprocess_image
 
     rgb = np.random.default_rng(4).integers(0, 256, (4, 5, 3), dtype=np.uint8)
     path = tmp_path / "img.png"
@@ -329,8 +329,8 @@ def test_gray_feeds_one_channel_of_opencvs_luma_and_refuses_a_colour_net():
     (or a 1-channel one fed colour) is one clear error, not a broadcast."""
     from PIL import Image
 
+    from parity.data.preprocess import Preprocessing, preprocess_image
     from parity.errors import ParityError
-    from parity.preprocess import Preprocessing, preprocess_image
 
     rgb = np.asarray(Image.open(IMAGE).convert("RGB"), np.float32)
     gray = preprocess_image(IMAGE, Preprocessing(channel_order="GRAY", raw_scale=1.0), (1, 1, 224, 224))

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
+from parity.check.compare import K, Tolerance
+from parity.check.gate import Baseline, resolve_policy
+from parity.check.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, gate_settings, run_target
 from parity.cli import main
-from parity.compare import K, Tolerance
 from parity.convert import convert_net
+from parity.diagnose.report import render
 from parity.errors import ParityError
-from parity.gate import Baseline, resolve_policy
-from parity.report import render
 from parity.targets import from_fixture
 
 DEFAULTS = Tolerance(DEFAULT_ATOL, DEFAULT_RTOL)
@@ -114,15 +114,15 @@ def test_a_failing_check_is_never_recorded_as_a_baseline(tmp_path):
 
 
 def test_cli_baseline_update_refuses_failing_models_and_writes_nothing(tmp_path, capsys, monkeypatch):
-    import parity.check
+    import parity.check.pipeline
 
-    real = parity.check.run_target
+    real = parity.check.pipeline.run_target
 
     def failing_tiny(target, policy, **kwargs):
         convert = nudged("conv1", 1.0) if target.name == "tiny" else None
         return real(target, policy, **({"convert": convert} if convert else {}), **kwargs)
 
-    monkeypatch.setattr(parity.check, "run_target", failing_tiny)
+    monkeypatch.setattr(parity.check.pipeline, "run_target", failing_tiny)
     path = tmp_path / "b.json"
     path.write_text('{"models": {}}')
     assert main(["baseline", "update", "--model", "tiny_v1", "--model", "tiny", "--baseline", str(path)]) == 1
@@ -142,8 +142,8 @@ def test_cli_baseline_update_then_gate(tmp_path, capsys):
 
 
 def test_the_committed_baseline_covers_every_fixture():
-    from parity.fixtures import list_fixtures
-    from parity.gate import configured_baseline
+    from parity.caffe.fixtures import list_fixtures
+    from parity.check.gate import configured_baseline
 
     path = configured_baseline(Path(__file__).resolve().parents[1] / "pyproject.toml")
     assert path is not None and path.is_file()
@@ -158,7 +158,7 @@ def test_the_committed_baseline_covers_every_fixture():
 
 def gated(baseline: Baseline, accepted: float, max_abs: float, atol: float = DEFAULT_ATOL):
     """Baseline.gate on one passing layer whose accepted max_abs is `accepted` and whose error now is `max_abs`."""
-    from parity.compare import LayerResult
+    from parity.check.compare import LayerResult
 
     baseline.models = {"m": {"img": {"conv1": {"conv1": {"max_abs": accepted, "rel_l2": 0.0}}}}}
     result = LayerResult("conv1", "Convolution", "conv1", 1, (1, 2, 3, 4), max_abs=max_abs, atol=atol)
@@ -169,7 +169,7 @@ def gated(baseline: Baseline, accepted: float, max_abs: float, atol: float = DEF
 def test_the_gate_ignores_errors_below_the_floor_even_over_an_exact_baseline(tmp_path):
     """An exactly-zero baseline times any growth is zero: without the floor (FLOOR x atol) the last-bit
     noise of another CPU would fail it. Below the floor it passes; above it, it is a real growth."""
-    from parity.gate import FLOOR
+    from parity.check.gate import FLOOR
 
     baseline = Baseline(tmp_path / "b.json", growth=4.0)
     under = gated(baseline, 0.0, 0.5 * FLOOR * DEFAULT_ATOL)
@@ -180,7 +180,7 @@ def test_the_gate_ignores_errors_below_the_floor_even_over_an_exact_baseline(tmp
 
 def test_the_gate_limit_is_exactly_growth_times_the_accepted_error(tmp_path):
     """growth 4 means 4x the accepted max_abs (well above the floor here), not 5x: 3.5x passes, 4.5x fails."""
-    from parity.gate import FLOOR
+    from parity.check.gate import FLOOR
 
     accepted = 10 * FLOOR * DEFAULT_ATOL  # 4.5x of it is still inside atol: only the gate can fail it
     baseline = Baseline(tmp_path / "b.json", growth=4.0)
@@ -193,13 +193,13 @@ def test_the_gate_limit_is_exactly_growth_times_the_accepted_error(tmp_path):
 
 def test_baseline_update_lists_a_shape_divergence_with_the_other_failures(tmp_path, capsys, monkeypatch):
     """A conversion that departs from Caffe's shapes is a failing model like any other: listed, exit 1."""
-    import parity.check
+    import parity.check.pipeline
     from parity.errors import ShapeDivergence
 
     def diverging(target, policy, **kwargs):
         raise ShapeDivergence("first divergence at pool1 (Pooling): output shape differs", "pool1")
 
-    monkeypatch.setattr(parity.check, "run_target", diverging)
+    monkeypatch.setattr(parity.check.pipeline, "run_target", diverging)
     path = tmp_path / "b.json"
     assert main(["baseline", "update", "--model", "tiny", "--baseline", str(path)]) == 1
     err = capsys.readouterr().err

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
+from parity.caffe.fixtures import load_fixture
 from parity.cli import main
-from parity.fixtures import load_fixture
 
 VGG = load_fixture("vgg19")
 
@@ -124,7 +124,7 @@ def test_every_report_says_a_handwritten_model_was_checked(capsys, tmp_path):
 
 def test_mapping_entries_are_checked_when_read(tmp_path):
     from parity.errors import ParityError
-    from parity.handwritten import read_mapping
+    from parity.targets.handwritten import read_mapping
 
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"conv": {"weights": "conv1", "output": "relu1"}, "fc": "fc6"}))

@@ -1,4 +1,4 @@
-"""Cause hints (parity/hints.py): plant each bug with the real operation, assert the hint and its
+"""Cause hints (parity/diagnose/hints.py): plant each bug with the real operation, assert the hint and its
 evidence; and assert that clean arrays, noise and the other bugs do NOT produce it.
 
 The bugs are made in NumPy with Caffe's semantics re-implemented here (convolution with explicit
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from parity.hints import CAUSES, DETECTED_CAUSES, DETECTORS, VERIFIED_CAUSES, Hint, diagnose
-from parity.layout import to_keras_layout
+from parity.data.layout import to_keras_layout
+from parity.diagnose.hints import CAUSES, DETECTED_CAUSES, DETECTORS, VERIFIED_CAUSES, Hint, diagnose
 
 ATOL, RTOL = 1e-2, 1e-4  # parity's defaults
 
@@ -137,11 +137,11 @@ def test_the_module_imports_numpy_only():
     import ast
     from pathlib import Path
 
-    import parity.hints
+    import parity.diagnose.hints
 
     allowed = {"__future__", "itertools", "math", "dataclasses", "typing", "numpy", "layout", "compare"}
     for module in ("hints.py", "layout.py", "compare.py"):
-        tree = ast.parse((Path(parity.hints.__file__).parent / module).read_text())
+        tree = ast.parse((Path(parity.diagnose.hints.__file__).parent / module).read_text())
         names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert names <= allowed, (module, names - allowed)
@@ -456,9 +456,9 @@ def test_no_scale_hint_for_other_bugs(feat):
 # -- end to end on the tiny fixture's real Caffe references -------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():
-    from parity.fixtures import load_fixture
-    from parity.reading.caffemodel import read_caffemodel
-    from parity.reference import find_references
+    from parity.caffe.fixtures import load_fixture
+    from parity.caffe.reading.caffemodel import read_caffemodel
+    from parity.data.reference import find_references
 
     fixture = load_fixture("tiny")
     ref = find_references(fixture.references)[0]
@@ -476,7 +476,7 @@ def test_real_references_against_themselves_give_no_hint(tiny):
 
 def test_real_input_fed_as_rgb(tiny):
     """The image preprocessed with channel_order RGB, against the BGR blob Caffe was fed."""
-    from parity.preprocess import preprocess_image
+    from parity.data.preprocess import preprocess_image
 
     fixture, ref, blobs, _ = tiny
     prep = fixture.preprocessing
@@ -548,7 +548,7 @@ def test_a_fit_that_cuts_the_error_only_threefold_gives_no_hint(feat):
     well under MATCH_REL_L2 (so only the tenfold rule can refuse it) yet removes just ~3x of the error. A
     factor that explains a third of the difference is not the cause: no hint. The control, the same factor with
     a tenth of the noise, is cut ~30x and is reported as scale."""
-    from parity.hints import MATCH_REL_L2
+    from parity.diagnose.hints import MATCH_REL_L2
 
     ref = feat * 300
     rms = float(np.sqrt(np.mean(ref ** 2)))

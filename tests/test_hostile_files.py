@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from support import caffe_python_or_skip, fails_with
 
+from parity.caffe.fixtures import REPO, load_fixture
+from parity.caffe.reading.caffemodel_writer import write_caffemodel
+from parity.caffe.reading.prototxt import read_prototxt
 from parity.cli import main
 from parity.errors import ParityError
-from parity.fixtures import REPO, load_fixture
-from parity.reading.caffemodel_writer import write_caffemodel
-from parity.reading.prototxt import read_prototxt
 
 TINY = load_fixture("tiny")
 IMAGE = TINY.image_path("chelsea")
@@ -205,10 +205,10 @@ TILE = 'layer {{ name: "tile" type: "Tile" bottom: "data" top: "tiled" tile_para
 
 def test_dump_checks_the_net_before_decoding_an_image(tmp_path, capsys, monkeypatch):
     """A net parity refuses used to be found out only after every image was decoded and resized."""
-    import parity.preprocess
+    import parity.data.preprocess
 
     decoded = []
-    monkeypatch.setattr(parity.preprocess, "preprocess_image", lambda *a: decoded.append(a))
+    monkeypatch.setattr(parity.data.preprocess, "preprocess_image", lambda *a: decoded.append(a))
     net = _net(tmp_path, TILE.format(1 << 30))  # a blob over Caffe's INT_MAX
     fails_with(capsys, ["dump", *net, "--image", IMAGE, "--resize", "1,1", "--out", tmp_path / "o"], "2**31 - 1")
     assert decoded == []
@@ -224,9 +224,9 @@ def test_a_blob_over_caffe_s_int_max_is_refused(tmp_path, capsys):
 
 
 def test_a_dump_that_cannot_fit_in_memory_is_refused(tmp_path, capsys, monkeypatch):
-    import parity.dump
+    import parity.caffe.dump
 
-    monkeypatch.setattr(parity.dump, "available_memory", lambda: 1 << 20)
+    monkeypatch.setattr(parity.caffe.dump, "available_memory", lambda: 1 << 20)
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 1, 1), np.float32))
     net = _net(tmp_path, TILE.format(1 << 20))
     fails_with(capsys, ["dump", *net, "--input", tmp_path / "x.npy", "--out", tmp_path / "o"],
@@ -250,13 +250,13 @@ def test_caffe_aborting_mid_run_is_one_line_and_leaves_no_stage_folder(tmp_path)
     """What Python cannot check, Caffe may still abort on: it runs in a child process, so the abort is one
     line naming the layer it was running, and the stage exists only once Caffe has finished."""
     script = ("import os, sys\n"
-              "import parity.dump\n"
-              "real = parity.dump.import_caffe\n"
+              "import parity.caffe.dump\n"
+              "real = parity.caffe.dump.import_caffe\n"
               "def aborting(*args, **kwargs):\n"
               "    caffe, blas = real(*args, **kwargs)\n"
               "    caffe.Net._forward = lambda *args: os.abort()\n"
               "    return caffe, blas\n"
-              "parity.dump.import_caffe = aborting\n"
+              "parity.caffe.dump.import_caffe = aborting\n"
               "from parity.cli import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
     out = tmp_path / "out"
@@ -273,7 +273,7 @@ def test_caffe_aborting_mid_run_is_one_line_and_leaves_no_stage_folder(tmp_path)
 
 SLOW_WRITE = """
 import sys, time
-import parity.reading.caffemodel_writer as writer
+import parity.caffe.reading.caffemodel_writer as writer
 
 def slow(out, net, blobs):
     out.write(b"half a caffemodel")
@@ -318,7 +318,7 @@ def test_concurrent_writers_of_one_folder_all_succeed(tmp_path, dumps):
 
     target, errors = tmp_path / "out" / "chelsea", []
     if dumps:
-        from parity.dump import written_by_parity
+        from parity.caffe.dump import written_by_parity
 
         options = {"replaceable": written_by_parity}
     else:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parity.caffe.reading import wire
+from parity.caffe.reading.caffemodel import read_caffemodel
 from parity.errors import ParityError
-from parity.reading import wire
-from parity.reading.caffemodel import read_caffemodel
 
 HUGE = (1_000_000, 1_000_000)  # 3.6 TiB of float32: no machine allocates it, so an unfixed reader fails fast
 
@@ -46,7 +46,7 @@ def _npy_claiming(path: Path, shape: tuple[int, ...], data: bytes = b"\0" * 16) 
 
 
 def test_a_npy_header_claiming_more_than_the_file_holds_is_refused_before_reading(tmp_path):
-    from parity.reference import load_npy
+    from parity.data.reference import load_npy
 
     path = _npy_claiming(tmp_path / "x.npy", HUGE)
     with pytest.raises(ParityError) as caught:
@@ -61,7 +61,7 @@ def test_a_npy_header_claiming_more_than_the_file_holds_is_refused_before_readin
 def test_dump_input_with_a_lying_npy_header_is_one_line(tmp_path, capsys):
     from support import fails_with
 
-    from parity.fixtures import load_fixture
+    from parity.caffe.fixtures import load_fixture
 
     tiny = load_fixture("tiny")
     path = _npy_claiming(tmp_path / "x.npy", (1, 3, 1_000_000, 1_000_000))
@@ -90,7 +90,7 @@ def _graph_with_filled_const(path: Path, shape: tuple[int, ...]) -> Path:
 def test_a_const_with_one_value_and_a_huge_shape_is_refused_before_it_is_filled(tmp_path, capsys):
     from support import fails_with
 
-    from parity.fixtures import load_fixture
+    from parity.caffe.fixtures import load_fixture
     from parity.tfgraph.graph import constants, read_graph_def
 
     path = _graph_with_filled_const(tmp_path / "graph.pb", HUGE)
@@ -108,8 +108,8 @@ def test_a_const_with_one_value_and_a_huge_shape_is_refused_before_it_is_filled(
 # -- 6. the shape-only conversion and absurd activations ------------------------------------------------------
 def _net_files(tmp_path: Path, input_dims: tuple[int, ...], layers: str, blobs: dict) -> tuple[Path, Path]:
     """A prototxt (an Input `data` of `input_dims`, then `layers`) and a caffemodel holding `blobs`."""
-    from parity.reading.caffemodel_writer import write_caffemodel
-    from parity.schema import caffe_pb2
+    from parity.caffe.reading.caffemodel_writer import write_caffemodel
+    from parity.caffe.schema import caffe_pb2
 
     dims = " ".join(f"dim: {d}" for d in input_dims)
     prototxt = tmp_path / "deploy.prototxt"
@@ -128,7 +128,7 @@ HUGE_IP = ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
 def test_the_shape_diagnosis_is_skipped_when_its_zero_weights_would_be_huge(tmp_path):
     """Weights that do not fit start the shape-only conversion; a 10M x 1M InnerProduct would make 36 TiB of
     zeros there. The original error stays, as one line."""
-    from parity.check import prepare
+    from parity.check.pipeline import prepare
     from parity.targets import CaffeTarget
 
     prototxt, caffemodel = _net_files(tmp_path, (1, 1, 1000, 1000), HUGE_IP,
@@ -140,8 +140,8 @@ def test_the_shape_diagnosis_is_skipped_when_its_zero_weights_would_be_huge(tmp_
 
 def test_zero_weights_past_the_limit_are_refused_by_the_context_itself(tmp_path):
     """Converters whose shapes parity cannot compute beforehand meet the same limit as they ask."""
+    from parity.caffe.graph import Net
     from parity.convert.context import Context
-    from parity.graph import Net
 
     prototxt, _ = _net_files(tmp_path, (1, 1, 1000, 1000), HUGE_IP, {})
     net = Net.from_prototxt(prototxt)
@@ -150,8 +150,8 @@ def test_zero_weights_past_the_limit_are_refused_by_the_context_itself(tmp_path)
 
 
 def test_a_net_with_absurd_activations_is_refused_naming_its_input(tmp_path):
+    from parity.caffe.graph import Net
     from parity.convert import convert_net
-    from parity.graph import Net
 
     conv = ('layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
             'convolution_param { num_output: 4 kernel_size: 3 } }')
@@ -165,8 +165,8 @@ def test_a_net_with_absurd_activations_is_refused_naming_its_input(tmp_path):
 @pytest.fixture(scope="module")
 def saliency():
     """The tf_saliency fixture's hand-written model, and its weights saved by Keras (.weights.h5, .keras)."""
-    from parity.fixtures import load_fixture
-    from parity.handwritten import load_builder
+    from parity.caffe.fixtures import load_fixture
+    from parity.user_modules import load_builder
 
     fixture = load_fixture("tf_saliency")
     model = load_builder(fixture.keras_model)()
@@ -263,7 +263,7 @@ def _png_claiming(path: Path, width: int, height: int) -> Path:
 def test_a_huge_image_is_refused_before_decoding(tmp_path, monkeypatch, side):
     from PIL import ImageFile
 
-    from parity.preprocess import Preprocessing, preprocess_image
+    from parity.data.preprocess import Preprocessing, preprocess_image
 
     def no_decoding(self):
         raise AssertionError("the image was decoded")
@@ -280,7 +280,7 @@ def test_a_huge_image_is_refused_before_decoding(tmp_path, monkeypatch, side):
 def test_an_image_of_the_wrong_size_is_refused_before_decoding(tmp_path, monkeypatch):
     from PIL import ImageFile
 
-    from parity.preprocess import Preprocessing, preprocess_image
+    from parity.data.preprocess import Preprocessing, preprocess_image
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("the image was decoded"))
     path = _png_claiming(tmp_path / "big.png", 4000, 3000)
@@ -290,7 +290,7 @@ def test_an_image_of_the_wrong_size_is_refused_before_decoding(tmp_path, monkeyp
 
 
 def test_a_broken_image_is_one_line_naming_it(tmp_path):
-    from parity.preprocess import Preprocessing, preprocess_image
+    from parity.data.preprocess import Preprocessing, preprocess_image
 
     path = _png_claiming(tmp_path / "broken.png", 17, 23)  # 391 pixels promised, one stored
     with pytest.raises(ParityError) as caught:
@@ -355,8 +355,8 @@ def small_net(tmp_path):
 def test_a_caffemodel_truncated_after_reading_is_a_clear_error_not_sigbus(small_net):
     """Cut by one byte: every page the map holds stays readable, so even an unfixed parity survives to
     fail this test; the check must notice the change before the conversion takes the weights."""
+    from parity.caffe.graph import Net
     from parity.convert import convert_net
-    from parity.graph import Net
 
     prototxt, caffemodel = small_net
     weights = read_caffemodel(caffemodel)
@@ -367,8 +367,8 @@ def test_a_caffemodel_truncated_after_reading_is_a_clear_error_not_sigbus(small_
 
 
 def test_a_caffemodel_rewritten_in_place_is_noticed(small_net):
+    from parity.caffe.graph import Net
     from parity.convert import convert_net
-    from parity.graph import Net
 
     prototxt, caffemodel = small_net
     weights = read_caffemodel(caffemodel)
@@ -383,8 +383,8 @@ def test_a_caffemodel_rewritten_in_place_is_noticed(small_net):
 
 def test_a_caffemodel_replaced_by_rename_leaves_the_map_usable(small_net):
     """An atomic replacement (a new file renamed over the path) cannot hurt the map: no error."""
+    from parity.caffe.graph import Net
     from parity.convert import convert_net
-    from parity.graph import Net
 
     prototxt, caffemodel = small_net
     weights = read_caffemodel(caffemodel)

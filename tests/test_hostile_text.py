@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from support import fails_with
 
+from parity.caffe.fixtures import REPO, load_fixture
 from parity.cli import main
 from parity.errors import ParityError
-from parity.fixtures import REPO, load_fixture
 
 TINY = load_fixture("tiny")
 ESC, BIDI = "\x1b", "\u202e"
@@ -104,7 +104,7 @@ def hostile(tmp_path_factory):
     manifest["input"]["name"] = SAMPLE
     entry = next(e for e in manifest["entries"] if e["layer"] == "pool2")
     entry["layer"] = LAYER
-    from parity.reference import load_npy, write_npy_gz
+    from parity.data.reference import load_npy, write_npy_gz
 
     write_npy_gz(load_npy(refs / entry["file"]) + np.float32(0.5), refs / entry["file"])
     from parity.atomic import sha256_file
@@ -225,7 +225,7 @@ def test_a_pyproject_that_cannot_be_read(capsys, tmp_path, monkeypatch, content,
                                                (b'{"conv1": "caf\xe9"}', "not UTF-8 text")],
                          ids=["deep", "latin-1"])
 def test_a_mapping_that_cannot_be_read(tmp_path, content, expected):
-    from parity.handwritten import read_mapping
+    from parity.targets.handwritten import read_mapping
 
     mapping = tmp_path / "mapping.json"
     mapping.write_bytes(content)
@@ -251,8 +251,8 @@ def test_two_baseline_updates_at_once_keep_both_models(tmp_path, monkeypatch):
         return [SimpleNamespace(status="pass", model=model, image="chelsea", first_divergence=None, layers=[layer])]
 
     monkeypatch.setattr("parity.targets.from_fixture", lambda model: model)
-    monkeypatch.setattr("parity.check.gate_settings", lambda *args: (None, None))
-    monkeypatch.setattr("parity.check.check_target", check)
+    monkeypatch.setattr("parity.check.pipeline.gate_settings", lambda *args: (None, None))
+    monkeypatch.setattr("parity.check.pipeline.check_target", check)
     codes = []
     runs = [threading.Thread(target=lambda m=m: codes.append(command.run(Namespace(model=[m], baseline=path))))
             for m in ("first", "second")]
@@ -323,8 +323,8 @@ def test_a_fifo_is_not_a_regular_file(tmp_path, case):
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_nan_and_inf_in_a_reference_warn_nothing_and_say_so(bad):
-    from parity.compare import LayerResult, Tolerance, measure
-    from parity.report import describe
+    from parity.check.compare import LayerResult, Tolerance, measure
+    from parity.diagnose.report import describe
 
     ref = np.full((1, 2, 3, 3), bad, np.float32)
     got = np.ones((1, 3, 3, 2), np.float32)

@@ -1,6 +1,6 @@
 """The HTML report: a planted error must show up where it was planted, and a real browser must draw it.
 
-Reports are built by hand (metrics from parity.compare.measure, so they are real) with errors whose
+Reports are built by hand (metrics from parity.check.compare.measure, so they are real) with errors whose
 place is known: only on a 13x19 map's border, only in one channel. The pictures are decoded back
 from the page and checked pixel by pixel. A headless Chromium then loads the page (skipped where no
 Chromium is installed), and an integration test draws a planted conversion bug in the `tiny` net.
@@ -21,11 +21,11 @@ import pytest
 from PIL import Image
 from support import plant, with_param
 
-from parity import html as page
-from parity.compare import DOWNSTREAM, FAIL, LayerResult, Tolerance, measure
-from parity.divergence import locate_first_divergence
-from parity.layout import keras_shape, to_caffe_layout, to_keras_layout
-from parity.report import Report
+from parity.check.compare import DOWNSTREAM, FAIL, LayerResult, Tolerance, measure
+from parity.check.divergence import locate_first_divergence
+from parity.data.layout import keras_shape, to_caffe_layout, to_keras_layout
+from parity.diagnose import html as page
+from parity.diagnose.report import Report
 
 TOL = Tolerance(1e-2, 1e-4)
 PNG_PREFIX = "data:image/png;base64,"
@@ -34,7 +34,7 @@ CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "goog
 
 @dataclass
 class Hint:
-    """Shaped like parity.hints.Hint (duck-typed by the page, so not imported)."""
+    """Shaped like parity.diagnose.hints.Hint (duck-typed by the page, so not imported)."""
 
     cause: str
     message: str
@@ -350,7 +350,7 @@ def test_chromium_screenshot_shows_the_heatmap(tmp_path):
 # -- the pipeline --------------------------------------------------------------------------------
 def fill_arrays(report: Report, target, converted) -> None:
     """Keep Caffe's and the converted outputs of the failing layers, unless the pipeline already did."""
-    from parity.capture import Capture
+    from parity.check.capture import Capture
 
     ref = next(r for r in target.references if r.name == report.image)
     entries = {e.layer: e for e in ref.entries}
@@ -364,7 +364,7 @@ def fill_arrays(report: Report, target, converted) -> None:
 
 
 def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
-    from parity.check import run_target
+    from parity.check.pipeline import run_target
     from parity.convert import convert_net
     from parity.targets import from_fixture
 
@@ -393,13 +393,13 @@ def test_a_planted_weight_bug_in_tiny_is_drawn(tmp_path):
     assert decode(imgs.kind("channels")[0]).width == c * min(page.MAX_BAR_W, page.CHART_W // c)
     assert "First divergence: conv2 (Convolution)" in text and "&larr; first divergence" in text
     assert text.count('<tr class="downstream">') == sum(r.status == DOWNSTREAM for r in report.layers) > 0
-    for hint in report.hints.get("conv2", []):  # whatever parity.hints said, the page shows it
+    for hint in report.hints.get("conv2", []):  # whatever parity.diagnose.hints said, the page shows it
         message = hint["message"] if isinstance(hint, dict) else hint.message
         assert page._e(message) in text
 
 
 def test_a_planted_shape_bug_in_tiny_gets_a_note(tmp_path):
-    from parity.check import run_target
+    from parity.check.pipeline import run_target
     from parity.convert import convert_net
     from parity.targets import from_fixture
 
@@ -439,9 +439,9 @@ def test_a_shrunk_heatmap_keeps_a_single_bad_elements_full_error_on_its_scale():
 
 def test_the_page_shows_each_layer_s_noise_and_its_error_in_units_of_it():
     """Under the noise rule (the default) the table carries noise and x noise, as the terminal does."""
-    from parity.check import run_target
-    from parity.compare import NoiseRule
-    from parity.report import times
+    from parity.check.compare import NoiseRule
+    from parity.check.pipeline import run_target
+    from parity.diagnose.report import times
     from parity.targets import from_fixture
 
     (report,) = run_target(from_fixture("tiny"), NoiseRule())
@@ -461,7 +461,7 @@ def test_the_verdict_comes_before_the_header_and_the_environment_is_folded():
 
 def test_every_layer_that_fails_on_its_own_gets_its_heatmap(tmp_path):
     """Two roots (conv1 and conv2 on two branches of the input): both pictured, not only the first."""
-    from parity.graph import Net
+    from parity.caffe.graph import Net
 
     prototxt = tmp_path / "two.prototxt"
     prototxt.write_text('layer { name: "data" type: "Input" top: "data" }\n'

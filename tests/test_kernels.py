@@ -14,11 +14,11 @@ from dataclasses import replace
 import pytest
 from support import caffe_python_or_skip
 
-from parity.blas import KERNELS, cpu_flags
-from parity.check import check_reference, prepare
-from parity.compare import K, NoiseRule
-from parity.fixtures import REPO
-from parity.reference import find_references
+from parity.caffe.blas import KERNELS, cpu_flags
+from parity.caffe.fixtures import REPO
+from parity.check.compare import K, NoiseRule
+from parity.check.pipeline import check_reference, prepare
+from parity.data.reference import find_references
 from parity.targets import from_fixture
 
 DEEP = ["mobilenet", "resnet50", "googlenet", "vgg19"]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from support import plant
 
-from parity.check import check_reference, prepare
-from parity.compare import NoiseRule
+from parity.caffe.fixtures import list_fixtures, load_fixture
+from parity.caffe.graph import Net
+from parity.check.compare import NoiseRule
+from parity.check.pipeline import check_reference, prepare
 from parity.convert import Blob, registry
 from parity.convert.normalization import BatchNormHandler
 from parity.errors import ShapeDivergence
-from parity.fixtures import list_fixtures, load_fixture
-from parity.graph import Net
 from parity.targets import from_fixture
 
 TOL = NoiseRule()  # parity's default rule
@@ -123,8 +123,8 @@ def first_report(model: str):
 
 def test_pooling_drop_rule_applied_per_axis_is_caught(monkeypatch):
     """Caffe drops a last window starting in the padding on both axes once either axis is padded."""
+    import parity.caffe.shapes as shapes
     import parity.keras_layers.pooling as pooling
-    import parity.shapes as shapes
 
     def per_axis(hw, kernel, stride, pad, ceil_mode=True):
         return tuple(shapes.pooled_size(n, k, s, p, ceil_mode, bool(p)) for n, k, s, p in zip(hw, kernel, stride, pad))
@@ -230,7 +230,7 @@ def test_im2col_columns_in_tensorflow_order_are_caught(monkeypatch):
 def test_parameter_reshaped_instead_of_transposed_is_caught(monkeypatch):
     """A 4-D Parameter blob moves to channels-last by a transpose; reshaping it to that shape is caught."""
     from parity.convert import indexing
-    from parity.layout import keras_shape
+    from parity.data.layout import keras_shape
 
     monkeypatch.setattr(indexing, "to_keras_layout", lambda array: array.reshape(keras_shape(array.shape)))
     assert first_divergence("layers/bvlc_misc") == "param4"

@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare
+from parity.check.compare import PASS, NoiseRule
+from parity.check.local import plan_units
+from parity.check.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, check_reference, prepare
 from parity.cli import main
-from parity.compare import PASS, NoiseRule
 from parity.convert import convert_net
-from parity.local import plan_units
-from parity.report import render
+from parity.diagnose.report import render
 from parity.targets import from_fixture
 
 TOL = NoiseRule()  # parity's default rule
@@ -93,7 +93,7 @@ def test_blob_granularity_checks_each_in_place_chain_as_one_unit():
 
 
 def test_cli_local_shows_both_errors_and_names_the_bug(monkeypatch, capsys, tmp_path):
-    import parity.check as check_module
+    import parity.check.pipeline as check_module
 
     real_prepare = check_module.prepare
     monkeypatch.setattr(check_module, "prepare", lambda target, allow_mismatch=False, convert=None, *args:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from keras import ops
 
-import parity.noise
-from parity.check import FALLBACK, check_reference, prepare
-from parity.compare import EPS32, NoiseRule, effective_noise
+import parity.check.noise
+from parity.check.compare import EPS32, NoiseRule, effective_noise
+from parity.check.noise import Twin, run_float64
+from parity.check.pipeline import FALLBACK, check_reference, prepare
 from parity.convert import convert_net
-from parity.noise import Twin, run_float64
-from parity.report import render
+from parity.diagnose.report import render
 from parity.targets import from_fixture
 
 
@@ -57,7 +57,7 @@ def small_model():
 
 @pytest.mark.parametrize("slice_bytes", [64 << 20, 64])  # whole kernels, and a slice per output channel
 def test_the_twin_computes_conv_depthwise_grouped_and_dense_exactly_in_float64(monkeypatch, slice_bytes):
-    monkeypatch.setattr(parity.noise, "SLICE_BYTES", slice_bytes)
+    monkeypatch.setattr(parity.check.noise, "SLICE_BYTES", slice_bytes)
     model, x = small_model()
     (twin,) = run_float64(model, [x])
     truth = exact(model, x)
@@ -84,7 +84,7 @@ def test_noise_is_cached_by_the_float32_outputs_it_explains(monkeypatch, tmp_pat
     def no_twin(*_args):
         raise AssertionError("the twin ran although the noise was cached")
 
-    monkeypatch.setattr(parity.noise, "run_float64", no_twin)
+    monkeypatch.setattr(parity.check.noise, "run_float64", no_twin)
     again = check_reference(prepared, ref, NoiseRule())
     assert [r.noise for r in again.layers] == [r.noise for r in first.layers]
     inputs = {"data": ref.inputs()["data"] * np.float32(1.01)}  # another input: other outputs, a miss

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, check_reference, prepare
-from parity.compare import FAIL, K, NoiseRule, Tolerance
+from parity.check.compare import FAIL, K, NoiseRule, Tolerance
+from parity.check.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, check_reference, prepare
 from parity.targets import from_fixture
 
 MOVE = 30.0  # the bug's size, in units of the output's noise
@@ -102,6 +102,6 @@ def test_a_bug_of_30x_its_noise_is_named_at_its_layer(prepared_models, model, wh
 
 
 def _lines(report) -> list[str]:
-    from parity.report import render
+    from parity.diagnose.report import render
 
     return render(report).splitlines()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, run_target
-from parity.report import render
+from parity.check.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance, run_target
+from parity.diagnose.report import render
 from parity.targets import from_fixture
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_deterministic_and_tf32_flags_reach_tensorflow_and_the_report(tmp_path):
 def test_the_onednn_record_follows_what_tensorflow_runs(setting):
     """`enabled` is TensorFlow's own answer (it depends on the CPU too when unset), not guessed from the
     platform: an AVX2-only x86 machine runs without oneDNN unless TF_ENABLE_ONEDNN_OPTS=1."""
-    code = ("import json; from parity.numerics import onednn; "
+    code = ("import json; from parity.check.numerics import onednn; "
             "from tensorflow.python.util import _pywrap_util_port as p; "
             "print(json.dumps([onednn(), bool(p.IsMklEnabled())]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

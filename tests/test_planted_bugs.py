@@ -13,12 +13,12 @@ import keras
 import pytest
 from support import edited, plant, with_param
 
-from parity.check import check_reference, prepare
-from parity.compare import DOWNSTREAM, FAIL, PASS, NoiseRule
+from parity.caffe.fixtures import load_fixture
+from parity.check.compare import DOWNSTREAM, FAIL, PASS, NoiseRule
+from parity.check.pipeline import check_reference, prepare
 from parity.convert import Blob, convert_net, inner_product
+from parity.data.preprocess import preprocess_image
 from parity.errors import ParityError, ShapeDivergence
-from parity.fixtures import load_fixture
-from parity.preprocess import preprocess_image
 from parity.targets import from_fixture
 
 TOL = NoiseRule()  # parity's default rule
@@ -137,9 +137,9 @@ def test_a_shape_bug_that_breaks_later_weights_is_traced_to_its_layer():
 
 
 def test_weights_that_really_do_not_fit_keep_their_own_error(tmp_path):
-    from parity.reading.caffemodel import read_caffemodel
-    from parity.reading.caffemodel_writer import write_caffemodel
-    from parity.reading.prototxt import read_prototxt
+    from parity.caffe.reading.caffemodel import read_caffemodel
+    from parity.caffe.reading.caffemodel_writer import write_caffemodel
+    from parity.caffe.reading.prototxt import read_prototxt
     from parity.targets import CaffeTarget
 
     fixture = load_fixture("tiny")

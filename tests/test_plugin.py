@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.fixtures import load_fixture
-from parity.reference import load_npy, write_npy_gz
+from parity.caffe.fixtures import load_fixture
+from parity.data.reference import load_npy, write_npy_gz
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def test_one_item_per_layer_and_a_json_report(tmp_path):
     out = tmp_path / "parity.json"
     proc = run_suite("--model=tiny", f"--parity-json={out}")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    from parity.graph import Net
+    from parity.caffe.graph import Net
 
     layers = [layer.name for layer in Net.from_prototxt(load_fixture("tiny").prototxt).layers]
     items = {line.split("test_layer[tiny-chelsea-")[1].split("]")[0] for line in proc.stdout.splitlines()

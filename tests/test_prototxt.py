@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from parity.caffe.graph import Net
+from parity.caffe.reading.prototxt import line_of_layer, parse_prototxt, read_prototxt
+from parity.caffe.schema import caffe_pb2 as pb
 from parity.errors import ParityError
-from parity.graph import Net
-from parity.reading.prototxt import line_of_layer, parse_prototxt, read_prototxt
-from parity.schema import caffe_pb2 as pb
 
 
 def _text(s: str) -> str:

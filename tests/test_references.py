@@ -12,8 +12,8 @@ import pytest
 from support import caffe_python_or_skip
 
 from parity.atomic import sha256_file
-from parity.fixtures import REPO, list_fixtures, load_fixture
-from parity.reference import find_references, load_npy
+from parity.caffe.fixtures import REPO, list_fixtures, load_fixture
+from parity.data.reference import find_references, load_npy
 
 BUDGET_BYTES = 150 * 1000 * 1000  # 150 MB; decimal, the stricter reading
 SDIST_SHA256 = re.search(r"SDIST_SHA256=(\w+)", (REPO / "tools" / "build_caffe.sh").read_text()).group(1)
@@ -120,7 +120,7 @@ caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST).save(sys.argv[3])
 def test_a_caffemodel_caffe_saved_reads_like_the_one_it_loaded(name, tmp_path):
     """Caffe's own writer, not parity's: e.g. it saves a scalar (PReLU channel_shared, Scale num_axes 0)
     with no BlobShape at all, which Caffe reads back as 0-D."""
-    from parity.reading.caffemodel import read_caffemodel
+    from parity.caffe.reading.caffemodel import read_caffemodel
 
     python = caffe_python_or_skip()
     fixture = load_fixture(name)

@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
+from parity.caffe.graph import Net
+from parity.caffe.reading.prototxt import parse_prototxt
 from parity.convert import Blob, convert_net, override, register, registry, supported_types
-from parity.graph import Net
-from parity.reading.prototxt import parse_prototxt
 
 NET = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 4 } } }
@@ -96,8 +96,8 @@ def convert_double(layer, bottoms, ctx):
 
 
 def test_cli_plugin_registers_a_users_converter_before_the_command(tmp_path, capsys):
+    from parity.caffe.reading.caffemodel_writer import write_caffemodel
     from parity.cli import main
-    from parity.reading.caffemodel_writer import write_caffemodel
 
     with override("MyDouble", None):  # the plugin's registration is undone when the block ends
         prototxt = tmp_path / "net.prototxt"

@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
+from parity.data.remote import fetch_member
 from parity.errors import ParityError
-from parity.remote import fetch_member
 
 
 def make_sdist(path, members: dict[str, bytes]) -> str:

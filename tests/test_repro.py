@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from support import fails_with, plant
 
+from parity.caffe.reading.caffemodel import read_caffemodel
+from parity.caffe.reading.prototxt import read_prototxt
 from parity.cli import main
 from parity.convert import Blob
-from parity.reading.caffemodel import read_caffemodel
-from parity.reading.prototxt import read_prototxt
-from parity.reference import load_npy
+from parity.data.reference import load_npy
 from parity.targets import from_fixture
 
 FILES = ["net.prototxt", "weights.caffemodel", "top.npy", "test_repro.py", "README.txt", "manifest.json"]
@@ -241,7 +241,7 @@ def test_bad_usage(capsys, tmp_path, argv, expected):
 def test_names_from_files_cannot_break_the_generated_files(capsys, tmp_path):
     """Layer and blob names come from the prototxt: quotes, backslashes and newlines in them must not end
     the test's docstring, form a Python escape or start a line of their own in README.txt."""
-    from parity.repro import generated_test, readme_text
+    from parity.diagnose.repro import generated_test, readme_text
 
     write_bundle(capsys, tmp_path / "b", "tiny", "conv1")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())

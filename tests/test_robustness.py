@@ -42,14 +42,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import parity
-from parity import atomic, report
+from parity import atomic
+from parity.caffe.fixtures import fixtures_dir, load_fixture
+from parity.caffe.graph import Net
+from parity.caffe.reading import wire
+from parity.caffe.reading.caffemodel import read_caffemodel
+from parity.caffe.reading.prototxt import V1_TYPE_NAMES
+from parity.caffe.schema import caffe_pb2 as pb
+from parity.diagnose import report
 from parity.errors import ParityError
-from parity.fixtures import fixtures_dir, load_fixture
-from parity.graph import Net
-from parity.reading import wire
-from parity.reading.caffemodel import read_caffemodel
-from parity.reading.prototxt import V1_TYPE_NAMES
-from parity.schema import caffe_pb2 as pb
 
 REPO = Path(parity.__file__).resolve().parents[1]
 FUZZ = settings(derandomize=True, deadline=None, database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink],
@@ -519,7 +520,7 @@ def mutate_prototxt(draw, text: str) -> bytes:
     return data
 
 
-# The errors about the net as a whole, which no single line holds (see parity.reading.prototxt).
+# The errors about the net as a whole, which no single line holds (see parity.caffe.reading.prototxt).
 NET_LEVEL = re.compile(r"^(\d+ inputs? |input |input_dim/input_shape given|mixes `layer`|no layers in prototxt)")
 
 
@@ -673,8 +674,8 @@ def tempfile_in(folder: Path) -> None:
 
 
 def test_check_never_writes_to_reference_blobs(monkeypatch):
-    from parity.check import DEFAULT_ATOL, DEFAULT_RTOL, run_target
-    from parity.compare import PASS, Tolerance
+    from parity.check.compare import PASS, Tolerance
+    from parity.check.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, run_target
     from parity.targets import from_fixture
 
     target = from_fixture("tiny")

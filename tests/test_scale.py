@@ -14,16 +14,17 @@ from types import SimpleNamespace
 
 import pytest
 
-import parity.reading.prototxt as prototxt_module
+import parity.caffe.reading.prototxt as prototxt_module
 import parity.tfgraph.graph as tfgraph_module
-from parity.check import _flatten_source, parents_of
-from parity.compare import DOWNSTREAM, FAIL, PASS, LayerResult
-from parity.decisions import decision_bottom
-from parity.divergence import locate_first_divergence
+from parity.caffe.fixtures import list_fixtures, load_fixture
+from parity.caffe.graph import Layer, Net
+from parity.caffe.reading.prototxt import layer_name_lines, parse_prototxt, read_prototxt
+from parity.check.compare import DOWNSTREAM, FAIL, PASS, LayerResult
+from parity.check.decisions import decision_bottom
+from parity.check.divergence import locate_first_divergence
+from parity.check.pipeline import _flatten_source, parents_of
 from parity.errors import ParityError
-from parity.fixtures import list_fixtures, load_fixture
-from parity.graph import Layer, Net
-from parity.reading.prototxt import layer_name_lines, parse_prototxt, read_prototxt
+from parity.tfgraph.fixture import fixture_graph
 
 
 # -- nets and texts --------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def test_line_numbers_count_each_newline_once(n, monkeypatch):
     real = prototxt_module.layer_name_lines
     counting = lambda t: scans.append(1) or real(t)  # noqa: E731
     monkeypatch.setattr(prototxt_module, "layer_name_lines", counting)
-    monkeypatch.setattr("parity.graph.layer_name_lines", counting, raising=False)
+    monkeypatch.setattr("parity.caffe.graph.layer_name_lines", counting, raising=False)
     net = Net.from_layers("chain", chain_layers(n), text=text)
     CountingStr.scanned = 0
     assert [net.line_of(name) for name, _ in lines] == [line for _, line in lines]
@@ -385,7 +386,7 @@ def test_the_execution_order_is_the_old_one():
         want = old_execution_order(graph)
         assert got == want, (trial, nodes)
     fixture = load_fixture("tf_saliency")
-    graph_def = tfgraph_module.read_graph_def(fixture.graph_path())
+    graph_def = tfgraph_module.read_graph_def(fixture_graph(fixture))
     assert [n.name for n in tfgraph_module.execution_order(graph_def)] == old_execution_order(graph_def)
 
 
@@ -394,9 +395,9 @@ def test_a_chain_deeper_than_python_s_recursion_limit_still_converts(tmp_path):
     net's depth, or a legitimate deep chain ends in RecursionError (a traceback, exit 1)."""
     import sys
 
-    from parity.capture import Capture
+    from parity.caffe.graph import Net
+    from parity.check.capture import Capture
     from parity.convert import convert_net
-    from parity.graph import Net
 
     depth = 1200
     lines = ['name: "deep"', 'layer { name: "data" type: "Input" top: "b0" input_param { shape { dim: 1 dim: 2 } } }']

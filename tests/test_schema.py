@@ -1,4 +1,4 @@
-"""parity's own Caffe schema (parity.schema.caffe_pb2) against facts from Caffe's caffe.proto.
+"""parity's own Caffe schema (parity.caffe.schema.caffe_pb2) against facts from Caffe's caffe.proto.
 
 The literal numbers and defaults below are copied from brocolli-caffe 9.0.2's
 src/caffe/proto/caffe.proto (the Caffe parity's references are built with). When that file is
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from google.protobuf.descriptor import FieldDescriptor as FD
 
-from parity.schema import caffe_pb2 as pb
+from parity.caffe.schema import caffe_pb2 as pb
 
 CAFFE_PROTO = Path(__file__).resolve().parents[1] / ".cache/caffe/brocolli-caffe-9.0.2/src/caffe/proto/caffe.proto"
 

@@ -1,25 +1,30 @@
-"""The package's shape: imports go one way (no cycle among parity's modules), and the Caffe side, which
-runs inside the pycaffe environment, imports no TensorFlow or Keras."""
+"""The package's shape: imports go one way (no cycle among parity's modules), and the packages that
+must run without TensorFlow (the Caffe side runs inside the pycaffe environment) neither import it nor
+reach it at import."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 PARITY = Path(__file__).resolve().parents[1] / "parity"
-# What `parity dump` loads inside the pycaffe venv (no TensorFlow there): the reading, shapes and Caffe runs.
-CAFFE_SIDE = ["graph.py", "shapes.py", "reading", "schema", "dump.py", "recipes.py", "caffe_child.py", "blas.py",
-              "preprocess.py", "reference.py", "layout.py", "atomic.py", "errors.py", "remote.py"]  # fixtures.py builds
-# a TensorFlow fixture's graph inside a function, for that kind only
+# The packages that never import TensorFlow or Keras: `parity dump` runs the Caffe side inside the pycaffe
+# environment, which has neither; what both sides read and write (data/) must not need them either.
+WITHOUT_TENSORFLOW = ["caffe", "data"]
+HEAVY = ("tensorflow", "keras")
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PARITY.parent).with_suffix("").parts
+def module_name(path: Path, root: Path = PARITY.parent) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """The parity modules `path` imports at module level or inside functions (relative ones resolved)."""
-    package = module_name(path).split(".")
+def imports_of(path: Path, root: Path = PARITY.parent) -> set[str]:
+    """The modules `path` imports at module level or inside functions (relative ones resolved from `root`)."""
+    package = module_name(path, root).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
     found = set()
@@ -79,9 +84,58 @@ def test_no_import_cycle_between_modules():
     assert cycles(edges) == []
 
 
-def test_the_caffe_side_imports_no_tensorflow():
-    for entry in CAFFE_SIDE:
-        paths = [PARITY / entry] if entry.endswith(".py") else sorted((PARITY / entry).rglob("*.py"))
-        for path in paths:
-            heavy = {m for m in imports_of(path) if m.split(".")[0] in ("tensorflow", "keras")}
-            assert not heavy, (path.name, heavy)
+def heavy_imports(folder: Path) -> dict[str, set[str]]:
+    """Module file -> the TensorFlow or Keras modules it imports, at module level or inside a function."""
+    found = {}
+    for path in sorted(folder.rglob("*.py")):
+        heavy = {m for m in imports_of(path, folder) if m.split(".")[0] in HEAVY}
+        if heavy:
+            found[path.name] = heavy
+    return found
+
+
+@pytest.mark.parametrize("package", WITHOUT_TENSORFLOW)
+def test_the_package_imports_no_tensorflow(package):
+    assert heavy_imports(PARITY / package) == {}
+
+
+def test_a_tensorflow_import_inside_a_function_is_seen(tmp_path):
+    """The check above can fail: a module that imports Keras only inside a function is caught."""
+    (tmp_path / "fine.py").write_text("import numpy\n")
+    (tmp_path / "planted.py").write_text("def build():\n    from keras import layers\n    return layers\n")
+    assert heavy_imports(tmp_path) == {"planted.py": {"keras", "keras.layers"}}
+
+
+# A child interpreter in which importing TensorFlow or Keras fails, as it does in the pycaffe environment.
+BLOCKED = """
+import importlib, importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {heavy!r}:
+            raise ModuleNotFoundError(f"{{name}} is blocked here")
+sys.meta_path.insert(0, Blocked())
+for module in {modules!r}:
+    importlib.import_module(module)
+print("loaded")
+"""
+
+
+def load_without_tensorflow(modules: list[str]) -> subprocess.CompletedProcess:
+    code = BLOCKED.format(heavy=HEAVY, modules=modules)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=PARITY.parent)
+
+
+@pytest.mark.parametrize("package", WITHOUT_TENSORFLOW)
+def test_the_package_loads_where_tensorflow_cannot(package):
+    """Every module of the package imports where TensorFlow and Keras cannot: what it reaches through
+    other packages (the converters' shape rules, say) must not need them at import either."""
+    modules = sorted(module_name(p) for p in (PARITY / package).rglob("*.py"))
+    proc = load_without_tensorflow(modules)
+    assert proc.returncode == 0 and proc.stdout.strip() == "loaded", proc.stderr[-2000:]
+
+
+def test_a_module_that_needs_tensorflow_does_not_load_there():
+    """...and that check can fail: parity's Keras layers, which subclass keras.layers.Layer, do not load there."""
+    proc = load_without_tensorflow(["parity.keras_layers.convolution"])
+    assert proc.returncode != 0 and "is blocked here" in proc.stderr

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.check import run_target
+from parity.caffe.fixtures import load_fixture
+from parity.check.compare import NoiseRule
+from parity.check.pipeline import run_target
 from parity.cli import main
-from parity.compare import NoiseRule
-from parity.fixtures import load_fixture
-from parity.reference import find_references
+from parity.data.reference import find_references
 from parity.targets import from_fixture
+from parity.tfgraph.fixture import fixture_graph
 
 FIXTURE = load_fixture("tf_saliency")
 MODEL = FIXTURE.dir / "model.py"
@@ -98,7 +99,7 @@ def test_a_fresh_dump_reproduces_the_committed_references(tmp_path):
 
 
 def test_tf_import_writes_a_model_the_cli_check_passes_and_a_fresh_process_loads(tmp_path):
-    graph = FIXTURE.graph_path()
+    graph = fixture_graph(FIXTURE)
     out = tmp_path / "saliency.keras"
     assert main(["tf-import", str(graph), "--keras-model", FIXTURE.keras_model, "-o", str(out)]) == 0
     assert main(["check", "--keras-model", FIXTURE.keras_model, "--weights", str(out), "--blobs",
@@ -111,7 +112,7 @@ def test_tf_import_writes_a_model_the_cli_check_passes_and_a_fresh_process_loads
 def test_tf_import_refuses_to_write_when_a_variable_is_unmatched(tmp_path, capsys):
     spec = _planted(tmp_path, '"aspp_project", 16, 1)', '"aspp_projection", 16, 1)')
     out = tmp_path / "saliency.keras"
-    assert main(["tf-import", str(FIXTURE.graph_path()), "--keras-model", spec, "-o", str(out)]) == 2
+    assert main(["tf-import", str(fixture_graph(FIXTURE)), "--keras-model", spec, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "Keras aspp_projection/kernel (1, 1, 48, 16): no graph Const" in err
     assert "graph Const aspp/project/kernel (1, 1, 48, 16): no Keras variable takes it" in err
@@ -123,7 +124,7 @@ def test_a_mapping_file_pairs_renamed_layers(tmp_path):
     mapping = tmp_path / "mapping.json"
     mapping.write_text(json.dumps({"aspp_projection": "aspp/project"}))
     out = tmp_path / "saliency.keras"
-    assert main(["tf-import", str(FIXTURE.graph_path()), "--keras-model", spec, "--mapping", str(mapping),
+    assert main(["tf-import", str(fixture_graph(FIXTURE)), "--keras-model", spec, "--mapping", str(mapping),
                  "-o", str(out)]) == 0
     assert main(["check", "--keras-model", spec, "--mapping", str(mapping), "--weights", str(out), "--blobs",
                  str(FIXTURE.references), "-q"]) == 0
@@ -174,7 +175,7 @@ def test_damaged_graphs_give_a_result_or_one_clear_line(tmp_path_factory):
     from hypothesis import strategies as st
 
     image = str(FIXTURE.image_path("chelsea"))
-    data = FIXTURE.graph_path().read_bytes()
+    data = fixture_graph(FIXTURE).read_bytes()
 
     @settings(derandomize=True, deadline=None, database=None, max_examples=40,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -211,7 +212,7 @@ def test_a_chosen_set_of_ops_is_dumped_with_its_ancestry_and_checks(tmp_path, ca
     mapping = tmp_path / "mapping.json"
     mapping.write_text(json.dumps({"saliency": "saliency:0"}))  # a tensor name works as well as an op name
     capsys.readouterr()
-    assert main(["check", "--keras-model", FIXTURE.keras_model, "--graph", str(FIXTURE.graph_path()),
+    assert main(["check", "--keras-model", FIXTURE.keras_model, "--graph", str(fixture_graph(FIXTURE)),
                  "--mapping", str(mapping), "--blobs", str(tmp_path), "-q"]) == 0
     assert "PASS: all 8 outputs" in capsys.readouterr().out
 

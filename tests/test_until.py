@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from parity.caffe.fixtures import load_fixture
 from parity.cli import main
-from parity.fixtures import load_fixture
 
 TINY = load_fixture("tiny")
 REPO = Path(__file__).resolve().parents[1]

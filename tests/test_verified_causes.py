@@ -1,5 +1,5 @@
 """Causes verified by a rerun: each bug planted in the conversion must be named at its layer, with the
-cause parity.verify confirms by rerunning that layer on Caffe's own bottoms with the one fix applied.
+cause parity.diagnose.verify confirms by rerunning that layer on Caffe's own bottoms with the one fix applied.
 
 These are the causes that leave no readable pattern in the arrays (or one a detector could mistake):
 a flipped kernel, channels reversed inside the model, a pooling window changed, C,H,W against H,W,C
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from support import plant, with_param
 
-from parity.check import check_reference, prepare
-from parity.compare import FAIL, NoiseRule
+from parity.check.compare import FAIL, NoiseRule
+from parity.check.pipeline import check_reference, prepare
 from parity.convert import registry
-from parity.report import render
+from parity.diagnose.report import render
 from parity.targets import from_fixture
 
 
@@ -96,7 +96,7 @@ def _conv1_padded(padding):
 
 
 def real_shape(bottoms, layer):
-    from parity.shapes import conv_output_shape
+    from parity.caffe.shapes import conv_output_shape
 
     return conv_output_shape(bottoms[0].caffe_shape, layer.param.convolution_param)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from parity.convert.preset import call_with_weights, handed_over
-from parity.layout import ALIGNMENT, Owned, copy_blocked
+from parity.data.layout import ALIGNMENT, Owned, copy_blocked
 
 
 def test_copy_blocked_equals_a_plain_copy_for_transposed_views_and_is_aligned():

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from support import edited, plant
 
-from parity.check import check_reference, prepare
-from parity.compare import NoiseRule
+from parity.caffe.fixtures import load_fixture
+from parity.check.compare import NoiseRule
+from parity.check.pipeline import check_reference, prepare
 from parity.convert import Blob, convert_net
-from parity.fixtures import load_fixture
-from parity.preprocess import preprocess_image
+from parity.data.preprocess import preprocess_image
 from parity.targets import from_fixture, up_to
 
 TOL = NoiseRule()  # parity's default rule

@@ -6,7 +6,7 @@ Every fixture (or each --model) is checked under parity's noise rule against its
 and against the same fixture's references under every --root (a folder laid out like reference_blobs/,
 e.g. one dump per OpenBLAS kernel: `parity dump --fixture NAME --blas-core Sandybridge --out ROOT/NAME`).
 For each it prints the largest error/noise ratio and where; the last line gives the largest ratio of
-all, which every correct conversion must keep below k/3 (parity.compare.K). README "Tolerances"
+all, which every correct conversion must keep below k/3 (parity.check.compare.K). README "Tolerances"
 records the run that chose k. Run it again under ONEDNN_MAX_CPU_ISA=AVX2 to vary TensorFlow's side.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from parity.check import check_reference, prepare
-from parity.compare import K, NoiseRule
-from parity.fixtures import list_fixtures, load_fixture
-from parity.reference import find_references
+from parity.caffe.fixtures import list_fixtures, load_fixture
+from parity.check.compare import K, NoiseRule
+from parity.check.pipeline import check_reference, prepare
+from parity.data.reference import find_references
 from parity.targets import from_fixture
 
 

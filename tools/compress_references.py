@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.atomic import atomic_path
-from parity.reference import load_npy, write_npy_gz
+from parity.data.reference import load_npy, write_npy_gz
 
 
 def compress_folder(folder: Path) -> int:

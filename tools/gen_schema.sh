@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate parity/schema/caffe_pb2.py from parity/schema/caffe.proto.
+# Regenerate parity/caffe/schema/caffe_pb2.py from parity/caffe/schema/caffe.proto.
 #
 # Run from anywhere; paths are resolved against the repository root. Uses the protoc found
 # on PATH (override with PROTOC=/path/to/protoc). The checked-in bindings were made with
@@ -18,5 +18,5 @@ fi
 
 echo "gen_schema: using $("$PROTOC" --version)"
 cd "$REPO"
-"$PROTOC" --proto_path=parity/schema --python_out=parity/schema parity/schema/caffe.proto
-echo "gen_schema: wrote parity/schema/caffe_pb2.py"
+"$PROTOC" --proto_path=parity/caffe/schema --python_out=parity/caffe/schema parity/caffe/schema/caffe.proto
+echo "gen_schema: wrote parity/caffe/schema/caffe_pb2.py"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..compare import PASS
+from ..check.compare import PASS
 from ..errors import ParityError, printable, require_writable
 
 HELP = """Record the accepted per-layer errors of fixtures (all by default) for the CI gate.
@@ -25,9 +25,9 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..check import check_target, gate_settings
-    from ..fixtures import list_fixtures
-    from ..gate import Baseline, configured_baseline, record_baseline
+    from ..caffe.fixtures import list_fixtures
+    from ..check.gate import Baseline, configured_baseline, record_baseline
+    from ..check.pipeline import check_target, gate_settings
     from ..targets import from_fixture
 
     path = args.baseline or configured_baseline()

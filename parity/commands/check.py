@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..compare import PASS
+from ..check.compare import PASS
 from ..errors import ParityError, printable, require_file, require_writable
 from ..options import check_argparse
 
@@ -39,7 +39,7 @@ def add(sub) -> None:
 
 def quiet_line(report) -> str:
     """-q's line: which model and sample, then the verdict (never a hint that follows it)."""
-    from ..report import verdict_lines
+    from ..diagnose.report import verdict_lines
 
     return printable(f"{report.model}/{report.image}: {verdict_lines(report)[0]}")
 
@@ -84,7 +84,7 @@ def _graph_references(args) -> list:
             raise ParityError("--weights and --graph go with a TensorFlow-graph reference: "
                               "--keras-model ... --blobs DIR")
         return []
-    from ..reference import find_references
+    from ..data.reference import find_references
 
     refs = find_references(args.blobs)
     if refs[0].source != "tensorflow-graph":
@@ -93,8 +93,8 @@ def _graph_references(args) -> list:
 
 
 def run(args) -> int:
-    from ..check import check_target, gate_settings
-    from ..report import render, write_json
+    from ..check.pipeline import check_target, gate_settings
+    from ..diagnose.report import render, write_json
     from ..targets import from_files, from_fixture, up_to
 
     _check_options(args)
@@ -131,7 +131,7 @@ def run(args) -> int:
         payload = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
         write_json(args.json, payload)
     if args.html:
-        from ..html import write_html
+        from ..diagnose.html import write_html
 
         write_html(args.html, reports)
     return 0 if all(r.status == PASS for r in reports) else 1

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import ParityError, require_file, require_writable
-from ..handwritten import keras_arrays
+from ..targets.handwritten import keras_arrays
 
 HELP = """Convert a Caffe net to a Keras 3 model (channels-last, layers named like Caffe's).
 The .keras file loads with keras.saving.load_model(path) after `import parity`."""
@@ -40,9 +40,9 @@ def run(args) -> int:
 
 def _converted(args):
     """Read and convert, saying so on stderr: VGG-19's conversion takes seconds."""
+    from ..caffe.graph import Net
+    from ..caffe.reading.caffemodel import read_caffemodel
     from ..convert import convert_net
-    from ..graph import Net
-    from ..reading.caffemodel import read_caffemodel
 
     net = Net.from_prototxt(require_file(args.prototxt, "prototxt"))
     if args.until:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.preprocess import Preprocessing
 from ..errors import ParityError, require_file, require_writable
-from ..preprocess import Preprocessing
 from . import add_preprocessing, preprocessing
 
 HELP = """Run real Caffe on images (or raw .npy inputs) and save every layer's output as reference blobs.
@@ -39,8 +39,8 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..blas import choose_core
-    from ..dump import check_sample_names, dump, preflight
+    from ..caffe.blas import choose_core
+    from ..caffe.dump import check_sample_names, dump, preflight
 
     core = choose_core(args.blas_core)  # before anything is read or built: a CPU that cannot run it stops here
     fixture = _fixture(args)
@@ -65,7 +65,7 @@ def run(args) -> int:
 
 def _fixture(args):
     """The fixture named by --fixture, or None; the net's files come from it or from the command line."""
-    from ..fixtures import load_fixture
+    from ..caffe.fixtures import load_fixture
 
     if args.fixture and (args.prototxt or args.caffemodel):
         raise ParityError("give PROTOTXT and CAFFEMODEL, or --fixture NAME, not both")
@@ -79,9 +79,9 @@ def _samples(net, images: list[Path], npys: list[Path], prep: Preprocessing) -> 
     """One Sample per image or array, each checked against the net's input before Caffe could abort on it.
     Called once the net passed its preflight: decoding and resizing images is the costly part."""
     from ..atomic import sha256_file
-    from ..dump import Sample, check_fits, input_shapes
-    from ..preprocess import preprocess_image
-    from ..reference import load_npy
+    from ..caffe.dump import Sample, check_fits, input_shapes
+    from ..data.preprocess import preprocess_image
+    from ..data.reference import load_npy
 
     blob, shape = next(iter(input_shapes(net).items()))
     if images and len(shape) != 4:

@@ -38,8 +38,8 @@ def add(sub) -> None:
 
 def _target(args):
     """The Caffe target and the layer, from MODEL LAYER or PROTOTXT CAFFEMODEL --blobs DIR LAYER."""
-    from ..fixtures import load_fixture
-    from ..reference import find_references
+    from ..caffe.fixtures import load_fixture
+    from ..data.reference import find_references
     from ..targets import from_files, from_fixture
 
     if args.blobs is not None:
@@ -70,11 +70,11 @@ def _sample(target, image: str | None):
 
 
 def run(args) -> int:
-    from ..check import gate_settings, source_mismatches
-    from ..graph import Net
-    from ..numerics import configure
-    from ..reading.prototxt import parse_prototxt, read_prototxt
-    from ..repro import check_output, fragment, judge, plan_bundle, verdict_line
+    from ..caffe.graph import Net
+    from ..caffe.reading.prototxt import parse_prototxt, read_prototxt
+    from ..check.numerics import configure
+    from ..check.pipeline import gate_settings, source_mismatches
+    from ..diagnose.repro import check_output, fragment, judge, plan_bundle, verdict_line
 
     out = args.output
     require_writable(out, "output folder", folder=True)
@@ -119,10 +119,17 @@ def _write(out: Path, args, target, ref, chosen, proto, text: str, weights, bott
 
     from .. import __version__
     from ..atomic import atomic_directory, sha256_file
-    from ..compare import json_safe
-    from ..numerics import environment
-    from ..reading.caffemodel_writer import write_caffemodel
-    from ..repro import BUNDLE_FORMAT, BUNDLE_VERSION, bundle_names, generated_test, readme_text, written_by_repro
+    from ..caffe.reading.caffemodel_writer import write_caffemodel
+    from ..check.compare import json_safe
+    from ..check.numerics import environment
+    from ..diagnose.repro import (
+        BUNDLE_FORMAT,
+        BUNDLE_VERSION,
+        bundle_names,
+        generated_test,
+        readme_text,
+        written_by_repro,
+    )
 
     files = bundle_names(bottoms)
     blobs = {name: weights.get(name) for name in chosen.chain if weights.get(name)}

@@ -56,10 +56,11 @@ def _require_tensorflow() -> None:
 def run_dump(args) -> int:
     _require_tensorflow()
     from ..atomic import sha256_file
-    from ..dump import Sample, check_sample_names
-    from ..fixtures import load_fixture
-    from ..preprocess import Preprocessing, preprocess_image
+    from ..caffe.dump import Sample, check_sample_names
+    from ..caffe.fixtures import load_fixture
+    from ..data.preprocess import Preprocessing, preprocess_image
     from ..tfgraph.dump import check_side_effect_free, dump_graph
+    from ..tfgraph.fixture import fixture_graph
     from ..tfgraph.graph import guess_input_layout, load_graph, placeholder_shape, placeholders
 
     if args.fixture and args.graph:
@@ -69,7 +70,7 @@ def run_dump(args) -> int:
         raise ParityError("give GRAPH.pb, or --fixture NAME")
     if fixture is not None and fixture.kind != "tensorflow-graph":
         raise ParityError(f"fixture {fixture.name!r} is a Caffe fixture: use `parity dump`")
-    graph = require_file(args.graph, "graph") if args.graph else fixture.graph_path()
+    graph = require_file(args.graph, "graph") if args.graph else fixture_graph(fixture)
     graph_def, net = load_graph(graph)
     check_side_effect_free(graph_def, graph)  # before anything runs: the graph is data
     spec = fixture.description["input"] if fixture else {}
@@ -111,9 +112,10 @@ def _only_placeholder(net, graph: Path) -> str:
 
 def run_import(args) -> int:
     _require_tensorflow()
-    from ..handwritten import load_builder, read_mapping
+    from ..targets.handwritten import read_mapping
     from ..tfgraph.graph import constants, read_graph_def
     from ..tfgraph.weights import load_graph_weights
+    from ..user_modules import load_builder
     from .convert import _check_suffix, write_together
 
     if not (args.output or args.weights_h5):

@@ -11,10 +11,10 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..divergence import keras_refusal
+from ..caffe.graph import Net
+from ..caffe.reading.caffemodel import CaffeWeights
+from ..check.divergence import keras_refusal
 from ..errors import ParityError
-from ..graph import Net
-from ..reading.caffemodel import CaffeWeights
 
 # Importing the layer modules registers their converters.
 from . import (  # noqa: E402,F401  # noqa: E402,F401  (Embed/BatchReindex/Parameter, LSTM/RNN, SPP/Im2col)

@@ -8,10 +8,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..caffe.graph import Layer, Net
+from ..caffe.reading.caffemodel import CaffeWeights
+from ..data.layout import keras_shape  # noqa: F401  (re-exported for converters)
 from ..errors import ParityError
-from ..graph import Layer, Net
-from ..layout import keras_shape  # noqa: F401  (re-exported for converters)
-from ..reading.caffemodel import CaffeWeights
 
 # Caffe axis -> channels-last axis for 4-D blobs (N, C, H, W) held as (N, H, W, C).
 NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}

@@ -10,7 +10,7 @@ explicitly padded input reproduces. Where the padding is exactly what Keras' 'sa
 """
 from __future__ import annotations
 
-from ..shapes import conv_geometry, conv_output_shape
+from ..caffe.shapes import conv_geometry, conv_output_shape
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .preset import call_with_weights
 from .registry import register

@@ -1,7 +1,7 @@
 """SSD's DetectionOutput: the detector's boxes (parity.keras_layers.detection has Caffe's rules).
 
 Its top has as many rows as the image has detections, so the shape Caffe gives it before running,
-(1, 1, 1, 7), is nominal; parity compares it as detections (parity.detections), not element by element.
+(1, 1, 1, 7), is nominal; parity compares it as detections (parity.check.detections), not element by element.
 Fields that only write files or draw (save_output_param, visualize) change nothing in the top and are
 refused rather than ignored, so a net that relies on them says so.
 """

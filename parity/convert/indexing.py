@@ -15,7 +15,7 @@ parameter_param.shape, as it is.
 """
 from __future__ import annotations
 
-from ..layout import to_keras_layout
+from ..data.layout import to_keras_layout
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .preset import call_with_weights
 from .registry import not_convertible, register

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..layout import copy_blocked
+from ..data.layout import copy_blocked
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .preset import call_with_weights
 from .registry import register

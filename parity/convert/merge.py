@@ -1,7 +1,7 @@
 """Layers that join blobs: Eltwise (SUM with coefficients, PROD, MAX) and Concat (axis mapped)."""
 from __future__ import annotations
 
-from ..schema import caffe_pb2
+from ..caffe.schema import caffe_pb2
 from .context import keras_axis
 from .handler import LayerError, LayerHandler, Shapes
 from .registry import register

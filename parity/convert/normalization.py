@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layout import to_keras_layout
+from ..data.layout import to_keras_layout
 from .context import keras_axis
 from .handler import LayerError, LayerHandler, Param, Shapes, one_bottom
 from .preset import call_with_weights
@@ -164,8 +164,8 @@ class LRNHandler(LayerHandler):
         return Shapes([one_bottom(bottoms, rank=4)])
 
     def build(self, layer, bottoms, blobs, ctx):
+        from ..caffe.schema import caffe_pb2
         from ..keras_layers import CaffeLRN
-        from ..schema import caffe_pb2
 
         p = self.param(layer)
         region = "within" if p.norm_region == caffe_pb2.LRNParameter.WITHIN_CHANNEL else "across"

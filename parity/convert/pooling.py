@@ -2,8 +2,8 @@
 optional argmax mask top (CaffeMaxPoolMask); and the fork's MaxUnPool, which reads that mask."""
 from __future__ import annotations
 
-from ..schema import caffe_pb2
-from ..shapes import pool_geometry, pool_output_shape
+from ..caffe.schema import caffe_pb2
+from ..caffe.shapes import pool_geometry, pool_output_shape
 from .handler import LayerError, LayerHandler, Shapes, one_bottom
 from .registry import not_convertible, register
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..layout import ALIGNMENT, Owned, copy_blocked
+from ..data.layout import ALIGNMENT, Owned, copy_blocked
 
 
 class _Given:

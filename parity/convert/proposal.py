@@ -2,7 +2,7 @@
 
 Its tops have as many rows as non-maximum suppression keeps, so the shapes Caffe gives them before
 running, (N x post_nms_topn, 5) and (N x post_nms_topn,), are nominal; parity compares the rois as a set
-of boxes (parity.detections.compare_proposals), not element by element.
+of boxes (parity.check.detections.compare_proposals), not element by element.
 """
 from __future__ import annotations
 

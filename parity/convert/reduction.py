@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..schema import caffe_pb2
+from ..caffe.schema import caffe_pb2
 from .context import keras_axis
 from .handler import LayerError, LayerHandler, Shapes, one_bottom
 from .registry import register

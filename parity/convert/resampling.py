@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..schema import caffe_pb2
+from ..caffe.schema import caffe_pb2
 from .handler import LayerError, LayerHandler, Shapes, one_bottom
 from .registry import register
 

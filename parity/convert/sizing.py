@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+from ..caffe.graph import Layer, Net
 from ..errors import ParityError
-from ..graph import Layer, Net
 from .context import ACTIVATION_LIMIT, GIB
 from .handler import checked_shapes
 from .registry import shapes_for

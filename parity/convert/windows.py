@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from ..schema import caffe_pb2
-from ..shapes import conv_geometry, conv_output_size, pooled_hw
+from ..caffe.schema import caffe_pb2
+from ..caffe.shapes import conv_geometry, conv_output_size, pooled_hw
 from .handler import LayerError, LayerHandler, Shapes, one_bottom
 from .registry import register
 from .reshaping import in_caffe_order

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ..shapes import pooled_hw
+from ..caffe.shapes import pooled_hw
 
 
 def _ave_divisors(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ..shapes import conv_output_size
+from ..caffe.shapes import conv_output_size
 
 
 def caffe_columns(taps):

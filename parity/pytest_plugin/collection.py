@@ -28,7 +28,7 @@ def parametrize(metafunc) -> None:
 
 def layer_checks(config) -> Iterator[LayerCheck]:
     """Every layer of every model (--model, else all fixtures) on every sample, in Caffe's order."""
-    from ..fixtures import list_fixtures
+    from ..caffe.fixtures import list_fixtures
     from ..targets import from_fixture, up_to
 
     for model in config.getoption("--model") or list_fixtures():
@@ -64,7 +64,7 @@ def estimated_cost(target) -> float:
     Only an ordering key: it must be the same in every xdist worker, so it reads nothing that a
     running check writes (weights are built on first use).
     """
-    from ..recipes import learned_blobs
+    from ..caffe.recipes import learned_blobs
 
     net = target.net()
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ..compare import DOWNSTREAM, FAIL, PASS
+from ..check.compare import DOWNSTREAM, FAIL, PASS
 from ..errors import printable
 
 WORKER_FLAG = "parity_loadgroup"  # the controller's word to its workers: tag node ids with their group
@@ -67,7 +67,7 @@ def _own_bug(r) -> bool:
 
 def failure_lines(r, report) -> list[str]:
     """Why this layer's item fails: its own bug (with --local), drift, or a (propagated) divergence."""
-    from ..report import describe, hint_lines
+    from ..diagnose.report import describe, hint_lines
 
     if _own_bug(r):
         return ([f"conversion bug, on Caffe's own inputs: {describe(r.local, report.atol, report.rtol)}"]

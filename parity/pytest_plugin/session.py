@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..diagnose.report import Report, merge_parts, summary_line
 from ..errors import ParityError, printable
-from ..report import Report, merge_parts, summary_line
 from .items import LayerCheck, check_of
 from .settings import baseline_path, project_file
 
@@ -58,7 +58,7 @@ class Session:
 
     def gate(self, target):
         """The tolerance policy and baseline for `target`: options, then pyproject.toml, then the fixture."""
-        from ..check import gate_settings
+        from ..check.pipeline import gate_settings
 
         return gate_settings(target, self.config.getoption("--atol"), self.config.getoption("--rtol"),
                              baseline_path(self.config), self.config.getoption("--parity-growth"),
@@ -81,7 +81,7 @@ class Session:
         key = (report.model, report.image)
         if not self.config.getoption("--parity-html") or key in self.articles_sent:
             return None
-        from ..html import render_report, report_key
+        from ..diagnose.html import render_report, report_key
 
         self.articles_sent.add(key)
         return render_report(report_key(report.model, report.image), report)
@@ -111,7 +111,7 @@ class Session:
         _send(item, failed.to_dict(), None)
 
     def _compute(self, model: str, image: str) -> Report:
-        from ..check import check_reference, prepare
+        from ..check.pipeline import check_reference, prepare
 
         if model not in self.prepared:
             _trace("prepare", model)
@@ -217,13 +217,13 @@ class Gatherer:
     def _write_reports(self, payload: list[dict], terminalreporter) -> None:
         path = self.config.getoption("--parity-json")
         if path:
-            from ..report import write_json
+            from ..diagnose.report import write_json
 
             write_json(path, payload)
             terminalreporter.write_line(printable(f"parity: wrote {path}"))
         html_path = self.config.getoption("--parity-html")
         if html_path:
-            from ..html import page, report_key, summary_item, write_html
+            from ..diagnose.html import page, report_key, summary_item, write_html
 
             summaries = [summary_item(f"r{report_key(r['model'], r['image'])}", r["model"], r["image"], r["status"],
                                       r["first_divergence"]) for r in payload]

@@ -39,7 +39,7 @@ def check_options(config) -> None:
     """Every parity option checked before collection, so a wrong value is one usage error (exit 4), not
     the same failure on every item after each model has been converted. The hand-written model itself
     is imported only where it runs: importing it here would load TensorFlow into xdist's controller."""
-    from ..fixtures import list_fixtures
+    from ..caffe.fixtures import list_fixtures
     from ..options import check_pytest
 
     known = set(list_fixtures())
@@ -63,7 +63,7 @@ def _check_until(models: list[str], until: str) -> None:
 
 def _check_project(config) -> None:
     """[tool.parity] and the baseline file it (or --parity-baseline) names, read now to be refused now."""
-    from ..gate import Baseline, project_settings
+    from ..check.gate import Baseline, project_settings
 
     project_settings(project_file(config))
     baseline = baseline_path(config)
@@ -85,7 +85,7 @@ def runs_parity(config) -> bool:
 def project_file(config) -> Path | None:
     """The pyproject.toml whose [tool.parity] applies: pytest's own config file when it is one, else the
     nearest above the rootdir, so running from another folder does not silently drop the baseline."""
-    from ..gate import find_pyproject
+    from ..check.gate import find_pyproject
 
     inipath = getattr(config, "inipath", None)
     return Path(inipath) if inipath and Path(inipath).name == "pyproject.toml" else find_pyproject(config.rootpath)
@@ -93,7 +93,7 @@ def project_file(config) -> Path | None:
 
 def baseline_path(config) -> Path | None:
     """--parity-baseline, 'none' for no gate, else [tool.parity] baseline of the project's pyproject.toml."""
-    from ..gate import configured_baseline
+    from ..check.gate import configured_baseline
 
     path = config.getoption("--parity-baseline")
     if path is None:

@@ -2,7 +2,7 @@
 
 Each source of references is a subclass (targets.caffe: a prototxt and caffemodel, converted by parity
 or paired with a hand-written Keras model; targets.tfgraph: a frozen TensorFlow graph's dump) that says
-how it differs through these methods, so the check pipeline (parity.check.prepare) knows only this class.
+how it differs through these methods, so the check pipeline (parity.check.pipeline.prepare) knows only this class.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, ClassVar
 
+from ..caffe.graph import Net
+from ..data.reference import Reference
 from ..errors import ParityError
-from ..graph import Net
-from ..reference import Reference
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Target:
     name: str
     references: list[Reference]
     until: str | None = field(default=None, kw_only=True)  # check only up to this layer
-    tolerances: dict | None = field(default=None, kw_only=True)  # the fixture's own tolerance settings (parity.gate)
+    tolerances: dict | None = field(default=None, kw_only=True)  # the fixture's tolerance settings (check.gate)
 
     supports_local: ClassVar[bool] = True  # --local: can each layer be run on the reference's own bottoms?
     no_local: ClassVar[str] = ""  # why not, where it cannot

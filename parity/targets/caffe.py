@@ -1,5 +1,5 @@
 """Caffe targets: a prototxt and caffemodel converted by parity, or paired with the user's hand-written Keras
-model (parity.handwritten); from files (prototxt, caffemodel, a reference
+model (parity.targets.handwritten); from files (prototxt, caffemodel, a reference
 folder) or from a named fixture (which may be a TensorFlow graph's: targets.tfgraph); cut at a layer (--until)."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from ..caffe.graph import Net
+from ..data.reference import Reference, find_references
 from ..errors import ParityError
-from ..graph import Net
-from ..reference import Reference, find_references
 from .base import Target, restricted
 
 
@@ -28,7 +28,7 @@ class CaffeTarget(Target):
         return {"prototxt": self.prototxt, "caffemodel": self.caffemodel}
 
     def read_weights(self):
-        from ..reading.caffemodel import read_caffemodel
+        from ..caffe.reading.caffemodel import read_caffemodel
 
         return read_caffemodel(self.caffemodel)
 
@@ -45,7 +45,7 @@ class CaffeTarget(Target):
 
     def conversion_failure(self, exc: ParityError, net: Net, build: Callable) -> ParityError:
         """A converter's error that Caffe's own shapes explain becomes a ShapeDivergence at its layer."""
-        from ..divergence import explain_shape_conflict
+        from ..check.divergence import explain_shape_conflict
         from ..errors import ShapeDivergence
 
         return exc if isinstance(exc, ShapeDivergence) else explain_shape_conflict(exc, net, self.references, build)
@@ -57,8 +57,8 @@ class CaffeTarget(Target):
         return None if build is convert_net else lambda: convert_net(net, weights)
 
     def local_runner(self, net: Net, ref: Reference, weights, build: Callable, converted):
-        """The layers converted again, each fed Caffe's bottoms, all in one model (parity.local)."""
-        from ..local import LocalRunner
+        """The layers converted again, each fed Caffe's bottoms, all in one model (parity.check.local)."""
+        from ..check.local import LocalRunner
 
         return LocalRunner(net, ref, weights, build)
 
@@ -72,7 +72,8 @@ class HandwrittenTarget(CaffeTarget):
     save_mapping: str | Path | None = field(default=None, kw_only=True)  # where to write the pairing made
 
     def converter(self) -> Callable:
-        from ..handwritten import handwritten_converter, load_builder, read_mapping
+        from ..user_modules import load_builder
+        from .handwritten import handwritten_converter, read_mapping
 
         return handwritten_converter(load_builder(self.keras_model), read_mapping(self.mapping_path),
                                      self.keras_model, self.mapping_path, self.save_mapping)
@@ -82,7 +83,7 @@ class HandwrittenTarget(CaffeTarget):
 
     def local_runner(self, net: Net, ref: Reference, weights, build: Callable, converted):
         """parity cannot rebuild the user's model layer by layer, but it can cut each paired layer out of it."""
-        from ..local import CutRunner
+        from ..check.local import CutRunner
 
         return CutRunner(net, ref, converted)
 
@@ -107,7 +108,7 @@ def from_files(prototxt, caffemodel, blobs_dir, name: str | None = None) -> Caff
 
 
 def model_name(prototxt: Path) -> str:
-    from ..reading.prototxt import read_prototxt
+    from ..caffe.reading.prototxt import read_prototxt
 
     stem = prototxt.name.removesuffix(".txt").removesuffix(".prototxt")  # deploy.prototxt.txt, as some ship it
     return read_prototxt(prototxt).name.strip() or stem or "model"
@@ -128,7 +129,7 @@ def fixture_references(fixture, images: list[str] | None, dump_command: str) -> 
 
 def from_fixture(name: str, images: list[str] | None = None) -> Target:
     """A named fixture's target, of the kind the fixture is (a Caffe net, or a TensorFlow graph)."""
-    from ..fixtures import load_fixture
+    from ..caffe.fixtures import load_fixture
 
     fixture = load_fixture(name)
     if fixture.kind == "tensorflow-graph":

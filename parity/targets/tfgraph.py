@@ -15,10 +15,11 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from ..caffe.graph import Layer, Net
+from ..data.layout import caffe_shape
+from ..data.reference import Reference
 from ..errors import ParityError
-from ..graph import Layer, Net
-from ..layout import caffe_shape
-from ..reference import Reference
+from ..tfgraph.fixture import fixture_graph
 from ..tfgraph.weights import normalized
 from .base import Target, restricted
 
@@ -53,7 +54,7 @@ class GraphTarget(Target):
         return constants(read_graph_def(self.graph), self.graph)
 
     def converter(self) -> Callable:
-        from ..handwritten import load_builder
+        from ..user_modules import load_builder
 
         if not self.keras_model:
             raise ParityError("a TensorFlow-graph reference is checked against a hand-written Keras model: "
@@ -65,7 +66,7 @@ class GraphTarget(Target):
     def with_keras_model(self, spec: str, mapping: str | Path | None = None,
                          save_mapping: str | Path | None = None) -> Target:
         """The graph checked against another Keras model (and mapping: op and scope names only)."""
-        from ..handwritten import read_mapping
+        from .handwritten import read_mapping
 
         if save_mapping is not None:
             raise ParityError("--save-mapping writes a pairing with Caffe layers; a TensorFlow graph's is made "
@@ -92,7 +93,7 @@ def manifest_net(ref: Reference, name: str) -> Net:
 
 def pair_layers(model, net: Net, mapping: dict[str, str]) -> dict[str, Layer]:
     """Keras layer name -> the graph op it is compared with (see the module's docstring)."""
-    from ..handwritten import check_mapping
+    from .handwritten import check_mapping
 
     check_mapping(mapping, model)
     by_name = {normalized(layer.name): layer for layer in net.layers}
@@ -258,5 +259,5 @@ def _described(value) -> tuple[tuple[int, ...], str]:
 
 def graph_target_from_fixture(fixture, refs: list[Reference]) -> GraphTarget:
     """A tensorflow-graph fixture: its graph (built into the cache), references, hand-written Keras model."""
-    return GraphTarget(fixture.name, refs, graph=fixture.graph_path(), tolerances=fixture.description.get("tolerances"),
-                       keras_model=fixture.keras_model, mapping=fixture.description.get("mapping"))
+    return GraphTarget(fixture.name, refs, graph=fixture_graph(fixture), keras_model=fixture.keras_model,
+                       mapping=fixture.description.get("mapping"), tolerances=fixture.description.get("tolerances"))

@@ -22,10 +22,10 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_directory, sha256_file
-from ..dump import sample_folder, written_by_parity
+from ..caffe.dump import sample_folder, written_by_parity
+from ..data.layout import to_keras_layout
+from ..data.reference import FORMAT, FORMAT_VERSION, safe_filename
 from ..errors import ParityError
-from ..layout import to_keras_layout
-from ..reference import FORMAT, FORMAT_VERSION, safe_filename
 from .graph import PLUMBING, RESIZE_OPS, constants, damaged_graph, load_graph, output_layouts, placeholders
 
 SOURCE = "tensorflow-graph"
@@ -109,7 +109,7 @@ def run_graph(graph_def, feeds: dict[str, np.ndarray], fetches: list[str], where
 def _nchw_hint(exc) -> str:
     """TensorFlow's own CPU kernels refuse NCHW pooling and convolution; its oneDNN kernels run them, but TF
     turns oneDNN on by itself only on CPUs with AVX512-VNNI/BF16 or AMX: say how to turn it on."""
-    from ..numerics import onednn
+    from ..check.numerics import onednn
 
     if "only supports NHWC" not in str(exc) or onednn()["enabled"]:
         return ""
@@ -118,7 +118,7 @@ def _nchw_hint(exc) -> str:
 
 def dump_graph(path: Path, input_name: str, samples: list, out: Path, input_layout: str,
                patterns: list[str] | None = None, log=print) -> list[Path]:
-    """Run the graph on each sample (parity.dump.Sample, arrays in NCHW) and write one reference folder each.
+    """Run the graph on each sample (parity.caffe.dump.Sample, arrays in NCHW) and write one reference folder each.
 
     `patterns`: globs on op names; only matching ops are saved (default: every op with a float output).
     """

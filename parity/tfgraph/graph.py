@@ -1,7 +1,7 @@
 """A frozen TensorFlow graph (.pb) as parity reasons about it: ops in execution order, the layout of
 each 4-D output, and the Const weights.
 
-The ops become a parity.graph.Net (op = layer, input tensors = bottoms, output tensors = tops), so
+The ops become a parity.caffe.graph.Net (op = layer, input tensors = bottoms, output tensors = tops), so
 the comparison's ancestry ("downstream of the first divergence") works as for a Caffe net. Const
 nodes, their Identity readers and NoOps are weights or plumbing, not computation: they are left out.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..caffe.graph import Layer, Net
 from ..errors import ParityError, require_file
-from ..graph import Layer, Net
 
 PLUMBING = {"Const", "NoOp"}
 RESIZE_OPS = {"ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic", "ResizeArea"}  # NHWC by definition
