@@ -332,13 +332,13 @@ import json
 import os
 from pathlib import Path
 
+from parity.caffe.graph import Net
+from parity.caffe.reading.caffemodel import read_caffemodel
 from parity.check.capture import Capture
 from parity.check.compare import LayerResult, NoiseRule, Tolerance, effective_noise, measure
-from parity.convert import convert_net
-from parity.caffe.graph import Net
 from parity.check.noise import TwinUnavailable, estimate, peak
 from parity.check.numerics import configure
-from parity.caffe.reading.caffemodel import read_caffemodel
+from parity.convert import convert_net
 from parity.data.reference import load_npy
 from parity.diagnose.report import describe
 from parity.user_modules import import_user_module

@@ -126,8 +126,6 @@ def handwritten_converter(build_fn: Callable, mapping: dict, spec: str = "", map
         converted.left_out = left_out_notes(reference, pairing, unpaired)
         return converted
 
-    convert.supports_local = False  # parity cannot rebuild the user's model layer by layer ...
-    convert.cut_local = True  # ... but it can cut each paired layer out of it (parity.check.local.CutRunner)
     return convert
 
 
