@@ -225,3 +225,17 @@ def test_damaged_weights_file_is_one_clear_line(tmp_path, capsys, name):
                  str(FIXTURE.references / "chelsea"), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and f"{damaged}: cannot load these weights" in err
+
+
+def test_keras_model_given_for_a_graph_fixture_is_the_model_checked(capsys):
+    """--keras-model replaces the fixture's own model (it used to be ignored without a word)."""
+    assert main(["check", "--model", "tf_saliency", "--keras-model", "no_such_module_here:build", "-q"]) == 2
+    assert "no_such_module_here" in capsys.readouterr().err
+
+
+def test_save_mapping_is_refused_for_a_graph_reference(capsys, tmp_path):
+    """A graph's pairing is by op and scope name; --save-mapping writes Caffe pairings, so it is refused."""
+    out = tmp_path / "mapping.json"
+    assert main(["check", "--model", "tf_saliency", "--keras-model", FIXTURE.keras_model, "--save-mapping",
+                 str(out), "-q"]) == 2
+    assert "--save-mapping" in capsys.readouterr().err and not out.exists()
