@@ -1,6 +1,6 @@
 """Caffe targets: a prototxt and caffemodel converted by parity, or paired with the user's hand-written Keras
-model (parity.targets.handwritten); from files (prototxt, caffemodel, a reference
-folder) or from a named fixture (which may be a TensorFlow graph's: targets.tfgraph); cut at a layer (--until)."""
+model (targets.handwritten). Made from files (prototxt, caffemodel, a reference folder) or from a named
+fixture (which may be a TensorFlow graph's: targets.tfgraph), and cut at a layer (--until)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
